@@ -1,0 +1,237 @@
+"""Options, parsed from ``[tool.packager]`` (pyproject.toml) or ``packager.toml``.
+
+Precedence, highest first: CLI flag > ``PACKAGER_*`` environment variable > per-target table
+(``[tool.packager.target.<name>]``) > global table > the defaults in resources/defaults.toml.
+Unknown keys are errors that name the key and its closest valid spelling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packager.errors import ConfigError, did_you_mean
+from packager.resources import read_toml
+from packager.spec import Preprocessing
+from packager.target import PRECISIONS
+
+GLOBAL_KEYS = {
+    "name": str, "version": str, "out": str, "targets": list, "precisions": list,
+    "samples": str, "num_samples": int, "seed": int, "strict": bool, "latency": bool,
+    "labels": list, "preprocessing": dict, "tolerance": dict, "target": dict,
+}  # fmt: skip
+TARGET_KEYS = {"precisions": list, "tolerance": dict, "latency": bool}
+PREPROCESSING_KEYS = {"mean": (list, float, int), "std": (list, float, int),
+                      "scale": (float, int), "channel_axis": int}  # fmt: skip
+TOLERANCE_KEYS = {"atol": (float, int), "rtol": (float, int), "min_top1_agreement": (float, int)}
+ENV_KEYS = {"name": str, "version": str, "out": str, "targets": list, "precisions": list,
+            "samples": str, "num_samples": int, "seed": int, "strict": bool, "latency": bool}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    min_top1_agreement: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSettings:
+    """What the core uses for one target after precedence is applied."""
+
+    precisions: tuple[str, ...]
+    tolerance: Mapping[str, Tolerance]
+    latency: bool
+    options: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The parsed configuration: global values plus the raw per-target tables."""
+
+    values: Mapping[str, Any]
+    target_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    origin: str = "defaults"
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+    def preprocessing(self) -> Preprocessing:
+        table = self.values.get("preprocessing") or {}
+
+        def tup(v: Any) -> tuple[float, ...] | None:
+            if v is None:
+                return None
+            return tuple(float(x) for x in (v if isinstance(v, list) else [v]))
+
+        scale = table.get("scale")
+        return Preprocessing(
+            mean=tup(table.get("mean")), std=tup(table.get("std")),
+            scale=None if scale is None else float(scale), channel_axis=table.get("channel_axis"),
+        )  # fmt: skip
+
+    def for_target(self, name: str, options_cls: type, cli: Mapping[str, Any]) -> TargetSettings:
+        """Settings for one target: defaults < global < per-target < env < CLI."""
+        table = dict(self.target_tables.get(name, {}))
+        own = {k: table.pop(k) for k in list(table) if k not in TARGET_KEYS}
+        merged = {k: self.values.get(k) for k in TARGET_KEYS}
+        tolerance = _merge_tolerance(self.values.get("tolerance", {}), table.get("tolerance", {}))
+        merged.update({k: v for k, v in table.items() if k != "tolerance"})
+        for key in ("precisions", "latency"):
+            if key in self.values.get("_env", {}):
+                merged[key] = self.values["_env"][key]
+            if cli.get(key) is not None:
+                merged[key] = cli[key]
+        return TargetSettings(
+            precisions=_precisions(merged["precisions"], f"target.{name}.precisions"),
+            tolerance=tolerance,
+            latency=bool(merged["latency"]),
+            options=_target_options(options_cls, own, f"{self.origin}: target.{name}"),
+        )
+
+
+def load(cwd: Path, explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read defaults, then the project's file, then the environment."""
+    values: dict[str, Any] = read_toml("defaults.toml")
+    origin = "defaults"
+    table, origin = _read_project_table(cwd, explicit)
+    prefix = "tool.packager." if origin.endswith("pyproject.toml") else ""
+    _check_table(table, GLOBAL_KEYS, origin, prefix)
+    targets = table.pop("target", {})
+    for tname, ttable in targets.items():
+        if not isinstance(ttable, dict):
+            raise ConfigError(f"{origin}: `{prefix}target.{tname}` must be a table")
+        _check_types(ttable, TARGET_KEYS, origin, f"{prefix}target.{tname}.", allow_extra=True)
+    tolerance = _merge_tolerance(values.pop("tolerance"), table.pop("tolerance", {}), origin)
+    values.update(table)
+    values["tolerance"] = {k: dataclasses.asdict(v) for k, v in tolerance.items()}
+    env = _read_env(environ if environ is not None else os.environ)
+    values.update(env)
+    values["_env"] = env
+    _precisions(values["precisions"], f"{prefix}precisions")
+    return Config(values=values, target_tables=targets, origin=origin)
+
+
+def _read_project_table(cwd: Path, explicit: Path | None) -> tuple[dict[str, Any], str]:
+    candidates = [explicit] if explicit else [cwd / "packager.toml", cwd / "pyproject.toml"]
+    for path in candidates:
+        if path is None or not path.is_file():
+            if explicit:
+                raise ConfigError(f"config file '{explicit}' does not exist")
+            continue
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path.name} is not valid TOML: {exc}") from exc
+        if path.name == "pyproject.toml":
+            table = data.get("tool", {}).get("packager")
+            if table is None:
+                continue
+            return dict(table), path.name
+        return data, path.name
+    return {}, "defaults"
+
+
+def _check_table(table: Mapping[str, Any], keys: Mapping[str, Any], origin: str, prefix: str) -> None:
+    _check_types(table, keys, origin, prefix)
+    _check_types(table.get("preprocessing", {}), PREPROCESSING_KEYS, origin, prefix + "preprocessing.")
+
+
+def _check_types(table: Mapping[str, Any], keys: Mapping[str, Any], origin: str, prefix: str,
+                 allow_extra: bool = False) -> None:  # fmt: skip
+    for key, value in table.items():
+        if key not in keys:
+            if allow_extra:
+                continue
+            raise ConfigError(
+                f"{origin}: unknown key `{prefix}{key}`{did_you_mean(key, keys)}"
+                f" (valid keys: {', '.join(sorted(keys))})"
+            )
+        want = keys[key]
+        if isinstance(value, bool) and want is not bool and bool not in _as_tuple(want):
+            raise ConfigError(f"{origin}: `{prefix}{key}` must be {_type_name(want)}, not a boolean")
+        if not isinstance(value, want):
+            raise ConfigError(f"{origin}: `{prefix}{key}` must be {_type_name(want)}")
+
+
+def _as_tuple(want: Any) -> tuple[type, ...]:
+    return want if isinstance(want, tuple) else (want,)
+
+
+def _type_name(want: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "an array", dict: "a table"}  # fmt: skip
+    return " or ".join(names[t] for t in _as_tuple(want))
+
+
+def _merge_tolerance(base: Mapping[str, Any], override: Mapping[str, Any],
+                     origin: str = "config") -> dict[str, Tolerance]:  # fmt: skip
+    merged: dict[str, Tolerance] = {}
+    for precision in PRECISIONS:
+        current = dict(base.get(precision, {}))
+        if precision in override:
+            _check_types(override[precision], TOLERANCE_KEYS, origin, f"tolerance.{precision}.")
+            current.update(override[precision])
+        merged[precision] = Tolerance(**{k: float(v) for k, v in current.items()})
+    for key in override:
+        if key not in PRECISIONS:
+            raise ConfigError(f"{origin}: unknown key `tolerance.{key}`{did_you_mean(key, PRECISIONS)}")
+    return merged
+
+
+def _precisions(value: Any, key: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else list(value)
+    for item in items:
+        if item not in PRECISIONS:
+            raise ConfigError(f"`{key}`: invalid precision '{item}'{did_you_mean(item, PRECISIONS)}"
+                              f" (choose from: {', '.join(PRECISIONS)})")  # fmt: skip
+    return tuple(p for p in PRECISIONS if p in items)
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, kind in ENV_KEYS.items():
+        raw = environ.get(f"PACKAGER_{key.upper()}")
+        if raw is None or raw == "":
+            continue
+        try:
+            found[key] = _parse_env(raw, kind)
+        except ValueError as exc:
+            raise ConfigError(f"PACKAGER_{key.upper()}={raw!r}: {exc}") from exc
+    return found
+
+
+def _parse_env(raw: str, kind: type) -> Any:
+    if kind is list:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if kind is bool:
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError("expected true or false")
+    if kind is int:
+        return int(raw)
+    return raw
+
+
+def _target_options(options_cls: type, table: Mapping[str, Any], where: str) -> Any:
+    if not dataclasses.is_dataclass(options_cls):
+        if table:
+            raise ConfigError(f"{where}: this target takes no options, got {', '.join(table)}")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    for key in table:
+        if key not in fields:
+            valid = list(fields) + list(TARGET_KEYS)
+            raise ConfigError(f"{where}: unknown key `{key}`{did_you_mean(key, valid)}"
+                              f" (valid keys: {', '.join(sorted(valid))})")  # fmt: skip
+    try:
+        return options_cls(**table)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc

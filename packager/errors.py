@@ -1,0 +1,109 @@
+"""The one error hierarchy. Each class carries an exit code and a default hint.
+
+Only the CLI entry turns these into exit codes; library code raises them with a message that
+says what failed and why, and a hint that says what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PackagerError(Exception):
+    """Base of every error a user can act on."""
+
+    exit_code = 1
+    hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def one_line(self) -> str:
+        """The message and its hint on one line, as the CLI prints it."""
+        text = " ".join(self.message.split())
+        if self.hint:
+            text += f" (hint: {' '.join(self.hint.split())})"
+        return text
+
+
+class UsageError(PackagerError):
+    exit_code = 2
+
+
+class ConfigError(PackagerError):
+    exit_code = 2
+    hint = "see `packager build --help` for the keys of [tool.packager]"
+
+
+class UnknownTargetError(UsageError):
+    hint = "run `packager targets` to list the installed targets"
+
+
+class ModelInputError(PackagerError):
+    """The model file cannot be read or is not what its name says."""
+
+    exit_code = 3
+
+
+class SamplesError(PackagerError):
+    exit_code = 3
+
+
+class UnsupportedOpError(PackagerError):
+    exit_code = 4
+
+
+class OutputError(PackagerError):
+    exit_code = 5
+    hint = "pass --out to a folder you can write to"
+
+
+class MissingDependencyError(PackagerError):
+    exit_code = 6
+
+
+class ConversionError(PackagerError):
+    exit_code = 7
+
+
+class FidelityError(PackagerError):
+    """A variant that must match the source does not."""
+
+    exit_code = 8
+
+
+class VerifyError(PackagerError):
+    exit_code = 9
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest valid spelling of ``word``, or None when nothing is near."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` or an empty string."""
+    best = closest(word, choices)
+    return f"; did you mean '{best}'?" if best else ""
+
+
+def require(module: str, extra: str) -> None:
+    """Raise a MissingDependencyError naming the extra that installs ``module``."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(
+            f"this step needs the Python package '{module}', which is not installed",
+            hint=f'pip install -c constraints.txt "packager[{extra}]"',
+        )
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text, for one-line messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

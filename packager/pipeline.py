@@ -1,0 +1,286 @@
+"""A build: import the model, run each target's plan, validate every variant, write the output.
+
+The core executes what targets declare; it never asks which target it is running.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packager import __version__, importers, report, samples, validate
+from packager.config import Config, TargetSettings
+from packager.errors import FidelityError, PackagerError, UsageError
+from packager.output import Staging, file_entries, file_entry
+from packager.plugins import resolve_targets
+from packager.spec import ModelSpec
+from packager.target import Step, StepContext, Target
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildRequest:
+    model: str
+    targets: tuple[str, ...] = ()
+    precisions: tuple[str, ...] | None = None
+    samples: Path | None = None
+    name: str | None = None
+    version: str | None = None
+    out: Path | None = None
+    dry_run: bool = False
+    strict: bool | None = None
+    latency: bool | None = None
+
+
+@dataclass(kw_only=True)
+class BuildResult:
+    path: Path | None
+    record: dict[str, Any]
+    plans: list[tuple[Target, list[Step]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Reporter:
+    """Where progress goes. The CLI passes a rich console; tests pass nothing."""
+
+    def step(self, label: str, description: str) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def done(self, label: str, detail: str, seconds: float) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+def build(request: BuildRequest, config: Config, reporter: Reporter | None = None) -> BuildResult:
+    reporter = reporter or Reporter()
+    requested = list(request.targets or config.get("targets"))
+    targets = resolve_targets(requested)
+    source = importers.detect(request.model)
+    samples_path = request.samples or (Path(config.get("samples")) if config.get("samples") else None)
+    if samples_path is not None:
+        samples.check_exists(samples_path)
+    name = request.name or config.get("name") or importers.default_name(source)
+    version = str(request.version or config.get("version") or "1")
+    _check_name(name, "name")
+    _check_name(version, "version")
+    out = request.out or Path(config.get("out"))
+    staging = Staging(out, dry_run=request.dry_run)
+    try:
+        result = _build(request, config, reporter, targets, source, samples_path, name, version, staging,
+                        explicit="all" not in requested)  # fmt: skip
+        if request.dry_run:
+            staging.abort()
+            return result
+        result.path = staging.commit(name, version)
+        return result
+    except BaseException:
+        staging.abort()
+        raise
+
+
+def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: list[Target],
+           source: importers.Source, samples_path: Path | None, name: str, version: str,
+           staging: Staging, explicit: bool) -> BuildResult:  # fmt: skip
+    vdir = staging.version_dir(name, version)
+    (vdir / "source").mkdir(parents=True)
+    spec, generated = _import(source, samples_path, config, name, version, vdir, reporter)
+    cli = {"precisions": request.precisions, "latency": request.latency}
+    plans: list[tuple[Target, TargetSettings, list[Step]]] = []
+    skipped: list[dict[str, str]] = []
+    for target in targets:
+        reason = _refusal(target, spec)
+        if reason is not None:
+            if explicit:
+                raise reason
+            skipped.append({"target": target.name, "reason": reason.one_line()})
+            reporter.note(f"skipping target '{target.name}': {reason.one_line()}")
+            continue
+        settings = config.for_target(target.name, target.Options, cli)
+        wanted = tuple(p for p in settings.precisions if p in target.precisions)
+        plans.append((target, settings, target.plan(spec, settings.options, wanted)))
+    result = BuildResult(path=None, record={}, plans=[(t, s) for t, _, s in plans])
+    if request.dry_run:
+        return result
+    variants: list[dict[str, Any]] = []
+    for target, settings, steps in plans:
+        variants.extend(_run_plan(target, settings, steps, spec, vdir, staging.scratch, reporter))
+    record = _record(spec, source, variants, skipped, generated, config)
+    strict = request.strict if request.strict is not None else bool(config.get("strict"))
+    _enforce(record, strict, result)
+    _write_outputs(vdir, spec, record)
+    result.record = record
+    return result
+
+
+def _import(source: importers.Source, samples_path: Path | None, config: Config, name: str,
+            version: str, vdir: Path, reporter: Reporter) -> tuple[ModelSpec, bool]:  # fmt: skip
+    start = time.perf_counter()
+    with reporter.step("import", f"import {source.format} model to ONNX"):
+        imported = importers.run_importer(source, vdir / "source")
+        prep = config.preprocessing()
+        model = importers.canonicalize(imported, prep, Path(source.location).name)
+        labels = tuple(config.get("labels")) if config.get("labels") else None
+        spec = importers.build_spec(source=source, imported=imported, model=model,
+                                    onnx_path=vdir / "source" / "model.onnx", name=name,
+                                    version=version, prep=prep, labels=labels)  # fmt: skip
+        if samples_path is not None:
+            spec.samples = samples.load(samples_path, spec.signature)
+        else:
+            spec.samples = samples.generate(spec.signature, int(config.get("num_samples")), int(config.get("seed")))
+        spec.reference, spec.reference_runtime = importers.reference_outputs(spec, imported)
+    reporter.done("import", f"{spec.num_samples} samples, reference from {spec.reference_runtime}",
+                  time.perf_counter() - start)  # fmt: skip
+    return spec, samples_path is None
+
+
+def _refusal(target: Target, spec: ModelSpec) -> PackagerError | None:
+    if spec.source_format not in target.accepts:
+        return UsageError(
+            f"target '{target.name}' does not take {spec.source_format} models",
+            hint=f"it takes: {', '.join(sorted(target.accepts))}",
+        )
+    try:
+        target.check(spec)
+    except PackagerError as exc:
+        return exc
+    return None
+
+
+def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], spec: ModelSpec,
+              vdir: Path, scratch: Path, reporter: Reporter) -> list[dict[str, Any]]:  # fmt: skip
+    artifacts: dict[str, Path] = {}
+    records: list[dict[str, Any]] = []
+    for step in steps:
+        out_dir = vdir / target.name / step.variant.id if step.variant else scratch / target.name / step.name
+        out_dir.mkdir(parents=True)
+        tmp = scratch / "tmp" / target.name / step.name
+        tmp.mkdir(parents=True)
+        inputs = {r: artifacts[r] for r in step.requires}
+        if step.requires:
+            inputs["model"] = artifacts[step.requires[0]]
+        ctx = StepContext(spec=spec, options=settings.options, out_dir=out_dir, tmp_dir=tmp,
+                          inputs=inputs, log=reporter.note)  # fmt: skip
+        start = time.perf_counter()
+        with reporter.step(step.name, step.description):
+            artifacts[step.name] = step.run(ctx)
+            shutil.rmtree(tmp, ignore_errors=True)
+            record = _validate(target, settings, step, spec, vdir, out_dir) if step.variant else None
+        if record is not None:
+            records.append(record)
+            fid = record["fidelity"]
+            detail = f"{fid['status']}, max abs err {fid.get('max_abs_err')}"
+            if "top1_agreement" in fid:
+                detail += f", top-1 {fid['top1_agreement']:.4f}"
+            reporter.done(step.name, f"{record['bytes']:,} B, {detail}", time.perf_counter() - start)
+        else:
+            reporter.done(step.name, "intermediate", time.perf_counter() - start)
+    return records
+
+
+def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelSpec,
+              vdir: Path, out_dir: Path) -> dict[str, Any]:  # fmt: skip
+    info = step.variant
+    assert info is not None
+    tolerance = settings.tolerance[info.precision]
+    runner = target.runner(out_dir, info.main_file)
+    batched = all(t.batched for t in spec.signature.inputs)
+    try:
+        fidelity = validate.fidelity(runner, spec.samples, spec.reference, tolerance, spec.task, batched)
+        fidelity["tolerance"] = {"atol": tolerance.atol, "rtol": tolerance.rtol,
+                                 "min_top1_agreement": tolerance.min_top1_agreement}  # fmt: skip
+        latency = validate.latency(runner, spec.samples) if settings.latency else None
+    finally:
+        runner.close()
+    files = file_entries(out_dir, vdir)
+    record: dict[str, Any] = {
+        "id": info.id, "target": target.name, "precision": info.precision,
+        "runtime": {"name": info.runtime, "min_version": info.min_version},
+        "main_file": (out_dir / info.main_file).relative_to(vdir).as_posix(),
+        "files": files, "bytes": sum(f["bytes"] for f in files), "fidelity": fidelity,
+    }  # fmt: skip
+    if latency is not None:
+        record["latency_ms"] = latency
+    memory = target.peak_memory_mb(spec, out_dir, info.main_file)
+    if memory is not None:
+        record["peak_memory_mb"] = memory
+    if info.notes:
+        record["notes"] = info.notes
+    return record
+
+
+def _record(spec: ModelSpec, source: importers.Source, variants: list[dict[str, Any]],
+            skipped: list[dict[str, str]], generated: bool, config: Config) -> dict[str, Any]:  # fmt: skip
+    vdir = spec.onnx_path.parent.parent
+    model: dict[str, Any] = {
+        "name": spec.name, "version": spec.version,
+        "source": {"format": spec.source_format, "sha256": spec.source_sha256,
+                   "file": Path(source.location).name if source.kind != "factory" else source.location},
+        "signature": spec.signature.to_json(),
+        "canonical": file_entry(spec.onnx_path, vdir) | {"ops": spec.ops},
+    }  # fmt: skip
+    if spec.original_path is not None:
+        model["original"] = [e for e in file_entries(vdir / "source", vdir) if e["path"] != "source/model.onnx"]
+    if spec.labels:
+        model["labels"] = list(spec.labels)
+    if spec.task:
+        model["task"] = spec.task
+    if not spec.preprocessing.empty:
+        model["preprocessing"] = spec.preprocessing.to_json()
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "packager": __version__,
+        "model": model,
+        "validation": {
+            "samples": "validation/samples.npz", "reference": "validation/reference.npz",
+            "count": spec.num_samples, "generated": generated, "reference_runtime": spec.reference_runtime,
+        } | ({"seed": int(config.get("seed"))} if generated else {}),
+        "variants": variants,
+        "checks": [],
+    }  # fmt: skip
+    if skipped:
+        record["skipped"] = skipped
+    return record
+
+
+def _enforce(record: dict[str, Any], strict: bool, result: BuildResult) -> None:
+    """fp32 out of tolerance means the conversion is wrong: fail. Lower precisions warn."""
+    for variant in record["variants"]:
+        fid = variant["fidelity"]
+        if fid["status"] != "failed":
+            continue
+        message = f"variant '{variant['id']}' failed validation: {fid.get('reason', '')}"
+        if variant["precision"] == "fp32":
+            raise FidelityError(message, hint="the conversion is wrong; check the source model's ops and report it")
+        if strict:
+            raise FidelityError(message, hint="drop --strict to keep the build with this variant marked failed")
+        result.warnings.append(message + " (kept in build.json, never published)")
+
+
+def _write_outputs(vdir: Path, spec: ModelSpec, record: dict[str, Any]) -> None:
+    (vdir / "validation").mkdir()
+    samples.save_npz(vdir / "validation" / "samples.npz", spec.samples)
+    samples.save_npz(vdir / "validation" / "reference.npz", spec.reference)
+    write_json(vdir / "build.json", record)
+    (vdir / "report.html").write_text(report.render(record), encoding="utf-8")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _check_name(value: str, what: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
+        raise UsageError(
+            f"invalid model {what} '{value}': use letters, digits, '.', '_' and '-' (at most 128)",
+            hint=f"pass --{what} with a simple {what}",
+        )
+

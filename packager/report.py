@@ -1,0 +1,136 @@
+"""report.html: one self-contained page (no scripts, no outside files) for a person to read."""
+
+from __future__ import annotations
+
+import html
+import math
+from string import Template
+from typing import Any
+
+from packager.resources import read_text
+
+COLORS = {"verified": "#1a7f37", "unverified": "#9a6700", "failed": "#cf222e"}
+
+
+def render(record: dict[str, Any]) -> str:
+    model = record["model"]
+    page = Template(read_text("report.html.tmpl"))
+    return page.substitute(
+        title=html.escape(f"{model['name']} {model['version']}"),
+        summary=_summary(record),
+        signature=_signature(model["signature"]),
+        chart=_chart(record["variants"]),
+        rows="\n".join(_row(v) for v in record["variants"]),
+        skipped=_skipped(record.get("skipped", [])),
+        packager=html.escape(str(record.get("packager", ""))),
+    )
+
+
+def _summary(record: dict[str, Any]) -> str:
+    model, val = record["model"], record["validation"]
+    counts: dict[str, int] = {}
+    for v in record["variants"]:
+        counts[v["fidelity"]["status"]] = counts.get(v["fidelity"]["status"], 0) + 1
+    status = ", ".join(f'<b style="color:{COLORS.get(k, "#000")}">{n} {k}</b>' for k, n in sorted(counts.items()))
+    origin = "generated from the signature" if val["generated"] else "given with --samples"
+    return (
+        f"<p>Source: <code>{html.escape(model['source']['file'])}</code> ({html.escape(model['source']['format'])}), "
+        f"sha256 <code>{model['source']['sha256'][:16]}…</code>. "
+        f"{len(record['variants'])} variants: {status or 'none'}.</p>"
+        f"<p>Each variant ran in its own runtime on {val['count']} samples ({origin}) and was compared with "
+        f"the source model run in {html.escape(val['reference_runtime'])}.</p>"
+    )
+
+
+def _signature(sig: dict[str, Any]) -> str:
+    rows = []
+    for kind in ("inputs", "outputs"):
+        for t in sig[kind]:
+            shape = ", ".join(str(d) for d in t["shape"])
+            rows.append(f"<tr><td>{kind[:-1]}</td><td><code>{html.escape(t['name'])}</code></td>"
+                        f"<td>{t['dtype']}</td><td>[{html.escape(shape)}]</td></tr>")  # fmt: skip
+    return "\n".join(rows)
+
+
+def _row(v: dict[str, Any]) -> str:
+    fid = v["fidelity"]
+    lat = v.get("latency_ms", {})
+    top1 = f"{fid['top1_agreement']:.4f}" if "top1_agreement" in fid else "—"
+    err = f"{fid['max_abs_err']:.3g}" if "max_abs_err" in fid else "—"
+    reason = f'<div class="reason">{html.escape(fid["reason"])}</div>' if fid.get("reason") else ""
+    return (
+        f"<tr><td><code>{html.escape(v['id'])}</code></td><td>{v['precision']}</td>"
+        f"<td>{html.escape(v['runtime']['name'])} ≥ {html.escape(v['runtime']['min_version'])}</td>"
+        f"<td class=num>{_size(v['bytes'])}</td><td style=\"color:{COLORS.get(fid['status'], '#000')}\">"
+        f"{fid['status']}{reason}</td><td class=num>{err}</td><td class=num>{top1}</td>"
+        f"<td class=num>{_ms(lat.get('p50'))}</td><td class=num>{_ms(lat.get('p90'))}</td>"
+        f"<td class=num>{v.get('peak_memory_mb', '—')}</td></tr>"
+    )
+
+
+def _skipped(items: list[dict[str, str]]) -> str:
+    if not items:
+        return ""
+    lis = "".join(f"<li><code>{html.escape(s['target'])}</code>: {html.escape(s['reason'])}</li>" for s in items)
+    return f"<h2>Targets skipped</h2><ul>{lis}</ul>"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g} ms"
+
+
+def _chart(variants: list[dict[str, Any]]) -> str:
+    """Size (x, log) against max abs error (y, log); dot area grows with p50 latency."""
+    points = [v for v in variants if "max_abs_err" in v["fidelity"]]
+    if not points:
+        return "<p>No measured variants to chart.</p>"
+    width, height, pad = 720, 360, 60
+    xs = [math.log10(max(v["bytes"], 1)) for v in points]
+    ys = [math.log10(max(v["fidelity"]["max_abs_err"], 1e-9)) for v in points]
+    x0, x1 = _span(xs)
+    y0, y1 = _span(ys)
+    lat = [v.get("latency_ms", {}).get("p50") for v in points]
+    lat_max = max((x for x in lat if x), default=None)
+
+    def px(x: float) -> float:
+        return pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
+
+    def py(y: float) -> float:
+        return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
+
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+             f'aria-label="size against max abs error">',
+             f'<rect x="{pad}" y="{pad / 2}" width="{width - 2 * pad}" height="{height - 1.5 * pad}" '
+             f'fill="#f6f8fa" stroke="#d0d7de"/>']  # fmt: skip
+    for tick in range(math.floor(x0), math.ceil(x1) + 1):
+        if x0 <= tick <= x1:
+            parts.append(f'<text x="{px(tick):.1f}" y="{height - pad + 18}" text-anchor="middle">{_size(int(10**tick))}</text>')
+    for tick in range(math.floor(y0), math.ceil(y1) + 1):
+        if y0 <= tick <= y1:
+            parts.append(f'<text x="{pad - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">1e{tick}</text>')
+    for v, x, y, ms in zip(points, xs, ys, lat, strict=True):
+        r = 5 + (8 * ms / lat_max if ms and lat_max else 0)
+        color = COLORS.get(v["fidelity"]["status"], "#000")
+        parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{r:.1f}" fill="{color}" fill-opacity="0.6">'
+                     f'<title>{html.escape(v["id"])}</title></circle>'
+                     f'<text x="{px(x) + r + 3:.1f}" y="{py(y) + 4:.1f}">{html.escape(v["id"])}</text>')  # fmt: skip
+    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">size (log)</text>')
+    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
+                 f'text-anchor="middle">max abs error vs source (log)</text></svg>')  # fmt: skip
+    return "".join(parts)
+
+
+def _span(values: list[float]) -> tuple[float, float]:
+    lo, hi = min(values), max(values)
+    if hi - lo < 0.5:
+        mid = (hi + lo) / 2
+        return mid - 0.5, mid + 0.5
+    margin = (hi - lo) * 0.12
+    return lo - margin, hi + margin

@@ -1,0 +1,108 @@
+"""Sample inputs for validation and calibration: read from ``--samples`` or generated."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from packager.errors import SamplesError
+from packager.spec import Signature, TensorSpec
+
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def generate(signature: Signature, count: int, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic inputs from the signature: standard normal floats, small integers."""
+    rng = np.random.default_rng(seed)
+    samples: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        shape = (count, *spec.concrete()[1:]) if spec.batched else spec.concrete()
+        dtype = np.dtype(spec.dtype) if spec.dtype != "string" else None
+        if dtype is None:
+            raise SamplesError(f"input '{spec.name}' is a string tensor; pass --samples FILE.npz")
+        if np.issubdtype(dtype, np.floating):
+            samples[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif np.issubdtype(dtype, np.bool_):
+            samples[spec.name] = rng.integers(0, 2, shape).astype(dtype)
+        else:
+            samples[spec.name] = rng.integers(0, 10, shape).astype(dtype)
+    return samples
+
+
+def check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise SamplesError(
+            f"samples file '{path}' does not exist",
+            hint="pass --samples a .npz made with numpy.savez(path, <input name>=array), or omit it",
+        )
+
+
+def load(path: Path, signature: Signature) -> dict[str, np.ndarray]:
+    """Read an .npz and check it against the signature; every mismatch is one clear line."""
+    check_exists(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise SamplesError(
+            f"samples file '{path.name}' is not a readable .npz: {exc}",
+            hint="write it with numpy.savez(path, <input name>=array)",
+        ) from exc
+    names = [t.name for t in signature.inputs]
+    if len(names) == 1 and len(arrays) == 1:
+        arrays = {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise SamplesError(
+            f"samples file '{path.name}' has no array for input(s) {', '.join(missing)} "
+            f"(it has: {', '.join(arrays) or 'nothing'})",
+            hint="name each array after the model input it feeds",
+        )
+    samples = {t.name: _conform(arrays[t.name], t, path.name) for t in signature.inputs}
+    counts = {len(a) for a in samples.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise SamplesError(f"samples in '{path.name}' must all have the same, non-zero batch size")
+    return samples
+
+
+def _conform(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
+    want = _shape_text(spec.shape)
+    ok = array.ndim == len(spec.shape) and all(
+        isinstance(d, str) or d == s for d, s in zip(spec.shape, array.shape, strict=True)
+    )
+    if not ok:
+        raise SamplesError(
+            f"samples '{spec.name}' in '{source}' have shape {tuple(array.shape)}; "
+            f"the model's input '{spec.name}' takes {want}",
+            hint="reshape the samples to the input's shape, with the batch as the first dim",
+        )
+    target = np.dtype(spec.dtype)
+    if array.dtype != target and not np.can_cast(array.dtype, target, casting="same_kind"):
+        raise SamplesError(
+            f"samples '{spec.name}' in '{source}' are {array.dtype}; the input takes {target}"
+        )
+    return np.ascontiguousarray(array.astype(target, copy=False))
+
+
+def _shape_text(shape: tuple[int | str, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz with fixed entry times and order, so the bytes are reproducible."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(arrays):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=FIXED_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}

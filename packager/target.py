@@ -1,0 +1,99 @@
+"""The plugin interface: what a target declares and what the core gives it.
+
+A target is a class registered under the ``packager.targets`` entry-point group. It states its
+capabilities as class attributes, returns a pure plan (a list of steps) for a model, and says how
+to run one of its variants so that the core can validate it. The core never asks which target
+it is running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from packager.spec import ModelSpec
+
+SOURCE_FORMATS = frozenset({"onnx", "torch", "keras", "sklearn"})
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantInfo:
+    """What a step produces when it produces a deployable variant."""
+
+    id: str
+    precision: str
+    runtime: str
+    min_version: str
+    main_file: str
+    notes: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepContext:
+    """Everything a step may use. Steps read nothing else: no cwd, no environment."""
+
+    spec: ModelSpec
+    options: Any
+    out_dir: Path
+    tmp_dir: Path
+    inputs: Mapping[str, Path]
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One unit of work: reads the artifacts of ``requires``, writes only under its out_dir.
+
+    ``run`` returns the path of the artifact it made (a file or folder under out_dir).
+    ``inputs`` in its context maps each required step's name to that step's artifact, and
+    ``"model"`` to the first one's.
+    Steps whose ``variant`` is set make a deployable variant; the core validates it.
+    """
+
+    name: str
+    description: str
+    run: Callable[[StepContext], Path]
+    requires: tuple[str, ...] = ()
+    variant: VariantInfo | None = None
+
+
+class Runner(Protocol):
+    """A loaded variant, running in the runtime a device would use."""
+
+    runtime_label: str
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class Target:
+    """Base class of targets. Subclasses set the class attributes and implement plan/runner."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    emits: ClassVar[str]
+    accepts: ClassVar[frozenset[str]] = SOURCE_FORMATS
+    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    tools: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = ""
+    budgets: ClassVar[Mapping[str, int]] = {}
+    Options: ClassVar[type] = type(None)
+
+    def check(self, spec: ModelSpec) -> None:
+        """Raise a PackagerError when this target cannot take the model (e.g. an op)."""
+
+    def plan(self, spec: ModelSpec, options: Any, precisions: tuple[str, ...]) -> list[Step]:
+        raise NotImplementedError
+
+    def runner(self, variant_dir: Path, main_file: str) -> Runner:
+        raise NotImplementedError
+
+    def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
+        """An estimate of the memory a device needs to run one sample, or None."""
+        return None

@@ -1,0 +1,87 @@
+"""``packager verify``: re-run every variant's validation from build.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packager import samples, validate
+from packager.config import Tolerance
+from packager.errors import ModelInputError, VerifyError, first_line
+from packager.output import file_entry
+from packager.plugins import load_target
+from packager.spec import Signature
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    build: Path
+    variant: str
+    recorded: str
+    now: str
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.now == self.recorded or (self.recorded == "failed" and self.now == "verified")
+
+
+def find_builds(dist: Path) -> list[Path]:
+    if (dist / "build.json").is_file():
+        return [dist]
+    found = sorted(p.parent for p in dist.glob("*/*/build.json"))
+    if not found:
+        raise ModelInputError(
+            f"no build.json in '{dist}' or in its <name>/<version>/ folders",
+            hint="pass the --out folder of a build, or one of its version folders",
+        )
+    return found
+
+
+def verify_build(vdir: Path) -> list[Outcome]:
+    try:
+        record = json.loads((vdir / "build.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VerifyError(f"cannot read {vdir / 'build.json'}: {first_line(exc)}") from exc
+    if record.get("schema") != 1:
+        raise VerifyError(f"{vdir / 'build.json'} has schema {record.get('schema')!r}; this packager reads 1")
+    val = record["validation"]
+    inputs = samples.load_npz(vdir / val["samples"])
+    reference = samples.load_npz(vdir / val["reference"])
+    signature = Signature.from_json(record["model"]["signature"])
+    batched = all(t.batched for t in signature.inputs)
+    return [_verify_variant(vdir, v, inputs, reference, record["model"].get("task"), batched)
+            for v in record["variants"]]  # fmt: skip
+
+
+def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference: dict,
+                    task: str | None, batched: bool) -> Outcome:  # fmt: skip
+    recorded = variant["fidelity"]["status"]
+    for entry in variant["files"]:
+        path = vdir / entry["path"]
+        if not path.is_file():
+            return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="failed",
+                           detail=f"missing file {entry['path']}")  # fmt: skip
+        now = file_entry(path, vdir)
+        if (now["sha256"], now["bytes"]) != (entry["sha256"], entry["bytes"]):
+            return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="failed",
+                           detail=f"{entry['path']} changed since the build (sha256 differs)")  # fmt: skip
+    if recorded == "unverified":
+        return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="unverified",
+                       detail="files intact; no runtime here to run it")  # fmt: skip
+    target = load_target(variant["target"])
+    main = vdir / variant["main_file"]
+    tolerance = Tolerance(**variant["fidelity"]["tolerance"])
+    runner = target.runner(main.parent, main.name)
+    try:
+        fid = validate.fidelity(runner, inputs, reference, tolerance, task, batched)
+    finally:
+        runner.close()
+    detail = f"max abs err {fid['max_abs_err']:.3g} (recorded {variant['fidelity'].get('max_abs_err', 0):.3g})"
+    if "top1_agreement" in fid:
+        detail += f", top-1 {fid['top1_agreement']:.4f}"
+    if fid.get("reason"):
+        detail += f": {fid['reason']}"
+    return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now=fid["status"], detail=detail)

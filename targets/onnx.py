@@ -1,0 +1,305 @@
+"""The ``onnx`` target: optimized ONNX for onnxruntime, in fp32, fp16, int8 and ORT format.
+
+Variants:
+  onnx-fp32          graph-optimized at the hardware-independent level, so it runs anywhere
+  onnx-ort-fp32      the same graph as an ORT flatbuffer (smaller runtime, mobile builds)
+  onnx-fp16          float16 weights and compute, inputs and outputs kept float32
+  onnx-int8-dynamic  int8 weights, activations quantized at run time
+  onnx-int8-static   QDQ int8, activations calibrated on the sample inputs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from packager.errors import ConversionError, UnsupportedOpError, first_line
+from packager.resources import read_toml
+from packager.spec import ModelSpec
+from packager.target import Step, StepContext, Target, VariantInfo
+
+RUNTIME = "onnxruntime"
+LEVELS = ("disable", "basic", "extended")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxOptions:
+    """``[tool.packager.target.onnx]`` keys."""
+
+    optimization: str = "basic"
+    ort_format: bool = True
+    per_channel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimization not in LEVELS:
+            raise ValueError(f"optimization must be one of {', '.join(LEVELS)}, not '{self.optimization}'")
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    summary = "optimized ONNX for onnxruntime: fp32, ORT format, fp16, int8 dynamic and static"
+    emits = "model.onnx / model.ort"
+    precisions = ("fp32", "fp16", "int8")
+    extra = "onnx"
+    Options = OnnxOptions
+
+    def check(self, spec: ModelSpec) -> None:
+        missing = unsupported_ops(spec.onnx_path)
+        if missing:
+            raise UnsupportedOpError(
+                f"target 'onnx' cannot take op(s) {', '.join(missing)}: onnxruntime has no CPU kernel for them",
+                hint="replace the op in the source model, or register a custom-op library with onnxruntime",
+            )
+
+    def plan(self, spec: ModelSpec, options: OnnxOptions, precisions: tuple[str, ...]) -> list[Step]:
+        min_version = _min_version(spec)
+        fp32 = VariantInfo(id="onnx-fp32", precision="fp32", runtime=RUNTIME,
+                           min_version=min_version, main_file="model.onnx")  # fmt: skip
+        steps = [
+            Step(name=fp32.id if "fp32" in precisions else "onnx-optimize",
+                 description=f"optimize the graph (onnxruntime, level '{options.optimization}')",
+                 run=_optimize, variant=fp32 if "fp32" in precisions else None)
+        ]  # fmt: skip
+        base = steps[0].name
+        if "fp32" in precisions and options.ort_format:
+            steps.append(Step(
+                name="onnx-ort-fp32", description="serialize as an ORT flatbuffer", run=_to_ort,
+                requires=(base,),
+                variant=VariantInfo(id="onnx-ort-fp32", precision="fp32", runtime=RUNTIME,
+                                    min_version=_ort_version(), main_file="model.ort",
+                                    notes="ORT format: load with the same or a newer onnxruntime"),
+            ))  # fmt: skip
+        if "fp16" in precisions:
+            steps.append(Step(
+                name="onnx-fp16", description="convert weights and compute to float16, IO kept float32",
+                run=_to_fp16, requires=(base,),
+                variant=VariantInfo(id="onnx-fp16", precision="fp16", runtime=RUNTIME,
+                                    min_version=min_version, main_file="model.onnx"),
+            ))  # fmt: skip
+        if "int8" in precisions:
+            steps.append(Step(
+                name="onnx-int8-dynamic", description="quantize weights to int8, activations at run time",
+                run=_int8_dynamic, requires=(base,),
+                variant=VariantInfo(id="onnx-int8-dynamic", precision="int8", runtime=RUNTIME,
+                                    min_version=min_version, main_file="model.onnx"),
+            ))  # fmt: skip
+            steps.append(Step(
+                name="onnx-int8-static",
+                description=f"quantize to int8 QDQ, calibrated on the {spec.num_samples} samples",
+                run=_int8_static, requires=(base,),
+                variant=VariantInfo(id="onnx-int8-static", precision="int8", runtime=RUNTIME,
+                                    min_version=min_version, main_file="model.onnx"),
+            ))  # fmt: skip
+        return steps
+
+    def runner(self, variant_dir: Path, main_file: str) -> OrtRunner:
+        return OrtRunner(variant_dir / main_file)
+
+    def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
+        path = variant_dir / main_file
+        return estimate_memory_mb(path if path.suffix == ".onnx" else spec.onnx_path)
+
+
+class OrtRunner:
+    """A variant loaded in onnxruntime's CPU provider, one thread (stable timings)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self.runtime_label = f"onnxruntime {ort.__version__}"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self._session.run(self._outputs, dict(inputs))
+        return dict(zip(self._outputs, values, strict=True))
+
+    def close(self) -> None:
+        del self._session
+
+
+def _optimize(ctx: StepContext) -> Path:
+    import onnxruntime as ort
+
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}  # fmt: skip
+    out = ctx.out_dir / "model.onnx"
+    _save_optimized(ctx.spec.onnx_path, out, levels[ctx.options.optimization], ort_format=False)
+    return out
+
+
+def _to_ort(ctx: StepContext) -> Path:
+    import onnxruntime as ort
+
+    out = ctx.out_dir / "model.ort"
+    # The graph was optimized already; the ORT file stores it as is.
+    _save_optimized(ctx.inputs["model"], out, ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort_format=True)
+    return out
+
+
+def _save_optimized(src: Path, out: Path, level: object, *, ort_format: bool) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.optimized_model_filepath = str(out)
+    options.log_severity_level = 3
+    if ort_format:
+        options.add_session_config_entry("session.save_model_format", "ORT")
+    try:
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ConversionError(f"onnxruntime cannot load the model: {first_line(exc)}") from exc
+
+
+def _to_fp16(ctx: StepContext) -> Path:
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(ctx.inputs["model"]))
+    try:
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    except Exception as exc:
+        raise ConversionError(f"float16 conversion failed: {first_line(exc)}") from exc
+    out = ctx.out_dir / "model.onnx"
+    onnx.save(converted, str(out))
+    return out
+
+
+def _int8_dynamic(ctx: StepContext) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = _preprocessed(ctx)
+    out = ctx.out_dir / "model.onnx"
+    # onnxruntime's CPU ConvInteger takes uint8 weights only; MatMulInteger takes int8.
+    weight_type = QuantType.QUInt8 if _has_conv(src) else QuantType.QInt8
+    try:
+        quantize_dynamic(src, out, weight_type=weight_type, per_channel=ctx.options.per_channel)
+    except Exception as exc:
+        raise ConversionError(f"dynamic int8 quantization failed: {first_line(exc)}") from exc
+    return out
+
+
+def _int8_static(ctx: StepContext) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    spec = ctx.spec
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            count = spec.num_samples
+            self._items = iter([{k: v[i : i + 1] for k, v in spec.samples.items()} for i in range(count)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._items, None)
+
+    src = _preprocessed(ctx)
+    out = ctx.out_dir / "model.onnx"
+    try:
+        quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        per_channel=ctx.options.per_channel)  # fmt: skip
+    except Exception as exc:
+        raise ConversionError(f"static int8 quantization failed: {first_line(exc)}") from exc
+    return out
+
+
+def _preprocessed(ctx: StepContext) -> Path:
+    """onnxruntime's recommended pre-pass before quantization (shape inference, folding)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = ctx.tmp_dir / "prequant.onnx"
+    try:
+        quant_pre_process(str(ctx.inputs["model"]), str(out), skip_symbolic_shape=False)
+    except Exception:
+        # Symbolic shape inference does not know every op (ai.onnx.ml); the plain pass will do.
+        quant_pre_process(str(ctx.inputs["model"]), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def _has_conv(path: Path) -> bool:
+    import onnx
+
+    return any(n.op_type == "Conv" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def unsupported_ops(path: Path) -> list[str]:
+    """Ops in the model that onnxruntime's CPU provider cannot run."""
+    import onnx
+    from onnxruntime.capi import onnxruntime_pybind11_state as C
+
+    kernels = {(k.domain or "", k.op_name) for k in C.get_all_opkernel_def() if k.provider == "CPUExecutionProvider"}
+    model = onnx.load(str(path), load_external_data=False)
+    local = {(f.domain, f.name) for f in model.functions}
+    missing: set[str] = set()
+    for node in model.graph.node:
+        key = (node.domain if node.domain not in ("", "ai.onnx") else "", node.op_type)
+        if key in kernels or (node.domain, node.op_type) in local or _is_function(node):
+            continue
+        missing.add(f"{node.domain}::{node.op_type}" if node.domain else node.op_type)
+    return sorted(missing)
+
+
+def _is_function(node: object) -> bool:
+    import onnx
+
+    try:
+        schema = onnx.defs.get_schema(node.op_type, domain=node.domain)  # type: ignore[attr-defined]
+    except onnx.defs.SchemaError:
+        return False
+    return bool(schema.has_function or schema.has_context_dependent_function)
+
+
+def estimate_memory_mb(path: Path) -> float:
+    """Weights plus every intermediate tensor at batch 1: an upper bound (no buffer reuse)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    weights = sum(_tensor_bytes(t) for t in model.graph.initializer)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    activations = 0
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        ttype = value.type.tensor_type
+        if not ttype.elem_type:
+            continue
+        count = 1
+        for dim in ttype.shape.dim:
+            count *= dim.dim_value if dim.dim_value > 0 else 1
+        activations += count * np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)).itemsize
+    return round((weights + activations) / 1e6, 3)
+
+
+def _tensor_bytes(tensor: object) -> int:
+    from onnx import helper
+
+    count = int(np.prod(tensor.dims)) if tensor.dims else 1  # type: ignore[attr-defined]
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)  # type: ignore[attr-defined]
+    return count * np.dtype(dtype).itemsize
+
+
+def _min_version(spec: ModelSpec) -> str:
+    import onnx
+
+    model = onnx.load(str(spec.onnx_path), load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=17)
+    table = read_toml("onnxruntime.toml")["opset_min_version"]
+    known = sorted(int(k) for k in table)
+    return str(table[str(max(k for k in known if k <= opset) if opset >= known[0] else known[0])])
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return ".".join(ort.__version__.split(".")[:2])
