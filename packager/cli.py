@@ -13,7 +13,8 @@ import click
 
 from packager import __version__
 from packager.errors import PackagerError, first_line
-from packager.target import PRECISIONS
+from packager.progress import Reporter
+from packager.vocab import PRECISIONS
 
 INTERNAL_ERROR = 70
 
@@ -24,11 +25,24 @@ def _console(stderr: bool = True) -> Any:
     return Console(stderr=stderr, highlight=False)
 
 
-class ConsoleReporter:
+def _progress_console() -> Any:
+    """A console on a copy of stderr's descriptor: converters that silence native stderr
+    (TensorFlow's C++ logging) while they load do not swallow our progress lines."""
+    from rich.console import Console
+
+    stream: Any
+    try:
+        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
+    except (OSError, ValueError, AttributeError):  # no real descriptor (captured by a test)
+        stream = sys.stderr
+    return Console(file=stream, highlight=False, force_terminal=sys.stderr.isatty() or None)
+
+
+class ConsoleReporter(Reporter):
     """Progress on stderr: a spinner while a step runs, one line when it is done."""
 
     def __init__(self) -> None:
-        self.console = _console()
+        self.console = _progress_console()
 
     def step(self, label: str, description: str) -> AbstractContextManager[Any]:
         return self.console.status(f"[bold]{label}[/]: {description}…", spinner="dots")
@@ -58,21 +72,40 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--target", "-t", "targets", multiple=True, metavar="T",
-              help="Target to build (repeatable); 'all' builds every installed target. Default: onnx.")
-@click.option("--precision", "-p", "precisions", multiple=True, type=click.Choice(PRECISIONS),
-              help="Precision to emit (repeatable). Default: all the target supports.")
-@click.option("--samples", type=click.Path(path_type=Path, dir_okay=False),
-              help="A .npz of sample inputs, one array per model input (batch first). "
-                   "Default: generated from the signature with a fixed seed.")
+@click.option(
+    "--target",
+    "-t",
+    "targets",
+    multiple=True,
+    metavar="T",
+    help="Target to build (repeatable); 'all' builds every installed target. Default: onnx.",
+)
+@click.option(
+    "--precision",
+    "-p",
+    "precisions",
+    multiple=True,
+    type=click.Choice(PRECISIONS),
+    help="Precision to emit (repeatable). Default: all the target supports.",
+)
+@click.option(
+    "--samples",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A .npz of sample inputs, one array per model input (batch first). "
+    "Default: generated from the signature with a fixed seed.",
+)
 @click.option("--name", help="Model name in the output. Default: the file's stem.")
 @click.option("--version", "version", help="Model version in the output. Default: 1.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder. Default: dist.")
 @click.option("--dry-run", is_flag=True, help="Print each target's plan and write nothing.")
 @click.option("--strict", is_flag=True, default=None, help="Fail when any variant fails validation, not just fp32.")
 @click.option("--no-latency", "no_latency", is_flag=True, help="Skip the latency measurement.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Read settings from this TOML file instead of ./packager.toml or ./pyproject.toml.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read settings from this TOML file instead of ./packager.toml or ./pyproject.toml.",
+)
 def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], samples: Path | None,
           name: str | None, version: str | None, out: Path | None, dry_run: bool, strict: bool | None,
           no_latency: bool, config_path: Path | None) -> None:  # fmt: skip
@@ -113,6 +146,7 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
     reporter.console.print(
         f"[bold]built[/] {len(variants)} variants ({verified} verified) in {time.perf_counter() - start:.1f}s"
     )
+    assert result.path is not None
     click.echo(f"report: {result.path / 'report.html'}")
     click.echo(f"build.json: {result.path / 'build.json'}")
 
@@ -123,7 +157,8 @@ def _print_plans(plans: list[Any]) -> None:
         for i, step in enumerate(steps, 1):
             kind = f"variant {step.variant.precision}" if step.variant else "intermediate"
             needs = f" (from {', '.join(step.requires)})" if step.requires else ""
-            click.echo(f"  {i}. {step.name} [{kind}]: {step.description}{needs}")
+            line = f"  {i}. {step.name} [{kind}]: {step.description}{needs}"
+            click.echo(line if not step.skipped else f"  {i}. {step.name} [not built]: {step.skipped}")
 
 
 @cli.command()
@@ -204,6 +239,7 @@ def main() -> None:
     except Exception as exc:  # a bug: say so plainly, keep the traceback for whoever asks
         if os.environ.get("PACKAGER_DEBUG"):
             raise
-        _console().print(f"[red]internal error:[/] {type(exc).__name__}: {first_line(exc)} "
-                         "(rerun with PACKAGER_DEBUG=1 for the traceback, and please report it)", soft_wrap=True)  # fmt: skip
+        text = f"{type(exc).__name__}: {first_line(exc)}"
+        hint = "rerun with PACKAGER_DEBUG=1 for the traceback, and please report it"
+        _console().print(f"[red]internal error:[/] {text} ({hint})", soft_wrap=True)
         sys.exit(INTERNAL_ERROR)

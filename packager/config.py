@@ -29,8 +29,18 @@ TARGET_KEYS = {"precisions": list, "tolerance": dict, "latency": bool}
 PREPROCESSING_KEYS = {"mean": (list, float, int), "std": (list, float, int),
                       "scale": (float, int), "channel_axis": int}  # fmt: skip
 TOLERANCE_KEYS = {"atol": (float, int), "rtol": (float, int), "min_top1_agreement": (float, int)}
-ENV_KEYS = {"name": str, "version": str, "out": str, "targets": list, "precisions": list,
-            "samples": str, "num_samples": int, "seed": int, "strict": bool, "latency": bool}
+ENV_KEYS = {
+    "name": str,
+    "version": str,
+    "out": str,
+    "targets": list,
+    "precisions": list,
+    "samples": str,
+    "num_samples": int,
+    "seed": int,
+    "strict": bool,
+    "latency": bool,
+}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,8 +15,10 @@ from typing import Any
 from packager import __version__, importers, report, samples, validate
 from packager.config import Config, TargetSettings
 from packager.errors import FidelityError, PackagerError, UsageError
+from packager.importers.base import Imported
 from packager.output import Staging, file_entries, file_entry
 from packager.plugins import resolve_targets
+from packager.progress import Reporter
 from packager.spec import ModelSpec
 from packager.target import Step, StepContext, Target
 
@@ -43,19 +45,6 @@ class BuildResult:
     record: dict[str, Any]
     plans: list[tuple[Target, list[Step]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-class Reporter:
-    """Where progress goes. The CLI passes a rich console; tests pass nothing."""
-
-    def step(self, label: str, description: str) -> Any:
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    def done(self, label: str, detail: str, seconds: float) -> None: ...
-
-    def note(self, text: str) -> None: ...
 
 
 def build(request: BuildRequest, config: Config, reporter: Reporter | None = None) -> BuildResult:
@@ -90,7 +79,7 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
            staging: Staging, explicit: bool) -> BuildResult:  # fmt: skip
     vdir = staging.version_dir(name, version)
     (vdir / "source").mkdir(parents=True)
-    spec, generated = _import(source, samples_path, config, name, version, vdir, reporter)
+    spec, imported, generated = _import(source, samples_path, config, name, version, vdir, reporter)
     cli = {"precisions": request.precisions, "latency": request.latency}
     plans: list[tuple[Target, TargetSettings, list[Step]]] = []
     skipped: list[dict[str, str]] = []
@@ -108,6 +97,9 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     result = BuildResult(path=None, record={}, plans=[(t, s) for t, _, s in plans])
     if request.dry_run:
         return result
+    _reference(spec, imported, reporter)
+    for target, _, steps in plans:
+        skipped.extend({"target": target.name, "variant": s.name, "reason": s.skipped} for s in steps if s.skipped)
     variants: list[dict[str, Any]] = []
     for target, settings, steps in plans:
         variants.extend(_run_plan(target, settings, steps, spec, vdir, staging.scratch, reporter))
@@ -120,7 +112,7 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
 
 
 def _import(source: importers.Source, samples_path: Path | None, config: Config, name: str,
-            version: str, vdir: Path, reporter: Reporter) -> tuple[ModelSpec, bool]:  # fmt: skip
+            version: str, vdir: Path, reporter: Reporter) -> tuple[ModelSpec, Imported, bool]:  # fmt: skip
     start = time.perf_counter()
     with reporter.step("import", f"import {source.format} model to ONNX"):
         imported = importers.run_importer(source, vdir / "source")
@@ -134,10 +126,15 @@ def _import(source: importers.Source, samples_path: Path | None, config: Config,
             spec.samples = samples.load(samples_path, spec.signature)
         else:
             spec.samples = samples.generate(spec.signature, int(config.get("num_samples")), int(config.get("seed")))
+    reporter.done("import", f"{len(spec.ops)} op types, {spec.num_samples} samples", time.perf_counter() - start)
+    return spec, imported, samples_path is None
+
+
+def _reference(spec: ModelSpec, imported: Imported, reporter: Reporter) -> None:
+    start = time.perf_counter()
+    with reporter.step("reference", "run the source model on the samples"):
         spec.reference, spec.reference_runtime = importers.reference_outputs(spec, imported)
-    reporter.done("import", f"{spec.num_samples} samples, reference from {spec.reference_runtime}",
-                  time.perf_counter() - start)  # fmt: skip
-    return spec, samples_path is None
+    reporter.done("reference", f"source outputs from {spec.reference_runtime}", time.perf_counter() - start)
 
 
 def _refusal(target: Target, spec: ModelSpec) -> PackagerError | None:
@@ -158,6 +155,9 @@ def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], spec:
     artifacts: dict[str, Path] = {}
     records: list[dict[str, Any]] = []
     for step in steps:
+        if step.skipped:
+            reporter.note(f"{step.name}: not built: {step.skipped}")
+            continue
         out_dir = vdir / target.name / step.variant.id if step.variant else scratch / target.name / step.name
         out_dir.mkdir(parents=True)
         tmp = scratch / "tmp" / target.name / step.name
@@ -283,4 +283,3 @@ def _check_name(value: str, what: str) -> None:
             f"invalid model {what} '{value}': use letters, digits, '.', '_' and '-' (at most 128)",
             hint=f"pass --{what} with a simple {what}",
         )
-

@@ -24,8 +24,7 @@ def load_target(name: str) -> Target:
     points = _entry_points()
     if name not in points:
         raise UnknownTargetError(
-            f"unknown target '{name}'{did_you_mean(name, points)} "
-            f"(installed: {', '.join(sorted(points)) or 'none'})"
+            f"unknown target '{name}'{did_you_mean(name, points)} (installed: {', '.join(sorted(points)) or 'none'})"
         )
     try:
         cls = points[name].load()

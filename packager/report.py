@@ -61,7 +61,7 @@ def _row(v: dict[str, Any]) -> str:
     return (
         f"<tr><td><code>{html.escape(v['id'])}</code></td><td>{v['precision']}</td>"
         f"<td>{html.escape(v['runtime']['name'])} ≥ {html.escape(v['runtime']['min_version'])}</td>"
-        f"<td class=num>{_size(v['bytes'])}</td><td style=\"color:{COLORS.get(fid['status'], '#000')}\">"
+        f'<td class=num>{_size(v["bytes"])}</td><td style="color:{COLORS.get(fid["status"], "#000")}">'
         f"{fid['status']}{reason}</td><td class=num>{err}</td><td class=num>{top1}</td>"
         f"<td class=num>{_ms(lat.get('p50'))}</td><td class=num>{_ms(lat.get('p90'))}</td>"
         f"<td class=num>{v.get('peak_memory_mb', '—')}</td></tr>"
@@ -111,7 +111,9 @@ def _chart(variants: list[dict[str, Any]]) -> str:
              f'fill="#f6f8fa" stroke="#d0d7de"/>']  # fmt: skip
     for tick in range(math.floor(x0), math.ceil(x1) + 1):
         if x0 <= tick <= x1:
-            parts.append(f'<text x="{px(tick):.1f}" y="{height - pad + 18}" text-anchor="middle">{_size(int(10**tick))}</text>')
+            parts.append(
+                f'<text x="{px(tick):.1f}" y="{height - pad + 18}" text-anchor="middle">{_size(int(10**tick))}</text>'
+            )
     for tick in range(math.floor(y0), math.ceil(y1) + 1):
         if y0 <= tick <= y1:
             parts.append(f'<text x="{pad - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">1e{tick}</text>')

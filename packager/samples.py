@@ -81,9 +81,7 @@ def _conform(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
         )
     target = np.dtype(spec.dtype)
     if array.dtype != target and not np.can_cast(array.dtype, target, casting="same_kind"):
-        raise SamplesError(
-            f"samples '{spec.name}' in '{source}' are {array.dtype}; the input takes {target}"
-        )
+        raise SamplesError(f"samples '{spec.name}' in '{source}' are {array.dtype}; the input takes {target}")
     return np.ascontiguousarray(array.astype(target, copy=False))
 
 

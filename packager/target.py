@@ -16,9 +16,9 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from packager.spec import ModelSpec
+from packager.vocab import PRECISIONS, SOURCE_FORMATS
 
-SOURCE_FORMATS = frozenset({"onnx", "torch", "keras", "sklearn"})
-PRECISIONS = ("fp32", "fp16", "int8")
+__all__ = ["PRECISIONS", "SOURCE_FORMATS", "Runner", "Step", "StepContext", "Target", "VariantInfo"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +60,7 @@ class Step:
     run: Callable[[StepContext], Path]
     requires: tuple[str, ...] = ()
     variant: VariantInfo | None = None
+    skipped: str = ""  # planned but not built, and why (recorded in build.json)
 
 
 class Runner(Protocol):

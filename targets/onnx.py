@@ -23,6 +23,10 @@ from packager.target import Step, StepContext, Target, VariantInfo
 
 RUNTIME = "onnxruntime"
 LEVELS = ("disable", "basic", "extended")
+# Ops whose weights or compute onnxruntime's quantizer turns into int8.
+QUANTIZABLE = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM", "GRU", "EmbedLayerNormalization"}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,17 +83,22 @@ class OnnxTarget(Target):
                 variant=VariantInfo(id="onnx-fp16", precision="fp16", runtime=RUNTIME,
                                     min_version=min_version, main_file="model.onnx"),
             ))  # fmt: skip
+        quantizable = sorted(set(spec.ops) & QUANTIZABLE)
+        no_int8 = "" if quantizable else (
+            f"the model has no op that onnxruntime quantizes ({', '.join(sorted(QUANTIZABLE))}); "
+            "int8 would equal fp32"
+        )  # fmt: skip
         if "int8" in precisions:
             steps.append(Step(
                 name="onnx-int8-dynamic", description="quantize weights to int8, activations at run time",
-                run=_int8_dynamic, requires=(base,),
+                run=_int8_dynamic, requires=(base,), skipped=no_int8,
                 variant=VariantInfo(id="onnx-int8-dynamic", precision="int8", runtime=RUNTIME,
                                     min_version=min_version, main_file="model.onnx"),
             ))  # fmt: skip
             steps.append(Step(
                 name="onnx-int8-static",
                 description=f"quantize to int8 QDQ, calibrated on the {spec.num_samples} samples",
-                run=_int8_static, requires=(base,),
+                run=_int8_static, requires=(base,), skipped=no_int8,
                 variant=VariantInfo(id="onnx-int8-static", precision="int8", runtime=RUNTIME,
                                     min_version=min_version, main_file="model.onnx"),
             ))  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packager.errors import ModelInputError
+from packager.errors import ModelInputError, first_line
 from packager.importers import onnx as onnx_importer
 from packager.importers.base import Imported
 from packager.spec import ModelSpec, Preprocessing
@@ -123,16 +123,21 @@ def reference_outputs(spec: ModelSpec, imported: Imported) -> tuple[dict[str, np
         inputs = [spec.preprocessing.apply(x) if not spec.preprocessing.empty else x for x in raw]
         outs = imported.reference(inputs)
         if len(outs) != len(names):
-            raise ModelInputError(
-                f"the source model returns {len(outs)} outputs but its ONNX form has {len(names)}"
-            )
+            raise ModelInputError(f"the source model returns {len(outs)} outputs but its ONNX form has {len(names)}")
         return dict(zip(names, outs, strict=True)), imported.reference_runtime
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(spec.onnx_path), options, providers=["CPUExecutionProvider"])
-    outs = session.run(names, dict(zip((t.name for t in spec.signature.inputs), raw, strict=True)))
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(spec.onnx_path), options, providers=["CPUExecutionProvider"])
+        outs = session.run(names, dict(zip((t.name for t in spec.signature.inputs), raw, strict=True)))
+    except Exception as exc:  # onnxruntime's own exception types
+        raise ModelInputError(
+            f"cannot run the source model in onnxruntime to get reference outputs: {first_line(exc)}",
+            hint="packager compares every variant with the source; the source must run here",
+        ) from exc
     return dict(zip(names, outs, strict=True)), f"onnxruntime {ort.__version__} (unoptimized source graph)"
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from packager.errors import ConversionError, ModelInputError, first_line, require
-from packager.importers.base import Imported
+from packager.importers.base import Imported, quiet_native_output
 
 OPSET = 17
 
@@ -21,7 +19,8 @@ def _tf() -> Any:
     require("tensorflow", "keras")
     require("tf2onnx", "keras")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    with quiet_native_output():
+        import tensorflow as tf
 
     return tf
 
@@ -69,8 +68,7 @@ def import_saved_model(path: Path, workdir: Path) -> Imported:
         raise ModelInputError(f"'{path.name}' is not a loadable SavedModel: {first_line(exc)}") from exc
     if "serving_default" not in signatures:
         raise ModelInputError(
-            f"SavedModel '{path.name}' has no serving_default signature "
-            f"(has: {', '.join(signatures) or 'none'})",
+            f"SavedModel '{path.name}' has no serving_default signature (has: {', '.join(signatures) or 'none'})",
             hint="export it with model.export(path) or tf.saved_model.save(..., signatures=...)",
         )
     fn = signatures["serving_default"]
@@ -100,9 +98,8 @@ def import_saved_model(path: Path, workdir: Path) -> Imported:
 def _convert(fn: Any, specs: list[Any]) -> Any:
     import tf2onnx
 
-    sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        with quiet_native_output():
             proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET)
     except Exception as exc:
         raise ConversionError(f"tf2onnx could not convert the model: {first_line(exc)}") from exc

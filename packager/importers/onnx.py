@@ -128,8 +128,8 @@ def fold_preprocessing(model, prep: Preprocessing) -> None:
         for i, inp in enumerate(node.input):
             if inp == name:
                 node.input[i] = folded
-    steps = [("Sub", prep.mean), ("Div", prep.std), ("Mul", (prep.scale,) if prep.scale else None)]
-    steps = [(op, values) for op, values in steps if values is not None]
+    candidates = [("Sub", prep.mean), ("Div", prep.std), ("Mul", (prep.scale,) if prep.scale else None)]
+    steps = [(op, values) for op, values in candidates if values is not None]
     current, nodes, inits = name, [], []
     for index, (op, values) in enumerate(steps):
         const = f"{name}__packager_{op.lower()}"

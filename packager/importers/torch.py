@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from packager.errors import ConversionError, ModelInputError, first_line, require
-from packager.importers.base import Imported
+from packager.importers.base import Imported, quiet_native_output
 
 OPSET = 18
 
@@ -77,15 +75,16 @@ def _export(torch: Any, model: Any, example: tuple) -> Any:
 def _from_program(program: Any, example: tuple, kept: Path) -> Imported:
     import torch
 
-    sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        with quiet_native_output():
             onnx_program = torch.onnx.export(program, example, dynamo=True, opset_version=OPSET, optimize=True)
     except Exception as exc:
         raise ConversionError(
             f"torch.onnx.export failed: {first_line(exc)}",
             hint="the model has an op the ONNX exporter cannot translate; see its message",
         ) from exc
+    if onnx_program is None or onnx_program.model_proto is None:
+        raise ConversionError("torch.onnx.export returned no model")
     module = program.module()
 
     def reference(inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -1,0 +1,150 @@
+"""Tiny real models for the tests, made by code (no binary blobs in the repo).
+
+Each ``make_*`` writes a model file into a folder and returns its path. Run this file to write
+them all into a folder: ``python tests/data/models.py OUT``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def digits(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits, pixels 0..16, as float32 (no download)."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return x[:n].astype(np.float32), y[:n]
+
+
+def make_onnx_mlp(folder: Path, name: str = "mlp.onnx") -> Path:
+    """A 64 -> 32 -> 10 MLP with a symbolic batch, built with onnx.helper and fixed weights."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((64, 32)).astype(np.float32) * 0.2
+    w2 = rng.standard_normal((32, 10)).astype(np.float32) * 0.3
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(32, np.float32), "b1"),
+         numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(np.zeros(10, np.float32), "b2")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
+    path = folder / name
+    save(model, str(path))
+    return path
+
+
+def make_onnx_custom_op(folder: Path) -> Path:
+    """A valid ONNX model whose one node is an op no runtime here implements."""
+    from onnx import TensorProto, helper, save
+
+    node = helper.make_node("FancyActivation", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph(
+        [node], "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = folder / "custom.onnx"
+    save(model, str(path))
+    return path
+
+
+def torch_cnn():  # -> (model, example_input); also a module:factory for the importer
+    """A small CNN for 1x8x8 inputs, with fixed weights."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 10),
+    )  # fmt: skip
+    model.eval()
+    return model, torch.randn(2, 1, 8, 8)
+
+
+def make_torch_pt2(folder: Path) -> Path:
+    import torch
+
+    model, example = torch_cnn()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    path = folder / "cnn.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+def make_keras_cnn(folder: Path) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    h = keras.layers.MaxPooling2D(2)(h)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(10, name="logits")(h)
+    model = keras.Model(inputs, outputs)
+    path = folder / "cnn.keras"
+    model.save(path)
+    return path
+
+
+def make_saved_model(folder: Path) -> Path:
+    import keras
+
+    model = keras.models.load_model(make_keras_cnn(folder))
+    path = folder / "cnn_savedmodel"
+    model.export(str(path), verbose=False)
+    return path
+
+
+def make_sklearn_forest(folder: Path) -> Path:
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = digits()
+    model = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=0).fit(x, y)
+    path = folder / "forest.joblib"
+    joblib.dump(model, path)
+    return path
+
+
+def make_sklearn_pipeline(folder: Path) -> Path:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = digits()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(x, y)
+    path = folder / "scaler_logreg.pkl"
+    joblib.dump(model, path)
+    return path
+
+
+MAKERS = {
+    "onnx": make_onnx_mlp, "custom_op": make_onnx_custom_op, "pt2": make_torch_pt2,
+    "keras": make_keras_cnn, "savedmodel": make_saved_model, "forest": make_sklearn_forest,
+    "pipeline": make_sklearn_pipeline,
+}  # fmt: skip
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "models")
+    out.mkdir(parents=True, exist_ok=True)
+    for maker in MAKERS.values():
+        print(maker(out))
