@@ -25,6 +25,13 @@ def _console(stderr: bool = True) -> Any:
     return Console(stderr=stderr, highlight=False)
 
 
+def _esc(text: str) -> str:
+    """User and model text may hold brackets ([batch, 64]); rich must not read them as markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _progress_console() -> Any:
     """A console on a copy of stderr's descriptor: converters that silence native stderr
     (TensorFlow's C++ logging) while they load do not swallow our progress lines."""
@@ -45,13 +52,15 @@ class ConsoleReporter(Reporter):
         self.console = _progress_console()
 
     def step(self, label: str, description: str) -> AbstractContextManager[Any]:
-        return self.console.status(f"[bold]{label}[/]: {description}…", spinner="dots")
+        return self.console.status(f"[bold]{_esc(label)}[/]: {_esc(description)}…", spinner="dots")
 
     def done(self, label: str, detail: str, seconds: float) -> None:
-        self.console.print(f"  [green]✓[/] [bold]{label}[/]  {detail}  [dim]({seconds:.1f}s)[/]", soft_wrap=True)
+        self.console.print(
+            f"  [green]✓[/] [bold]{_esc(label)}[/]  {_esc(detail)}  [dim]({seconds:.1f}s)[/]", soft_wrap=True
+        )
 
     def note(self, text: str) -> None:
-        self.console.print(f"  [yellow]![/] {text}", soft_wrap=True)
+        self.console.print(f"  [yellow]![/] {_esc(text)}", soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -176,7 +185,7 @@ def targets() -> None:
             t = load_target(name)
             table.add_row(name, ", ".join(t.precisions), t.emits, t.summary)
         except PackagerError as exc:
-            table.add_row(name, "—", "—", f"[red]cannot load[/]: {exc.one_line()}")
+            table.add_row(name, "—", "—", f"[red]cannot load[/]: {_esc(exc.one_line())}")
     _console(stderr=False).print(table)
 
 
@@ -212,11 +221,12 @@ def verify(dist: Path) -> None:
     console = _console(stderr=False)
     bad = 0
     for vdir in find_builds(dist):
-        console.print(f"[bold]{vdir}[/]")
+        console.print(f"[bold]{_esc(str(vdir))}[/]", soft_wrap=True)
         for outcome in verify_build(vdir):
             mark = "[green]✓[/]" if outcome.ok else "[red]✗[/]"
             bad += not outcome.ok
-            console.print(f"  {mark} {outcome.variant}: {outcome.now} (recorded {outcome.recorded}); {outcome.detail}")
+            text = f"{outcome.variant}: {outcome.now} (recorded {outcome.recorded}); {outcome.detail}"
+            console.print(f"  {mark} {_esc(text)}", soft_wrap=True)
     if bad:
         raise VerifyError(f"{bad} variant(s) no longer match their build.json")
 
@@ -226,7 +236,7 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except PackagerError as exc:
-        _console().print(f"[red]error:[/] {exc.one_line()}", soft_wrap=True)
+        _console().print(f"[red]error:[/] {_esc(exc.one_line())}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         _console().print("aborted")
@@ -241,5 +251,5 @@ def main() -> None:
             raise
         text = f"{type(exc).__name__}: {first_line(exc)}"
         hint = "rerun with PACKAGER_DEBUG=1 for the traceback, and please report it"
-        _console().print(f"[red]internal error:[/] {text} ({hint})", soft_wrap=True)
+        _console().print(f"[red]internal error:[/] {_esc(text)} ({hint})", soft_wrap=True)
         sys.exit(INTERNAL_ERROR)

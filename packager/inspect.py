@@ -54,7 +54,9 @@ def _verdict(name: str, spec: Any) -> str:
 def render(info: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]{info['model']}[/] ({info['format']}), sha256 {info['sha256'][:16]}…")
+    from rich.markup import escape
+
+    console.print(f"[bold]{escape(info['model'])}[/] ({info['format']}), sha256 {info['sha256'][:16]}…")
     console.print(f"parameters: {info['parameters']:,}   canonical ONNX: {info['onnx_bytes']:,} B   "
                   f"opsets: {', '.join(f'{k} {v}' for k, v in info['opsets'].items())}")  # fmt: skip
     if info["task"]:
@@ -64,12 +66,12 @@ def render(info: dict[str, Any], console: Any) -> None:
         sig.add_column(col)
     for kind in ("inputs", "outputs"):
         for t in info["signature"][kind]:
-            sig.add_row(kind[:-1], t["name"], t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]")
+            sig.add_row(kind[:-1], escape(t["name"]), t["dtype"], escape("[" + ", ".join(map(str, t["shape"])) + "]"))
     console.print(sig)
     console.print("ops: " + ", ".join(f"{op}×{n}" for op, n in info["ops"].items()))
     tgt = Table(title="targets", box=None, header_style="bold", title_justify="left")
     tgt.add_column("target")
     tgt.add_column("can take it")
     for name, verdict in info["targets"].items():
-        tgt.add_row(name, verdict)
+        tgt.add_row(name, escape(verdict))
     console.print(tgt)
