@@ -52,9 +52,8 @@ def _verdict(name: str, spec: Any) -> str:
 
 
 def render(info: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
-
     from rich.markup import escape
+    from rich.table import Table
 
     console.print(f"[bold]{escape(info['model'])}[/] ({info['format']}), sha256 {info['sha256'][:16]}…")
     console.print(f"parameters: {info['parameters']:,}   canonical ONNX: {info['onnx_bytes']:,} B   "

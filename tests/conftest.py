@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-import models  # noqa: E402  (tests/data/models.py: the scripts that make test models)
+import models
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

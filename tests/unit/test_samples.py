@@ -43,7 +43,7 @@ def test_load_missing_file_is_a_samples_error(tmp_path: Path) -> None:
 
 def test_load_not_an_npz_is_a_samples_error(tmp_path: Path) -> None:
     (tmp_path / "s.npz").write_bytes(b"not a zip at all")
-    with pytest.raises(SamplesError, match="not a readable .npz"):
+    with pytest.raises(SamplesError, match=r"not a readable \.npz"):
         samples.load(tmp_path / "s.npz", SIG)
 
 

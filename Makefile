@@ -1,0 +1,34 @@
+# Two entry points, both from a fresh clone:
+#   make demo   set up .venv, train the digits example, build every target, print the report path
+#   make test   set up .venv, lint, type-check and run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+# Reinstall whenever the dependency declarations change.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "packager needs Python 3.11 (found " + sys.version.split()[0] + "); run: make PYTHON=/path/to/python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+	touch $@
+
+demo: setup
+	cd examples/digits && ../../$(BIN)/python train.py
+	cd examples/digits && ../../$(BIN)/packager build build/digits.keras --samples build/samples.npz --out dist
+
+lint: setup
+	$(BIN)/ruff check packager targets tests examples bench
+	$(BIN)/ruff format --check packager targets tests examples bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) examples/digits/build examples/digits/dist

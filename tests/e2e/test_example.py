@@ -1,0 +1,38 @@
+"""The digits example, as `make demo` runs it: train, export, build every target."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import run_cli
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits"
+
+
+def test_digits_example_trains_exports_and_builds(tmp_path: Path) -> None:
+    out = tmp_path / "build"
+    subprocess.run([sys.executable, str(EXAMPLE / "train.py"), "--out", str(out), "--epochs", "8"],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {"digits.keras", "digits.onnx", "samples.npz"}
+    dist = tmp_path / "dist"
+    result = run_cli("build", out / "digits.keras", "--samples", out / "samples.npz", "--out", dist, cwd=EXAMPLE)
+    assert result.code == 0, result.err
+    assert f"report: {dist / 'digits' / '1' / 'report.html'}" in result.out
+    record = json.loads((dist / "digits" / "1" / "build.json").read_text())
+    assert record["model"]["preprocessing"] == {"scale": 0.0625}  # from examples/digits/packager.toml
+    assert record["model"]["labels"] == [str(i) for i in range(10)]
+    statuses = {v["id"]: v["fidelity"]["status"] for v in record["variants"]}
+    assert statuses["onnx-fp32"] == "verified" and statuses["onnx-int8-static"] == "verified"
+    # The bundle takes raw 0..16 pixels; the exported ONNX file takes pixels / 16.
+    import onnxruntime as ort
+
+    raw = np.load(out / "samples.npz")["pixels"][:32]
+    bundle = ort.InferenceSession(str(dist / "digits" / "1" / "onnx" / "onnx-fp32" / "model.onnx"))
+    exported = ort.InferenceSession(str(out / "digits.onnx"))
+    np.testing.assert_allclose(
+        bundle.run(None, {"pixels": raw})[0], exported.run(None, {"pixels": raw / 16})[0], atol=1e-4
+    )
