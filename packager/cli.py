@@ -231,8 +231,25 @@ def verify(dist: Path) -> None:
         raise VerifyError(f"{bad} variant(s) no longer match their build.json")
 
 
+def _fixed_hash_seed() -> None:
+    """Re-run this process once with PYTHONHASHSEED=0 (unless the user chose a seed).
+
+    Converters (tf2onnx's graph optimizer, float16 passes) iterate over sets of tensor names, so
+    with Python's per-process hash seed the same model gives differently named, differently
+    ordered graphs. A fixed seed makes builds byte-reproducible.
+    """
+    if "PYTHONHASHSEED" in os.environ or getattr(sys, "frozen", False):
+        return
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "packager", *sys.argv[1:]], env)
+    except OSError:
+        return  # keep going with a random seed: the build works, its bytes may vary
+
+
 def main() -> None:
     """Entry point: the one place that turns errors into exit codes."""
+    _fixed_hash_seed()
     try:
         cli.main(standalone_mode=False)
     except PackagerError as exc:

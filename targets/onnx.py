@@ -10,6 +10,10 @@ Variants:
 
 from __future__ import annotations
 
+import platform
+import shutil
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,12 +149,37 @@ def _optimize(ctx: StepContext) -> Path:
     return out
 
 
-def _to_ort(ctx: StepContext) -> Path:
-    import onnxruntime as ort
+# Serializes an ONNX file as an ORT flatbuffer without optimizing it again (it already was).
+_ORT_CONVERT = """
+import sys, onnxruntime as ort
+options = ort.SessionOptions()
+options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+options.optimized_model_filepath = sys.argv[2]
+options.log_severity_level = 3
+options.add_session_config_entry("session.save_model_format", "ORT")
+ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+"""
 
+
+def _to_ort(ctx: StepContext) -> Path:
+    """Write the ORT flatbuffer in a fresh process with address randomization off.
+
+    onnxruntime writes its kernel-type table in the order of a hash map seeded by an address,
+    so the same model gives different bytes from run to run. A fresh interpreter whose layout
+    is fixed (``setarch -R``) makes the bytes reproducible.
+    """
     out = ctx.out_dir / "model.ort"
-    # The graph was optimized already; the ORT file stores it as is.
-    _save_optimized(ctx.inputs["model"], out, ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort_format=True)
+    command = [sys.executable, "-c", _ORT_CONVERT, str(ctx.inputs["model"]), str(out)]
+    setarch = shutil.which("setarch")
+    if setarch:
+        command = [setarch, platform.machine(), "-R", *command]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 and setarch:  # setarch refused (a sandbox without personality())
+        ctx.log("setarch -R is not allowed here: the .ort bytes may differ between builds")
+        done = subprocess.run(command[3:], capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not out.is_file():
+        lines = (done.stderr or "no output").strip().splitlines()
+        raise ConversionError(f"onnxruntime could not write the ORT format: {lines[-1][:200]}")
     return out
 
 

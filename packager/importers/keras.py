@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def import_keras(path: Path, workdir: Path) -> Imported:
     shutil.copyfile(path, kept)
     proto = _convert(serve, specs)
     _order_outputs(proto, names)
+    canonical_names(proto)
 
     def reference(inputs: list[np.ndarray]) -> list[np.ndarray]:
         outs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
@@ -86,6 +88,7 @@ def import_saved_model(path: Path, workdir: Path) -> Imported:
     shutil.copytree(path, kept)
     proto = _convert(serve, specs)
     _order_outputs(proto, out_names)
+    canonical_names(proto)
 
     def reference(inputs: list[np.ndarray]) -> list[np.ndarray]:
         outs = fn(**{n: tf.constant(x) for n, x in zip(in_names, inputs, strict=True)})
@@ -122,6 +125,49 @@ def _order_outputs(proto: Any, names: list[str]) -> None:
                 node.input[i] = renames[inp]
     for out in proto.graph.output:
         out.name = renames.get(out.name, out.name)
+
+
+GENERATED = re.compile(r"^(?P<base>.*?)__\d+(?P<suffix>:\d+)?$")
+
+
+def canonical_names(proto: Any) -> None:
+    """Renumber tf2onnx's generated names (``Transpose__26``, ``const_axes__17``) by position.
+
+    tf2onnx numbers what it creates from a global counter and keeps an arbitrary one of two
+    equal constants, so the same model converts to differently named graphs. Renumbering in
+    graph order (and sorting initializers by first use) gives the same bytes every time.
+    """
+    graph = proto.graph
+    fixed = {v.name for v in [*graph.input, *graph.output]}
+    inits = {t.name: t for t in graph.initializer}
+    renames: dict[str, str] = {}
+
+    def visit(name: str) -> None:
+        if not name or name in fixed or name in renames:
+            return
+        match = GENERATED.match(name)
+        if name in inits:
+            renames[name] = f"const__{len(renames)}" if match else name
+        elif match:
+            renames[name] = f"{match['base']}__{len(renames)}{match['suffix'] or ''}"
+        else:
+            renames[name] = name
+
+    for node in graph.node:
+        for name in [*node.input, node.name, *node.output]:
+            visit(name)
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+        node.name = renames.get(node.name, node.name)
+    for value in graph.value_info:
+        value.name = renames.get(value.name, value.name)
+    order = {old: i for i, old in enumerate(renames)}
+    ordered = sorted(graph.initializer, key=lambda t: order.get(t.name, len(order)))
+    for tensor in ordered:
+        tensor.name = renames.get(tensor.name, tensor.name)
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
 
 
 def _clean(name: str, index: int) -> str:

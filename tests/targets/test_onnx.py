@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from conftest import models, run_cli
 
 VARIANTS = {"onnx-fp32", "onnx-ort-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static"}
@@ -78,14 +79,18 @@ def test_verify_detects_a_changed_file(built_mlp: Path, tmp_path: Path) -> None:
     assert "onnx-fp16" in result.out and "changed since the build" in result.out
 
 
-def test_build_twice_gives_identical_bytes(mlp_onnx: Path, mlp_samples: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["onnx", "keras", "pt2"])
+def test_build_twice_gives_identical_bytes(source: str, model_dir: Path, tmp_path: Path) -> None:
+    model = models.MAKERS[source](model_dir)
     trees = []
     for i in range(2):
         out = tmp_path / f"dist{i}"
-        assert run_cli("build", mlp_onnx, "--samples", mlp_samples, "--out", out, "--no-latency").code == 0
-        trees.append(out / "mlp" / "1")
+        result = run_cli("build", model, "--out", out, "--no-latency")
+        assert result.code == 0, result.err
+        trees.append(next(out.glob("*/1")))
     files = sorted(p.relative_to(trees[0]) for p in trees[0].rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(trees[1]) for p in trees[1].rglob("*") if p.is_file())
+    assert len(files) >= 9
     for rel in files:
         assert (trees[0] / rel).read_bytes() == (trees[1] / rel).read_bytes(), rel
 
