@@ -60,7 +60,7 @@ def _row(v: dict[str, Any]) -> str:
     reason = f'<div class="reason">{html.escape(fid["reason"])}</div>' if fid.get("reason") else ""
     return (
         f"<tr><td><code>{html.escape(v['id'])}</code></td><td>{v['precision']}</td>"
-        f"<td>{html.escape(v['runtime']['name'])} ≥ {html.escape(v['runtime']['min_version'])}</td>"
+        f"<td class=nowrap>{html.escape(v['runtime']['name'])} ≥ {html.escape(v['runtime']['min_version'])}</td>"
         f'<td class=num>{_size(v["bytes"])}</td><td style="color:{COLORS.get(fid["status"], "#000")}">'
         f"{fid['status']}{reason}</td><td class=num>{err}</td><td class=num>{top1}</td>"
         f"<td class=num>{_ms(lat.get('p50'))}</td><td class=num>{_ms(lat.get('p90'))}</td>"
@@ -71,8 +71,11 @@ def _row(v: dict[str, Any]) -> str:
 def _skipped(items: list[dict[str, str]]) -> str:
     if not items:
         return ""
-    lis = "".join(f"<li><code>{html.escape(s['target'])}</code>: {html.escape(s['reason'])}</li>" for s in items)
-    return f"<h2>Targets skipped</h2><ul>{lis}</ul>"
+    lis = "".join(
+        f"<li><code>{html.escape(s.get('variant') or s['target'])}</code>: {html.escape(s['reason'])}</li>"
+        for s in items
+    )
+    return f"<h2>Not built</h2><ul>{lis}</ul>"
 
 
 def _size(n: int) -> str:
@@ -109,24 +112,41 @@ def _chart(variants: list[dict[str, Any]]) -> str:
              f'aria-label="size against max abs error">',
              f'<rect x="{pad}" y="{pad / 2}" width="{width - 2 * pad}" height="{height - 1.5 * pad}" '
              f'fill="#f6f8fa" stroke="#d0d7de"/>']  # fmt: skip
-    for tick in range(math.floor(x0), math.ceil(x1) + 1):
-        if x0 <= tick <= x1:
-            parts.append(
-                f'<text x="{px(tick):.1f}" y="{height - pad + 18}" text-anchor="middle">{_size(int(10**tick))}</text>'
-            )
+    for value in _ticks(x0, x1):
+        x = px(math.log10(value))
+        base = height - pad
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" stroke="#8c959f"/>'
+                     f'<text x="{x:.1f}" y="{base + 18}" text-anchor="middle">{_size(int(value))}</text>')  # fmt: skip
     for tick in range(math.floor(y0), math.ceil(y1) + 1):
         if y0 <= tick <= y1:
             parts.append(f'<text x="{pad - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">1e{tick}</text>')
-    for v, x, y, ms in zip(points, xs, ys, lat, strict=True):
+    placed: list[tuple[float, float]] = []
+    for v, x, y, ms in sorted(zip(points, xs, ys, lat, strict=True), key=lambda item: (item[1], item[2])):
         r = 5 + (8 * ms / lat_max if ms and lat_max else 0)
         color = COLORS.get(v["fidelity"]["status"], "#000")
+        label_x, label_y = px(x) + r + 3, py(y) + 4
+        # Nudge a label down while it would sit on one already placed (close variants).
+        while any(abs(label_y - ly) < 13 and abs(label_x - lx) < 120 for lx, ly in placed):
+            label_y += 14
+        placed.append((label_x, label_y))
         parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{r:.1f}" fill="{color}" fill-opacity="0.6">'
                      f'<title>{html.escape(v["id"])}</title></circle>'
-                     f'<text x="{px(x) + r + 3:.1f}" y="{py(y) + 4:.1f}">{html.escape(v["id"])}</text>')  # fmt: skip
+                     f'<text x="{label_x:.1f}" y="{label_y:.1f}">{html.escape(v["id"])}</text>')  # fmt: skip
     parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">size (log)</text>')
     parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
                  f'text-anchor="middle">max abs error vs source (log)</text></svg>')  # fmt: skip
     return "".join(parts)
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 steps between two log10 bounds, so a narrow range still gets a few labels."""
+    ticks = []
+    for exponent in range(math.floor(lo), math.ceil(hi) + 1):
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10.0**exponent
+            if lo <= math.log10(value) <= hi:
+                ticks.append(value)
+    return ticks
 
 
 def _span(values: list[float]) -> tuple[float, float]:
