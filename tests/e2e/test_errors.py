@@ -93,24 +93,3 @@ def test_failed_rebuild_keeps_the_previous_output(mlp_onnx: Path, tmp_path: Path
     result = run_cli("build", mlp_onnx, "--out", out, "--samples", tmp_path / "s.npz")
     assert result.code == 3
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
-
-
-def test_help_is_light_and_names_every_command() -> None:
-    result = run_cli("--help")
-    assert result.code == 0
-    for command in ("build", "targets", "inspect", "verify"):
-        assert command in result.out
-
-
-def test_cli_import_pulls_no_framework() -> None:
-    import subprocess
-    import sys
-
-    heavy = "('torch', 'tensorflow', 'onnx', 'onnxruntime', 'numpy')"
-    code = f"import sys, packager.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
-    assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "[]"
-
-
-def test_targets_lists_onnx() -> None:
-    result = run_cli("targets")
-    assert result.code == 0 and "onnx" in result.out and "fp16" in result.out
