@@ -156,7 +156,7 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
         f"[bold]built[/] {len(variants)} variants ({verified} verified) in {time.perf_counter() - start:.1f}s"
     )
     assert result.path is not None
-    click.echo(f"report: {result.path / 'report.html'}")
+    click.echo(f"report: {(result.path / 'report.html').resolve()}")
     click.echo(f"build.json: {result.path / 'build.json'}")
 
 

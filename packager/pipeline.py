@@ -94,6 +94,10 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
         settings = config.for_target(target.name, target.Options, cli)
         wanted = tuple(p for p in settings.precisions if p in target.precisions)
         plans.append((target, settings, target.plan(spec, settings.options, wanted)))
+    if not plans:
+        reasons = "; ".join(f"{s['target']}: {s['reason']}" for s in skipped)
+        raise UsageError(f"no installed target can take this model ({reasons})",
+                         hint="run `packager inspect MODEL` to see why each target refuses it")  # fmt: skip
     result = BuildResult(path=None, record={}, plans=[(t, s) for t, _, s in plans])
     if request.dry_run:
         return result

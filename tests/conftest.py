@@ -58,21 +58,22 @@ def mlp_samples(model_dir: Path) -> Path:
     return path
 
 
+def _digits_npz(path: Path, key: str, shape: tuple[int, ...]) -> Path:
+    x, _ = models.digits(160)
+    np.savez(path, **{key: (x / 16.0).reshape(-1, *shape)})
+    return path
+
+
 @pytest.fixture(scope="session")
 def digits_images(model_dir: Path) -> Path:
-    """Real digits as NCHW images (1x8x8), for the CNN models."""
-    x, _ = models.digits(160)
-    path = model_dir / "digits_nchw.npz"
-    np.savez(path, x=(x / 16.0).reshape(-1, 1, 8, 8))
-    return path
+    """Real digits as NCHW images (1x8x8), for the torch CNN."""
+    return _digits_npz(model_dir / "digits_nchw.npz", "x", (1, 8, 8))
 
 
 @pytest.fixture(scope="session")
 def digits_nhwc(model_dir: Path) -> Path:
-    x, _ = models.digits(160)
-    path = model_dir / "digits_nhwc.npz"
-    np.savez(path, pixels=(x / 16.0).reshape(-1, 8, 8, 1))
-    return path
+    """Real digits as NHWC images (8x8x1), for the Keras CNN."""
+    return _digits_npz(model_dir / "digits_nhwc.npz", "pixels", (8, 8, 1))
 
 
 @pytest.fixture(scope="session")

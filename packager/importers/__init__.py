@@ -164,6 +164,3 @@ def _tree_sha(root: Path) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(_file_sha(path).encode())
     return digest.hexdigest()
-
-
-sha256_file = _file_sha
