@@ -1,0 +1,1 @@
+"""Code that runs inside bundles. Nothing here imports packager."""
