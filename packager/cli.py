@@ -141,6 +141,7 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
     request = BuildRequest(
         model=model, targets=targets, precisions=precisions or None, samples=samples, name=name,
         version=version, out=out, dry_run=dry_run, strict=strict, latency=False if no_latency else None,
+        cache_dir=config_mod.cache_dir(),
     )  # fmt: skip
     reporter = ConsoleReporter()
     start = time.perf_counter()
@@ -215,6 +216,7 @@ def verify(dist: Path) -> None:
     Checks each file's sha256 and size, runs each variant in its runtime on the stored samples,
     and compares with the stored source outputs. Exits non-zero when anything no longer holds.
     """
+    from packager import config as config_mod
     from packager.errors import VerifyError
     from packager.verify import find_builds, verify_build
 
@@ -222,7 +224,7 @@ def verify(dist: Path) -> None:
     bad = 0
     for vdir in find_builds(dist):
         console.print(f"[bold]{_esc(str(vdir))}[/]", soft_wrap=True)
-        for outcome in verify_build(vdir):
+        for outcome in verify_build(vdir, config_mod.cache_dir()):
             mark = "[green]✓[/]" if outcome.ok else "[red]✗[/]"
             bad += not outcome.ok
             text = f"{outcome.variant}: {outcome.now} (recorded {outcome.recorded}); {outcome.detail}"

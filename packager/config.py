@@ -105,6 +105,15 @@ class Config:
         )
 
 
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where downloaded runtime wheels and tools are kept between builds."""
+    env = environ if environ is not None else os.environ
+    if env.get("PACKAGER_CACHE_DIR"):
+        return Path(env["PACKAGER_CACHE_DIR"])
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "packager"
+
+
 def load(cwd: Path, explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read defaults, then the project's file, then the environment."""
     values: dict[str, Any] = read_toml("defaults.toml")

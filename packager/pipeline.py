@@ -14,13 +14,14 @@ from typing import Any
 
 from packager import __version__, importers, report, samples, validate
 from packager.config import Config, TargetSettings
-from packager.errors import FidelityError, PackagerError, UsageError
+from packager.config import cache_dir as config_cache_dir
+from packager.errors import FidelityError, PackagerError, UsageError, first_line
 from packager.importers.base import Imported
 from packager.output import Staging, file_entries, file_entry
 from packager.plugins import resolve_targets
 from packager.progress import Reporter
 from packager.spec import ModelSpec
-from packager.target import Step, StepContext, Target
+from packager.target import RuntimeUnavailable, Step, StepContext, Target
 
 SCHEMA = 1
 
@@ -37,6 +38,7 @@ class BuildRequest:
     dry_run: bool = False
     strict: bool | None = None
     latency: bool | None = None
+    cache_dir: Path | None = None
 
 
 @dataclass(kw_only=True)
@@ -105,9 +107,12 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     for target, _, steps in plans:
         skipped.extend({"target": target.name, "variant": s.name, "reason": s.skipped} for s in steps if s.skipped)
     variants: list[dict[str, Any]] = []
+    cache = request.cache_dir or config_cache_dir()
+    checks: list[dict[str, Any]] = []
     for target, settings, steps in plans:
-        variants.extend(_run_plan(target, settings, steps, spec, vdir, staging.scratch, reporter))
+        variants.extend(_run_plan(target, settings, steps, spec, vdir, staging.scratch, reporter, cache, checks))
     record = _record(spec, source, variants, skipped, generated, config)
+    record["checks"] = checks
     strict = request.strict if request.strict is not None else bool(config.get("strict"))
     _enforce(record, strict, result)
     _write_outputs(vdir, spec, record)
@@ -154,8 +159,17 @@ def _refusal(target: Target, spec: ModelSpec) -> PackagerError | None:
     return None
 
 
-def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], spec: ModelSpec,
-              vdir: Path, scratch: Path, reporter: Reporter) -> list[dict[str, Any]]:  # fmt: skip
+def _run_plan(
+    target: Target,
+    settings: TargetSettings,
+    steps: list[Step],
+    spec: ModelSpec,
+    vdir: Path,
+    scratch: Path,
+    reporter: Reporter,
+    cache: Path,
+    checks: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
     artifacts: dict[str, Path] = {}
     records: list[dict[str, Any]] = []
     for step in steps:
@@ -170,12 +184,12 @@ def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], spec:
         if step.requires:
             inputs["model"] = artifacts[step.requires[0]]
         ctx = StepContext(spec=spec, options=settings.options, out_dir=out_dir, tmp_dir=tmp,
-                          inputs=inputs, log=reporter.note)  # fmt: skip
+                          inputs=inputs, log=reporter.note, cache_dir=cache, checks=checks)  # fmt: skip
         start = time.perf_counter()
         with reporter.step(step.name, step.description):
             artifacts[step.name] = step.run(ctx)
             shutil.rmtree(tmp, ignore_errors=True)
-            record = _validate(target, settings, step, spec, vdir, out_dir) if step.variant else None
+            record = _validate(target, settings, step, spec, vdir, out_dir, cache) if step.variant else None
         if record is not None:
             records.append(record)
             fid = record["fidelity"]
@@ -189,28 +203,43 @@ def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], spec:
 
 
 def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelSpec,
-              vdir: Path, out_dir: Path) -> dict[str, Any]:  # fmt: skip
+              vdir: Path, out_dir: Path, cache: Path) -> dict[str, Any]:  # fmt: skip
     info = step.variant
     assert info is not None
     tolerance = settings.tolerance[info.precision]
-    runner = target.runner(out_dir, info.main_file)
-    batched = all(t.batched for t in spec.signature.inputs)
-    try:
-        fidelity = validate.fidelity(runner, spec.samples, spec.reference, tolerance, spec.task, batched)
-        fidelity["tolerance"] = {"atol": tolerance.atol, "rtol": tolerance.rtol,
-                                 "min_top1_agreement": tolerance.min_top1_agreement}  # fmt: skip
-        latency = validate.latency(runner, spec.samples) if settings.latency else None
-    finally:
-        runner.close()
+    limits = {"atol": tolerance.atol, "rtol": tolerance.rtol, "min_top1_agreement": tolerance.min_top1_agreement}
     files = file_entries(out_dir, vdir)
     record: dict[str, Any] = {
         "id": info.id, "target": target.name, "precision": info.precision,
         "runtime": {"name": info.runtime, "min_version": info.min_version},
         "main_file": (out_dir / info.main_file).relative_to(vdir).as_posix(),
-        "files": files, "bytes": sum(f["bytes"] for f in files), "fidelity": fidelity,
+        "files": files, "bytes": sum(f["bytes"] for f in files),
     }  # fmt: skip
+    try:
+        runner = target.runner(out_dir, info.main_file, cache)
+    except RuntimeUnavailable as exc:
+        record["fidelity"] = {"status": "unverified", "reason": str(exc), "tolerance": limits}
+        return _finish_record(record, target, spec, out_dir, info)
+    batched = all(t.batched for t in spec.signature.inputs)
+    try:
+        fidelity = validate.fidelity(runner, spec.samples, spec.reference, tolerance, spec.task, batched)
+        latency = validate.latency(runner, spec.samples) if settings.latency else None
+        details = runner.details() if hasattr(runner, "details") else {}
+    except Exception as exc:  # the variant does not run: that is its verdict, not a crash
+        fidelity = {"status": "failed", "runtime": runner.runtime_label,
+                    "reason": f"the variant failed to run: {first_line(exc)}"}  # fmt: skip
+        latency, details = None, {}
+    finally:
+        runner.close()
+    record["fidelity"] = fidelity | {"tolerance": limits}
     if latency is not None:
         record["latency_ms"] = latency
+    record.update(details)
+    return _finish_record(record, target, spec, out_dir, info)
+
+
+def _finish_record(record: dict[str, Any], target: Target, spec: ModelSpec, out_dir: Path,
+                   info: Any) -> dict[str, Any]:  # fmt: skip
     memory = target.peak_memory_mb(spec, out_dir, info.main_file)
     if memory is not None:
         record["peak_memory_mb"] = memory

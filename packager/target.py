@@ -9,7 +9,7 @@ it is running.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -18,7 +18,16 @@ import numpy as np
 from packager.spec import ModelSpec
 from packager.vocab import PRECISIONS, SOURCE_FORMATS
 
-__all__ = ["PRECISIONS", "SOURCE_FORMATS", "Runner", "Step", "StepContext", "Target", "VariantInfo"]
+__all__ = [
+    "PRECISIONS",
+    "SOURCE_FORMATS",
+    "Runner",
+    "RuntimeUnavailable",
+    "Step",
+    "StepContext",
+    "Target",
+    "VariantInfo",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +52,14 @@ class StepContext:
     tmp_dir: Path
     inputs: Mapping[str, Path]
     log: Callable[[str], None]
+    cache_dir: Path
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def check(self, name: str, value: int | float, limit: int | float) -> bool:
+        """Record a budget check for build.json; returns whether it holds."""
+        ok = value <= limit
+        self.checks.append({"name": name, "value": value, "limit": limit, "ok": ok})
+        return ok
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +80,19 @@ class Step:
     skipped: str = ""  # planned but not built, and why (recorded in build.json)
 
 
+class RuntimeUnavailable(Exception):
+    """Raised by ``Target.runner`` when the variant's runtime does not exist here.
+
+    The variant is then recorded as ``unverified`` with this reason; never as verified.
+    """
+
+
 class Runner(Protocol):
-    """A loaded variant, running in the runtime a device would use."""
+    """A loaded variant, running in the runtime a device would use.
+
+    A runner may also have ``details() -> dict``: measurements that go into the variant's
+    record as they are (e.g. a Lambda bundle's init time).
+    """
 
     runtime_label: str
 
@@ -92,7 +120,8 @@ class Target:
     def plan(self, spec: ModelSpec, options: Any, precisions: tuple[str, ...]) -> list[Step]:
         raise NotImplementedError
 
-    def runner(self, variant_dir: Path, main_file: str) -> Runner:
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> Runner:
+        """Load a variant in its runtime; raise RuntimeUnavailable when that runtime is not here."""
         raise NotImplementedError
 
     def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:

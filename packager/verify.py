@@ -13,6 +13,7 @@ from packager.errors import ModelInputError, VerifyError, first_line
 from packager.output import file_entry
 from packager.plugins import load_target
 from packager.spec import Signature
+from packager.target import RuntimeUnavailable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +26,8 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
+        if self.now == "unverified":  # no runtime here to re-run it: its files were checked
+            return True
         return self.now == self.recorded or (self.recorded == "failed" and self.now == "verified")
 
 
@@ -40,7 +43,7 @@ def find_builds(dist: Path) -> list[Path]:
     return found
 
 
-def verify_build(vdir: Path) -> list[Outcome]:
+def verify_build(vdir: Path, cache_dir: Path) -> list[Outcome]:
     try:
         record = json.loads((vdir / "build.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -52,12 +55,12 @@ def verify_build(vdir: Path) -> list[Outcome]:
     reference = samples.load_npz(vdir / val["reference"])
     signature = Signature.from_json(record["model"]["signature"])
     batched = all(t.batched for t in signature.inputs)
-    return [_verify_variant(vdir, v, inputs, reference, record["model"].get("task"), batched)
-            for v in record["variants"]]  # fmt: skip
+    task = record["model"].get("task")
+    return [_verify_variant(vdir, v, inputs, reference, task, batched, cache_dir) for v in record["variants"]]
 
 
 def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference: dict,
-                    task: str | None, batched: bool) -> Outcome:  # fmt: skip
+                    task: str | None, batched: bool, cache_dir: Path) -> Outcome:  # fmt: skip
     recorded = variant["fidelity"]["status"]
     for entry in variant["files"]:
         path = vdir / entry["path"]
@@ -74,7 +77,11 @@ def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference
     target = load_target(variant["target"])
     main = vdir / variant["main_file"]
     tolerance = Tolerance(**variant["fidelity"]["tolerance"])
-    runner = target.runner(main.parent, main.name)
+    try:
+        runner = target.runner(main.parent, main.name, cache_dir)
+    except RuntimeUnavailable as exc:
+        return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="unverified",
+                       detail=f"files intact; {exc}")  # fmt: skip
     try:
         fid = validate.fidelity(runner, inputs, reference, tolerance, task, batched)
     finally:

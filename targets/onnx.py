@@ -108,7 +108,7 @@ class OnnxTarget(Target):
             ))  # fmt: skip
         return steps
 
-    def runner(self, variant_dir: Path, main_file: str) -> OrtRunner:
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> OrtRunner:
         return OrtRunner(variant_dir / main_file)
 
     def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
