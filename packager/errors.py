@@ -80,6 +80,12 @@ class VerifyError(PackagerError):
     exit_code = 9
 
 
+class BudgetError(PackagerError):
+    """A bundle is over a size limit of where it deploys (checked at build time)."""
+
+    exit_code = 10
+
+
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The closest valid spelling of ``word``, or None when nothing is near."""
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

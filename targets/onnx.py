@@ -139,13 +139,17 @@ class OrtRunner:
 
 
 def _optimize(ctx: StepContext) -> Path:
+    return optimize_model(ctx.spec.onnx_path, ctx.out_dir / "model.onnx", ctx.options.optimization)
+
+
+def optimize_model(src: Path, out: Path, level: str = "basic") -> Path:
+    """Graph optimizations at ``level``; "basic" keeps the graph runnable on any provider."""
     import onnxruntime as ort
 
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}  # fmt: skip
-    out = ctx.out_dir / "model.onnx"
-    _save_optimized(ctx.spec.onnx_path, out, levels[ctx.options.optimization], ort_format=False)
+    _save_optimized(src, out, levels[level], ort_format=False)
     return out
 
 
@@ -215,7 +219,7 @@ def _to_fp16(ctx: StepContext) -> Path:
 def _int8_dynamic(ctx: StepContext) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    src = _preprocessed(ctx)
+    src = _preprocessed(ctx.inputs["model"], ctx.tmp_dir)
     out = ctx.out_dir / "model.onnx"
     # onnxruntime's CPU ConvInteger takes uint8 weights only; MatMulInteger takes int8.
     weight_type = QuantType.QUInt8 if _has_conv(src) else QuantType.QInt8
@@ -227,9 +231,13 @@ def _int8_dynamic(ctx: StepContext) -> Path:
 
 
 def _int8_static(ctx: StepContext) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    out = ctx.out_dir / "model.onnx"
+    return quantize_static_model(ctx.inputs["model"], out, ctx.spec, ctx.tmp_dir, per_channel=ctx.options.per_channel)
 
-    spec = ctx.spec
+
+def quantize_static_model(src: Path, out: Path, spec: ModelSpec, tmp: Path, *, per_channel: bool = True) -> Path:
+    """QDQ int8, activations calibrated on the spec's samples (one at a time)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -239,27 +247,26 @@ def _int8_static(ctx: StepContext) -> Path:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._items, None)
 
-    src = _preprocessed(ctx)
-    out = ctx.out_dir / "model.onnx"
+    prepared = _preprocessed(src, tmp)
     try:
-        quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ,
+        quantize_static(prepared, out, Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        per_channel=ctx.options.per_channel)  # fmt: skip
+                        per_channel=per_channel)  # fmt: skip
     except Exception as exc:
         raise ConversionError(f"static int8 quantization failed: {first_line(exc)}") from exc
     return out
 
 
-def _preprocessed(ctx: StepContext) -> Path:
+def _preprocessed(src: Path, tmp: Path) -> Path:
     """onnxruntime's recommended pre-pass before quantization (shape inference, folding)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out = ctx.tmp_dir / "prequant.onnx"
+    out = tmp / "prequant.onnx"
     try:
-        quant_pre_process(str(ctx.inputs["model"]), str(out), skip_symbolic_shape=False)
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
     except Exception:
         # Symbolic shape inference does not know every op (ai.onnx.ml); the plain pass will do.
-        quant_pre_process(str(ctx.inputs["model"]), str(out), skip_symbolic_shape=True)
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 
@@ -13,3 +14,21 @@ def read_text(name: str) -> str:
 
 def read_toml(name: str) -> dict[str, Any]:
     return tomllib.loads(read_text(name))
+
+
+def template_path(*parts: str) -> Path:
+    """A file under the repository's ``templates/`` (installed beside the packages)."""
+    return Path(__file__).resolve().parents[2].joinpath("templates", *parts)
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """Replace ``{{name}}`` placeholders; every placeholder must have a value."""
+    import re
+
+    def swap(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise KeyError(f"template placeholder {{{{{key}}}}} has no value")
+        return values[key]
+
+    return re.sub(r"\{\{(\w+)\}\}", swap, text)

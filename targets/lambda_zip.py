@@ -1,0 +1,371 @@
+"""The ``lambda-zip`` target: an AWS Lambda .zip serving the model over the Open Inference Protocol.
+
+Each variant folder holds ``function.zip`` (handler + model + slimmed onnxruntime/numpy for the
+Lambda runtime and arch), ``layer.zip`` with ``layer = true``, ``model.onnx`` with
+``model_from_s3 = true`` (upload it; the function loads it at init), and ``template.yaml`` for
+``sam deploy``. Sizes are checked against Lambda's limits at build time, and the bundle is run
+here by the real runtime interface client under the runtime's Python before it is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packager import budget
+from packager.archive import Entry, tree_entries, write_zip
+from packager.errors import UsageError
+from packager.resources import fill, read_toml, template_path
+from packager.spec import ModelSpec
+from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
+from packager.tools import pip
+from packager.tools.lambda_runtime import LambdaInitError, LocalFunction, http_event
+from packager.tools.pythons import find_python, full_version
+from targets import onnx as onnx_target
+
+HANDLER = Path(__file__).resolve().parents[1] / "handlers" / "inference.py"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LambdaOptions:
+    """``[tool.packager.target.lambda-zip]`` keys."""
+
+    runtime: str = "python3.12"
+    arch: str = "x86_64"
+    layer: bool = False
+    model_from_s3: bool = False
+    max_batch: int = 64
+    memory_mb: int = 1024
+    timeout_s: int = 30
+
+    def __post_init__(self) -> None:
+        facts = read_toml("lambda.toml")
+        if self.runtime not in facts["runtimes"]:
+            raise ValueError(f"runtime must be one of {', '.join(facts['runtimes'])}, not '{self.runtime}'")
+        if self.arch not in facts["arch"]:
+            raise ValueError(f"arch must be one of {', '.join(facts['arch'])}, not '{self.arch}'")
+        if not 1 <= self.max_batch <= 4096:
+            raise ValueError("max_batch must be between 1 and 4096")
+
+
+class LambdaZipTarget(Target):
+    name = "lambda-zip"
+    summary = "AWS Lambda .zip + SAM template; Open Inference Protocol over an HTTP API; sizes gated"
+    emits = "function.zip, template.yaml"
+    precisions = ("fp32", "int8")
+    extra = "lambda"
+    Options = LambdaOptions
+
+    def check(self, spec: ModelSpec) -> None:
+        onnx_target.OnnxTarget().check(spec)
+
+    def plan(self, spec: ModelSpec, options: LambdaOptions, precisions: tuple[str, ...]) -> list[Step]:
+        _check_runtime(options)
+        where = f"{options.runtime} {options.arch}" + (", dependencies in a layer" if options.layer else "")
+        steps = [
+            Step(name="lambda-model", description="optimize the graph for onnxruntime", run=_model),
+            Step(name="lambda-deps", run=_dependencies,
+                 description=f"fetch onnxruntime + numpy wheels for {where}, slim them (cached)"),
+        ]  # fmt: skip
+        if "int8" in precisions:
+            steps.append(Step(name="lambda-model-int8", description="quantize to int8 QDQ on the samples",
+                              run=_model_int8, requires=("lambda-model",)))  # fmt: skip
+        for precision in precisions:
+            model_step = "lambda-model" if precision == "fp32" else "lambda-model-int8"
+            variant = VariantInfo(id=f"lambda-zip-{precision}", precision=precision, runtime="lambda",
+                                  min_version=options.runtime, main_file="function.zip")  # fmt: skip
+            description = f"zip handler + model + deps for {where}; check Lambda's limits"
+            steps.append(
+                Step(
+                    name=variant.id,
+                    variant=variant,
+                    run=_bundle,
+                    requires=(model_step, "lambda-deps"),
+                    description=description,
+                )
+            )
+        return steps
+
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> LambdaRunner:
+        return LambdaRunner(variant_dir, cache_dir)
+
+    def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
+        return onnx_target.estimate_memory_mb(spec.onnx_path)
+
+
+def _model(ctx: StepContext) -> Path:
+    return onnx_target.optimize_model(ctx.spec.onnx_path, ctx.out_dir / "model.onnx")
+
+
+def _model_int8(ctx: StepContext) -> Path:
+    return onnx_target.quantize_static_model(ctx.inputs["model"], ctx.out_dir / "model.onnx", ctx.spec, ctx.tmp_dir)
+
+
+def _check_runtime(options: LambdaOptions) -> None:
+    facts = read_toml("lambda.toml")
+    runtime = facts["runtimes"][options.runtime]
+    need = facts["engines"]["onnxruntime"]["min_glibc"]
+    if _version(runtime["glibc"]) < _version(need):
+        raise UsageError(
+            f"{options.runtime} runs on {runtime['os']} (glibc {runtime['glibc']}), but onnxruntime's wheels need "
+            f"glibc {need}",
+            hint='set runtime = "python3.12" or "python3.13" in [tool.packager.target.lambda-zip], '
+            "or use the lambda-container target",
+        )
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+def requirements() -> list[str]:
+    """The same onnxruntime and numpy this build validated with, pinned."""
+    import onnxruntime
+
+    return [f"onnxruntime=={onnxruntime.__version__}", f"numpy=={np.__version__}"]
+
+
+def _dependencies(ctx: StepContext) -> Path:
+    """Install the runtime's wheels for Lambda's platform, slim them; cached by their inputs."""
+    options: LambdaOptions = ctx.options
+    facts = read_toml("lambda.toml")
+    runtime, arch = facts["runtimes"][options.runtime], facts["arch"][options.arch]["wheel"]
+    reqs = requirements()
+    key = hashlib.sha256(json.dumps([options.runtime, arch, reqs, facts["slim"]], sort_keys=True).encode())
+    cached = ctx.cache_dir / "lambda-deps" / key.hexdigest()[:24]
+    if (cached / ".complete").is_file():
+        return cached / "site"
+    staging = Path(tempfile.mkdtemp(prefix="deps-", dir=ctx.tmp_dir))
+    pip.install_for_platform(reqs, staging / "site", python_version=runtime["python"],
+                             platforms=pip.manylinux_tags(runtime["glibc"], arch))  # fmt: skip
+    slim(staging / "site", facts["slim"], arch)
+    (staging / ".complete").write_text(json.dumps(reqs))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    if not (cached / ".complete").is_file():
+        shutil.rmtree(cached, ignore_errors=True)
+        staging.replace(cached)
+    return cached / "site"
+
+
+def slim(site: Path, rules: Mapping[str, list[str]], arch: str) -> None:
+    """Drop what a serving process never imports; strip shared objects (not vendored ones)."""
+    for rel in rules["drop_paths"]:
+        shutil.rmtree(site / rel, ignore_errors=True)
+    for pattern in rules["drop_globs"]:
+        for path in site.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in sorted(site.rglob("*"), reverse=True):
+        if path.is_dir() and path.name in rules["drop_dir_names"]:
+            shutil.rmtree(path)
+        elif path.is_file() and path.suffix in rules["drop_suffixes"]:
+            path.unlink()
+    strip = _strip_tool(arch)
+    if strip is None:
+        return
+    for so in sorted(site.rglob("*.so*")):
+        # Vendored libraries (numpy.libs/, *.libs/) are left alone: stripping breaks OpenBLAS.
+        if so.is_file() and not any(part.endswith(".libs") for part in so.relative_to(site).parts):
+            subprocess.run([strip, "--strip-unneeded", str(so)], check=True, capture_output=True)
+
+
+def _strip_tool(arch: str) -> str | None:
+    if arch == platform.machine():
+        return shutil.which("strip")
+    return shutil.which(f"{arch}-linux-gnu-strip")
+
+
+def _bundle(ctx: StepContext) -> Path:
+    """function.zip (+ layer.zip), template.yaml; every Lambda size limit checked."""
+    options: LambdaOptions = ctx.options
+    spec = ctx.spec
+    model_path, site = ctx.inputs["model"], ctx.inputs["lambda-deps"]
+    model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    signature = {
+        "name": spec.name, "version": spec.version, "model_file": "model.onnx", "model_sha256": model_sha,
+        "max_batch": options.max_batch, "runtime": options.runtime, "arch": options.arch,
+        "inputs": [t.to_json() for t in spec.signature.inputs],
+        "outputs": [t.to_json() for t in spec.signature.outputs],
+    }  # fmt: skip
+    signature_json = (json.dumps(signature, indent=1) + "\n").encode()
+    function = [
+        Entry(name="inference.py", source=HANDLER.read_bytes()),
+        Entry(name="model/signature.json", source=signature_json),
+    ]
+    if options.model_from_s3:
+        shutil.copyfile(model_path, ctx.out_dir / "model.onnx")
+    else:
+        function.append(Entry(name="model/model.onnx", source=model_path))
+    deps = tree_entries(site, prefix="python/" if options.layer else "")
+    layer = deps if options.layer else []
+    if not options.layer:
+        function += deps
+    write_zip(ctx.out_dir / "function.zip", function)
+    if layer:
+        write_zip(ctx.out_dir / "layer.zip", layer)
+    _gate(ctx, function, layer)
+    (ctx.out_dir / "template.yaml").write_text(template(spec, options, model_sha))
+    return ctx.out_dir / "function.zip"
+
+
+def _gate(ctx: StepContext, function: list[Entry], layer: list[Entry]) -> None:
+    limits = read_toml("lambda.toml")["limits"]
+    vid = ctx.out_dir.name
+    fixes = ["build the int8 variant (-p int8)", "set layer = true to move dependencies into a layer",
+             "set model_from_s3 = true to load the model from S3 at init",
+             "or use the lambda-container target (10 GB images)"]  # fmt: skip
+    sizes = [(e.name, e.size()) for e in function + layer]
+    total = sum(size for _, size in sizes)
+    parts = budget.contributors(sizes)
+    for name in ("function.zip", "layer.zip"):
+        path = ctx.out_dir / name
+        if path.is_file() and not ctx.check(f"{vid}.{name}.zipped_bytes", path.stat().st_size, limits["zipped_bytes"]):
+            raise budget.fail(f"{name} (zipped)", path.stat().st_size, limits["zipped_bytes"], parts, fixes)
+    if not ctx.check(f"{vid}.unzipped_bytes", total, limits["unzipped_bytes"]):
+        raise budget.fail("the function unzipped (with its layers)", total, limits["unzipped_bytes"], parts, fixes)
+    request, response = _payload_sizes(ctx.spec, ctx.options.max_batch)
+    for what, size in (("request", request), ("response", response)):
+        if not ctx.check(f"{vid}.{what}_bytes_at_max_batch", size, limits["payload_bytes"]):
+            fits = max(1, int(ctx.options.max_batch * limits["payload_bytes"] / size))
+            raise budget.fail(f"a {what} at max_batch {ctx.options.max_batch}", size, limits["payload_bytes"],
+                              [], [f"set max_batch to {fits} or less"])  # fmt: skip
+
+
+def _payload_sizes(spec: ModelSpec, batch: int) -> tuple[int, int]:
+    """JSON sizes of one request and one response at ``batch``, scaled from the first sample."""
+
+    def body(arrays: Mapping[str, np.ndarray]) -> int:
+        tensors = [{"name": k, "shape": list(v[:1].shape), "datatype": "FP32", "data": v[:1].reshape(-1).tolist()}
+                   for k, v in arrays.items()]  # fmt: skip
+        return len(json.dumps({"inputs": tensors}))
+
+    return body(spec.samples) * batch, body(spec.reference) * batch
+
+
+def template(spec: ModelSpec, options: LambdaOptions, model_sha: str) -> str:
+    facts = read_toml("lambda.toml")
+    values = {
+        "description": f"packager: {spec.name} {spec.version} on {options.runtime} {options.arch}",
+        "memory_mb": str(options.memory_mb), "timeout_s": str(options.timeout_s),
+        "powertools_version": str(facts["powertools"]["layer_version"]),
+        "powertools_account": facts["powertools"]["account"],
+        "python_tag": options.runtime.replace(".", ""), "runtime": options.runtime, "arch": options.arch,
+        "model": spec.name, "max_batch": str(options.max_batch),
+        "parameters": "", "layers": "", "environment": "", "policies": "", "resources": "",
+    }  # fmt: skip
+    if options.layer:
+        values["layers"] = "        - !Ref DependenciesLayer"
+        values["resources"] = (
+            "\n  DependenciesLayer:\n    Type: AWS::Serverless::LayerVersion\n    Properties:\n"
+            f"      Description: onnxruntime and numpy for {options.runtime} {options.arch}\n"
+            f"      ContentUri: layer.zip\n      CompatibleRuntimes: [{options.runtime}]\n"
+            f"      CompatibleArchitectures: [{options.arch}]\n"
+        )
+    if options.model_from_s3:
+        values["parameters"] = (
+            '  ModelS3Uri:\n    Type: String\n    AllowedPattern: "^s3://[^/]+/.+$"\n'
+            "    Description: s3://bucket/key where model.onnx from this folder was uploaded.\n"
+        )
+        values["environment"] = f'          MODEL_S3_URI: !Ref ModelS3Uri\n          MODEL_SHA256: "{model_sha}"'
+        values["policies"] = (
+            "      Policies:\n        - Statement:\n            - Effect: Allow\n              Action: s3:GetObject\n"
+            '              Resource: !Sub\n                - "arn:${AWS::Partition}:s3:::${ObjectPath}"\n'
+            '                - ObjectPath: !Select [1, !Split ["s3://", !Ref ModelS3Uri]]'
+        )
+    return fill(template_path("lambda", "function.yaml").read_text(), values)
+
+
+class LambdaRunner:
+    """The bundle unpacked and started by awslambdaric under the runtime's Python, as Lambda would."""
+
+    def __init__(self, variant_dir: Path, cache_dir: Path) -> None:
+        with zipfile.ZipFile(variant_dir / "function.zip") as archive:
+            signature = json.loads(archive.read("model/signature.json"))
+        self.model = signature["name"]
+        runtime, arch = signature["runtime"], signature["arch"]
+        host = "arm64" if platform.machine() == "aarch64" else platform.machine()
+        if arch != host:
+            raise RuntimeUnavailable(f"a {arch} bundle cannot run on this {host} host; sizes were checked")
+        version = read_toml("lambda.toml")["runtimes"][runtime]["python"]
+        python = find_python(version)
+        if python is None:
+            raise RuntimeUnavailable(f"no Python {version} here to run the {runtime} bundle with")
+        tools = _local_tools(python, version, cache_dir)
+        self.work = Path(tempfile.mkdtemp(prefix="packager-lambda-"))
+        task, opt = self.work / "task", self.work / "opt"
+        _unzip(variant_dir / "function.zip", task)
+        if (variant_dir / "layer.zip").is_file():
+            _unzip(variant_dir / "layer.zip", opt)
+        if (variant_dir / "model.onnx").is_file():  # model_from_s3: what S3 would serve
+            shutil.copyfile(variant_dir / "model.onnx", task / "model" / "model.onnx")
+        try:
+            self.function = LocalFunction(python=python, task_root=task, paths=[opt / "python", *tools],
+                                          handler="inference.handler", runtime=runtime, memory_mb=1024,
+                                          timeout_s=60)  # fmt: skip
+        except LambdaInitError as exc:
+            shutil.rmtree(self.work, ignore_errors=True)
+            raise RuntimeError(str(exc)) from exc
+        self.runtime_label = f"awslambdaric on Python {full_version(python)} ({runtime} {arch})"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = [{"name": k, "shape": list(v.shape), "datatype": _datatype(v), "data": v.reshape(-1).tolist()}
+                   for k, v in inputs.items()]  # fmt: skip
+        event = http_event("POST", f"/v2/models/{self.model}/infer", json.dumps({"inputs": tensors}))
+        answer = self.function.invoke(event)
+        body = json.loads(answer["body"])
+        if answer["statusCode"] != 200:
+            raise RuntimeError(f"HTTP {answer['statusCode']}: {body.get('error', body)}")
+        return {o["name"]: np.asarray(o["data"], dtype=_numpy_type(o["datatype"])).reshape(o["shape"])
+                for o in body["outputs"]}  # fmt: skip
+
+    def details(self) -> dict[str, Any]:
+        return {"init_ms": self.function.init_ms}
+
+    def close(self) -> None:
+        self.function.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+DATATYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
+             "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}  # fmt: skip
+
+
+def _datatype(array: np.ndarray) -> str:
+    return DATATYPES[array.dtype.name]
+
+
+def _numpy_type(datatype: str) -> np.dtype:
+    return np.dtype({v: k for k, v in DATATYPES.items()}[datatype])
+
+
+def _unzip(archive: Path, into: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(into)
+
+
+def _local_tools(python: Path, version: str, cache_dir: Path) -> list[Path]:
+    """awslambdaric and Powertools installed for ``python``, once, in the cache."""
+    facts = read_toml("lambda.toml")
+    paths = []
+    for name, reqs in (("powertools", facts["powertools"]["local"]), ("ric", facts["runtime_client"]["local"])):
+        key = hashlib.sha256(json.dumps([version, reqs]).encode()).hexdigest()[:16]
+        folder = cache_dir / "lambda-local" / f"{name}-{key}"
+        if not (folder / ".complete").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                pip.install_for_interpreter(python, reqs, folder / "site")
+            except Exception as exc:
+                raise RuntimeUnavailable(f"could not install {', '.join(reqs)} for Python {version}: {exc}") from exc
+            (folder / ".complete").write_text("\n".join(reqs))
+        paths.append(folder / "site")
+    return paths
