@@ -5,10 +5,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# cfn-lint and the SAM CLI check generated templates; aws-sam-cli pins click and boto3 exactly,
+# so they get their own venv.
+AWS_VENV := .venv-aws
+AWS_STAMP := $(AWS_VENV)/.installed
 
 .PHONY: setup demo test lint bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(AWS_STAMP)
 
 # Reinstall whenever the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
@@ -16,6 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+	touch $@
+
+$(AWS_STAMP): requirements-aws-tools.txt
+	test -x $(AWS_VENV)/bin/python || $(PYTHON) -m venv $(AWS_VENV)
+	$(AWS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AWS_VENV)/bin/python -m pip install --quiet -r requirements-aws-tools.txt
 	touch $@
 
 demo: setup
@@ -35,4 +45,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) examples/digits/build examples/digits/dist
+	rm -rf $(VENV) $(AWS_VENV) examples/digits/build examples/digits/dist

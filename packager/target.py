@@ -61,6 +61,10 @@ class StepContext:
         self.checks.append({"name": name, "value": value, "limit": limit, "ok": ok})
         return ok
 
+    def unchecked(self, name: str, reason: str) -> None:
+        """Record a check that could not run here, and why (never counted as passed)."""
+        self.checks.append({"name": name, "ok": None, "reason": reason})
+
 
 @dataclass(frozen=True, kw_only=True)
 class Step:

@@ -25,11 +25,11 @@ import numpy as np
 
 from packager import budget
 from packager.archive import Entry, tree_entries, write_zip
-from packager.errors import UsageError
+from packager.errors import ConversionError, UsageError
 from packager.resources import fill, read_toml, template_path
 from packager.spec import ModelSpec
 from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
-from packager.tools import pip
+from packager.tools import pip, sam
 from packager.tools.lambda_runtime import LambdaInitError, LocalFunction, http_event
 from packager.tools.pythons import find_python, full_version
 from targets import onnx as onnx_target
@@ -74,13 +74,13 @@ class LambdaZipTarget(Target):
         _check_runtime(options)
         where = f"{options.runtime} {options.arch}" + (", dependencies in a layer" if options.layer else "")
         steps = [
-            Step(name="lambda-model", description="optimize the graph for onnxruntime", run=_model),
+            Step(name="lambda-model", description="optimize the graph for onnxruntime", run=model_fp32),
             Step(name="lambda-deps", run=_dependencies,
                  description=f"fetch onnxruntime + numpy wheels for {where}, slim them (cached)"),
         ]  # fmt: skip
         if "int8" in precisions:
             steps.append(Step(name="lambda-model-int8", description="quantize to int8 QDQ on the samples",
-                              run=_model_int8, requires=("lambda-model",)))  # fmt: skip
+                              run=model_int8, requires=("lambda-model",)))  # fmt: skip
         for precision in precisions:
             model_step = "lambda-model" if precision == "fp32" else "lambda-model-int8"
             variant = VariantInfo(id=f"lambda-zip-{precision}", precision=precision, runtime="lambda",
@@ -98,17 +98,17 @@ class LambdaZipTarget(Target):
         return steps
 
     def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> LambdaRunner:
-        return LambdaRunner(variant_dir, cache_dir)
+        return LambdaRunner.from_zip(variant_dir, cache_dir)
 
     def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
         return onnx_target.estimate_memory_mb(spec.onnx_path)
 
 
-def _model(ctx: StepContext) -> Path:
+def model_fp32(ctx: StepContext) -> Path:
     return onnx_target.optimize_model(ctx.spec.onnx_path, ctx.out_dir / "model.onnx")
 
 
-def _model_int8(ctx: StepContext) -> Path:
+def model_int8(ctx: StepContext) -> Path:
     return onnx_target.quantize_static_model(ctx.inputs["model"], ctx.out_dir / "model.onnx", ctx.spec, ctx.tmp_dir)
 
 
@@ -137,24 +137,34 @@ def requirements() -> list[str]:
 
 
 def _dependencies(ctx: StepContext) -> Path:
-    """Install the runtime's wheels for Lambda's platform, slim them; cached by their inputs."""
     options: LambdaOptions = ctx.options
+    return site_packages(ctx.cache_dir, options.runtime, options.arch, slimmed=True)
+
+
+def site_packages(cache_dir: Path, runtime_name: str, arch_name: str, *, slimmed: bool) -> Path:
+    """onnxruntime + numpy installed from wheels for the Lambda runtime's platform (slimmed for
+    zips); cached by everything that decides the result."""
     facts = read_toml("lambda.toml")
-    runtime, arch = facts["runtimes"][options.runtime], facts["arch"][options.arch]["wheel"]
+    runtime, arch = facts["runtimes"][runtime_name], facts["arch"][arch_name]["wheel"]
     reqs = requirements()
-    key = hashlib.sha256(json.dumps([options.runtime, arch, reqs, facts["slim"]], sort_keys=True).encode())
-    cached = ctx.cache_dir / "lambda-deps" / key.hexdigest()[:24]
+    rules = facts["slim"] if slimmed else {}
+    key = hashlib.sha256(json.dumps([runtime_name, arch, reqs, rules], sort_keys=True).encode())
+    cached = cache_dir / "lambda-deps" / key.hexdigest()[:24]
     if (cached / ".complete").is_file():
         return cached / "site"
-    staging = Path(tempfile.mkdtemp(prefix="deps-", dir=ctx.tmp_dir))
-    pip.install_for_platform(reqs, staging / "site", python_version=runtime["python"],
-                             platforms=pip.manylinux_tags(runtime["glibc"], arch))  # fmt: skip
-    slim(staging / "site", facts["slim"], arch)
-    (staging / ".complete").write_text(json.dumps(reqs))
     cached.parent.mkdir(parents=True, exist_ok=True)
-    if not (cached / ".complete").is_file():
-        shutil.rmtree(cached, ignore_errors=True)
-        staging.replace(cached)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cached.parent))
+    try:
+        pip.install_for_platform(reqs, staging / "site", python_version=runtime["python"],
+                                 platforms=pip.manylinux_tags(runtime["glibc"], arch))  # fmt: skip
+        if slimmed:
+            slim(staging / "site", rules, arch)
+        (staging / ".complete").write_text(json.dumps(reqs))
+        if not (cached / ".complete").is_file():
+            shutil.rmtree(cached, ignore_errors=True)
+            staging.replace(cached)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return cached / "site"
 
 
@@ -191,12 +201,7 @@ def _bundle(ctx: StepContext) -> Path:
     spec = ctx.spec
     model_path, site = ctx.inputs["model"], ctx.inputs["lambda-deps"]
     model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    signature = {
-        "name": spec.name, "version": spec.version, "model_file": "model.onnx", "model_sha256": model_sha,
-        "max_batch": options.max_batch, "runtime": options.runtime, "arch": options.arch,
-        "inputs": [t.to_json() for t in spec.signature.inputs],
-        "outputs": [t.to_json() for t in spec.signature.outputs],
-    }  # fmt: skip
+    signature = signature_for(spec, options, model_sha)
     signature_json = (json.dumps(signature, indent=1) + "\n").encode()
     function = [
         Entry(name="inference.py", source=HANDLER.read_bytes()),
@@ -215,7 +220,31 @@ def _bundle(ctx: StepContext) -> Path:
         write_zip(ctx.out_dir / "layer.zip", layer)
     _gate(ctx, function, layer)
     (ctx.out_dir / "template.yaml").write_text(template(spec, options, model_sha))
+    lint_template(ctx, ctx.out_dir / "template.yaml")
     return ctx.out_dir / "function.zip"
+
+
+def lint_template(ctx: StepContext, path: Path) -> None:
+    """cfn-lint the generated template where it is installed; its findings fail the build."""
+    result = sam.cfn_lint(path)
+    name = f"{ctx.out_dir.name}.template.cfn_lint_findings"
+    if result is None:
+        ctx.unchecked(name, "cfn-lint is not installed here (pip install cfn-lint)")
+        return
+    code, findings = result
+    if not ctx.check(name, 0 if code == 0 else max(1, findings.count("\n") // 2 + 1), 0):
+        raise ConversionError(f"the generated {path.name} fails cfn-lint: {findings.splitlines()[0]}",
+                              hint="this is a packager bug; please report it with the template")  # fmt: skip
+
+
+def signature_for(spec: ModelSpec, options: LambdaOptions, model_sha: str) -> dict[str, Any]:
+    """What the handler reads at init: the model's name, signature and where it runs."""
+    return {
+        "name": spec.name, "version": spec.version, "model_file": "model.onnx", "model_sha256": model_sha,
+        "max_batch": options.max_batch, "runtime": options.runtime, "arch": options.arch,
+        "inputs": [t.to_json() for t in spec.signature.inputs],
+        "outputs": [t.to_json() for t in spec.signature.outputs],
+    }  # fmt: skip
 
 
 def _gate(ctx: StepContext, function: list[Entry], layer: list[Entry]) -> None:
@@ -286,38 +315,48 @@ def template(spec: ModelSpec, options: LambdaOptions, model_sha: str) -> str:
 
 
 class LambdaRunner:
-    """The bundle unpacked and started by awslambdaric under the runtime's Python, as Lambda would."""
+    """A bundle started by awslambdaric under the runtime's Python, as Lambda would start it."""
 
-    def __init__(self, variant_dir: Path, cache_dir: Path) -> None:
+    def __init__(self, *, work: Path, task: Path, paths: list[Path], cache_dir: Path) -> None:
+        signature = json.loads((task / "model" / "signature.json").read_text())
+        self.model, self.work, self.max_batch = signature["name"], work, int(signature["max_batch"])
+        runtime, arch = signature["runtime"], signature["arch"]
+        python, version = runtime_python(runtime, arch)
+        tools = _local_tools(python, version, cache_dir)
+        try:
+            self.function = LocalFunction(python=python, task_root=task, paths=[*paths, *tools],
+                                          handler="inference.handler", runtime=runtime, memory_mb=1024,
+                                          timeout_s=60)  # fmt: skip
+        except LambdaInitError as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            raise RuntimeError(str(exc)) from exc
+        self.runtime_label = f"awslambdaric on Python {full_version(python)} ({runtime} {arch})"
+
+    @classmethod
+    def from_zip(cls, variant_dir: Path, cache_dir: Path) -> LambdaRunner:
+        """Unpack function.zip (and layer.zip into /opt's place) as Lambda does."""
         with zipfile.ZipFile(variant_dir / "function.zip") as archive:
             signature = json.loads(archive.read("model/signature.json"))
-        self.model = signature["name"]
-        runtime, arch = signature["runtime"], signature["arch"]
-        host = "arm64" if platform.machine() == "aarch64" else platform.machine()
-        if arch != host:
-            raise RuntimeUnavailable(f"a {arch} bundle cannot run on this {host} host; sizes were checked")
-        version = read_toml("lambda.toml")["runtimes"][runtime]["python"]
-        python = find_python(version)
-        if python is None:
-            raise RuntimeUnavailable(f"no Python {version} here to run the {runtime} bundle with")
-        tools = _local_tools(python, version, cache_dir)
-        self.work = Path(tempfile.mkdtemp(prefix="packager-lambda-"))
-        task, opt = self.work / "task", self.work / "opt"
+        runtime_python(signature["runtime"], signature["arch"])  # refuse early, before unpacking
+        work = Path(tempfile.mkdtemp(prefix="packager-lambda-"))
+        task, opt = work / "task", work / "opt"
         _unzip(variant_dir / "function.zip", task)
         if (variant_dir / "layer.zip").is_file():
             _unzip(variant_dir / "layer.zip", opt)
         if (variant_dir / "model.onnx").is_file():  # model_from_s3: what S3 would serve
             shutil.copyfile(variant_dir / "model.onnx", task / "model" / "model.onnx")
-        try:
-            self.function = LocalFunction(python=python, task_root=task, paths=[opt / "python", *tools],
-                                          handler="inference.handler", runtime=runtime, memory_mb=1024,
-                                          timeout_s=60)  # fmt: skip
-        except LambdaInitError as exc:
-            shutil.rmtree(self.work, ignore_errors=True)
-            raise RuntimeError(str(exc)) from exc
-        self.runtime_label = f"awslambdaric on Python {full_version(python)} ({runtime} {arch})"
+        return cls(work=work, task=task, paths=[opt / "python"], cache_dir=cache_dir)
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One invocation per max_batch samples, as a client of the endpoint must send them."""
+        count = len(next(iter(inputs.values())))
+        if count <= self.max_batch:
+            return self._invoke(inputs)
+        parts = [self._invoke({k: v[i : i + self.max_batch] for k, v in inputs.items()})
+                 for i in range(0, count, self.max_batch)]  # fmt: skip
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def _invoke(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         tensors = [{"name": k, "shape": list(v.shape), "datatype": _datatype(v), "data": v.reshape(-1).tolist()}
                    for k, v in inputs.items()]  # fmt: skip
         event = http_event("POST", f"/v2/models/{self.model}/infer", json.dumps({"inputs": tensors}))
@@ -334,6 +373,18 @@ class LambdaRunner:
     def close(self) -> None:
         self.function.close()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def runtime_python(runtime: str, arch: str) -> tuple[Path, str]:
+    """The interpreter to run a bundle for ``runtime`` with, or RuntimeUnavailable saying why not."""
+    host = "arm64" if platform.machine() == "aarch64" else platform.machine()
+    if arch != host:
+        raise RuntimeUnavailable(f"a {arch} bundle cannot run on this {host} host; its sizes were checked")
+    version = read_toml("lambda.toml")["runtimes"][runtime]["python"]
+    python = find_python(version)
+    if python is None:
+        raise RuntimeUnavailable(f"no Python {version} here to run the {runtime} bundle with")
+    return python, version
 
 
 DATATYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
