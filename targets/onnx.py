@@ -83,7 +83,7 @@ class OnnxTarget(Target):
         if "fp16" in precisions:
             steps.append(Step(
                 name="onnx-fp16", description="convert weights and compute to float16, IO kept float32",
-                run=_to_fp16, requires=(base,),
+                run=to_fp16, requires=(base,),
                 variant=VariantInfo(id="onnx-fp16", precision="fp16", runtime=RUNTIME,
                                     min_version=min_version, main_file="model.onnx"),
             ))  # fmt: skip
@@ -202,7 +202,7 @@ def _save_optimized(src: Path, out: Path, level: object, *, ort_format: bool) ->
         raise ConversionError(f"onnxruntime cannot load the model: {first_line(exc)}") from exc
 
 
-def _to_fp16(ctx: StepContext) -> Path:
+def to_fp16(ctx: StepContext) -> Path:
     import onnx
     from onnxconverter_common import float16
 

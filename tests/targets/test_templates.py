@@ -23,13 +23,17 @@ def dist(tmp_path_factory: pytest.TempPathFactory, mlp_onnx: Path) -> Path:
         "[target.lambda-zip]\nlayer = true\nmodel_from_s3 = true\nmax_batch = 16\n"
         '[target.lambda-container]\narch = "x86_64"\n'
     )
-    result = run_cli("build", mlp_onnx, "-t", "lambda-zip", "-t", "lambda-container", "-p", "fp32",
+    result = run_cli("build", mlp_onnx, "-t", "lambda-zip", "-t", "lambda-container", "-t", "triton", "-p", "fp32",
                      "--no-latency", "--out", "dist", cwd=work)  # fmt: skip
     assert result.code == 0, result.err
     return work / "dist" / "mlp" / "1"
 
 
-TEMPLATES = ["lambda-zip/lambda-zip-fp32/template.yaml", "lambda-container/lambda-container-fp32/template.yaml"]
+TEMPLATES = [
+    "lambda-zip/lambda-zip-fp32/template.yaml",
+    "lambda-container/lambda-container-fp32/template.yaml",
+    "triton/triton-fp32/template.yaml",
+]
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -53,7 +57,8 @@ def test_build_records_the_lint_as_a_check(dist: Path) -> None:
     record = json.loads((dist / "build.json").read_text())
     lint = {c["name"]: c for c in record["checks"] if c["name"].endswith("cfn_lint_findings")}
     assert set(lint) == {"lambda-zip-fp32.template.cfn_lint_findings",
-                         "lambda-container-fp32.template.cfn_lint_findings"}  # fmt: skip
+                         "lambda-container-fp32.template.cfn_lint_findings",
+                         "triton-fp32.template.cfn_lint_findings"}  # fmt: skip
     assert all(c["ok"] is True and c["value"] == 0 for c in lint.values())
 
 
@@ -72,6 +77,8 @@ def test_layer_and_s3_model_split_the_bundle(dist: Path) -> None:
 def test_layer_bundle_and_container_context_run_under_awslambdaric(dist: Path) -> None:
     record = json.loads((dist / "build.json").read_text())
     for variant in record["variants"]:
+        if variant["target"] == "triton":
+            continue
         assert variant["fidelity"]["status"] == "verified", variant["id"]
         assert variant["fidelity"]["max_abs_err"] <= 1e-5
         assert variant["init_ms"] > 0
