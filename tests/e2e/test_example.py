@@ -36,3 +36,29 @@ def test_digits_example_trains_exports_and_builds(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         bundle.run(None, {"pixels": raw})[0], exported.run(None, {"pixels": raw / 16})[0], atol=1e-4
     )
+    # `targets = ["all"]` in the example's packager.toml: every installed target was built.
+    assert {v["target"] for v in record["variants"]} >= {"onnx", "lambda-zip", "lambda-container", "triton"}
+    zipped = next(v for v in record["variants"] if v["id"] == "lambda-zip-fp32")
+    assert zipped["fidelity"]["max_abs_err"] <= 1e-5 and zipped["init_ms"] > 0
+    sizes = {c["name"]: c["value"] for c in record["checks"]}
+    assert sizes["lambda-zip-fp32.function.zip.zipped_bytes"] <= 25_000_000
+    assert sizes["lambda-zip-fp32.unzipped_bytes"] <= 75_000_000
+    _check_samconfig_deploys_the_example(dist, tmp_path)
+
+
+def _check_samconfig_deploys_the_example(dist: Path, tmp_path: Path) -> None:
+    """The repository's samconfig.toml names the template `make demo` writes; sam reads it."""
+    import shutil
+
+    from packager.tools import sam
+
+    root = tmp_path / "repo"
+    (root / "examples" / "digits").mkdir(parents=True)
+    shutil.copyfile(EXAMPLE.parents[1] / "samconfig.toml", root / "samconfig.toml")
+    (root / "examples" / "digits" / "dist").symlink_to(dist)
+    tool = sam.find("sam")
+    assert tool is not None, "`make setup` installs the SAM CLI"
+    done = subprocess.run([str(tool), "validate", "--config-file", "samconfig.toml"], cwd=root, env=sam.offline_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is a valid SAM Template" in done.stdout + done.stderr
