@@ -37,8 +37,8 @@ bench: demo
 	$(BIN)/python bench/onnx_variants.py examples/digits/dist/digits/1
 
 lint: setup
-	$(BIN)/ruff check packager targets tests examples bench
-	$(BIN)/ruff format --check packager targets tests examples bench
+	$(BIN)/ruff check packager targets handlers tests examples bench
+	$(BIN)/ruff format --check packager targets handlers tests examples bench
 	$(BIN)/mypy
 
 test: lint

@@ -102,3 +102,35 @@ def test_oversized_body_is_refused_before_parsing(handler: ModuleType) -> None:
                        "padding": "x" * (6 * 1024 * 1024)})  # fmt: skip
     status, body = call(handler, "infer_ok", body=huge)
     assert status == 400 and body["error"]["code"] == "body_too_large"
+
+
+class FakeS3:
+    """Stands in for boto3's S3 client in this unit test of the handler's own download logic."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload, self.calls = payload, []
+
+    def download_file(self, bucket: str, key: str, filename: str) -> None:
+        self.calls.append((bucket, key))
+        Path(filename).write_bytes(self.payload)
+
+
+def test_model_from_s3_is_checked_and_cached(handler: ModuleType, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import hashlib
+    import types
+
+    payload = handler.MODEL_FILE.read_bytes()
+    sha = hashlib.sha256(payload).hexdigest()
+    fake = FakeS3(payload)
+    monkeypatch.setitem(sys.modules, "boto3", types.SimpleNamespace(client=lambda name: fake))
+    monkeypatch.setenv("MODEL_S3_URI", "s3://models/mlp/model.onnx")
+    monkeypatch.setenv("MODEL_SHA256", sha)
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path))
+    path = handler._model_path({"model_file": "model.onnx"})
+    assert path.read_bytes() == payload and fake.calls == [("models", "mlp/model.onnx")]
+    assert handler._model_path({"model_file": "model.onnx"}) == path and len(fake.calls) == 1  # cached
+    monkeypatch.setenv("MODEL_SHA256", "0" * 64)
+    with pytest.raises(RuntimeError, match="has sha256"):
+        handler._model_path({"model_file": "model.onnx"})
+    assert not list(tmp_path.glob("*.part"))
