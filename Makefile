@@ -9,10 +9,13 @@ STAMP := $(VENV)/.installed
 # so they get their own venv.
 AWS_VENV := .venv-aws
 AWS_STAMP := $(AWS_VENV)/.installed
+# Browser runtimes (tfjs, onnxruntime-web) and the driver, pinned in package-lock.json, and
+# Debian's Chromium to run them in (the set-up runs as root here; otherwise install it first).
+NODE_STAMP := node_modules/.installed
 
 .PHONY: setup demo test lint bench clean
 
-setup: $(STAMP) $(AWS_STAMP)
+setup: $(STAMP) $(AWS_STAMP) $(NODE_STAMP)
 
 # Reinstall whenever the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
@@ -20,12 +23,19 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+	# onnx2tf 1.x declares dependencies that would undo the pins above; its real ones are in [tflite].
+	$(BIN)/python -m pip install --quiet --no-deps onnx2tf==1.29.24
 	touch $@
 
 $(AWS_STAMP): requirements-aws-tools.txt
 	test -x $(AWS_VENV)/bin/python || $(PYTHON) -m venv $(AWS_VENV)
 	$(AWS_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(AWS_VENV)/bin/python -m pip install --quiet -r requirements-aws-tools.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	npm ci --no-audit --no-fund
 	touch $@
 
 demo: setup
@@ -45,4 +55,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) $(AWS_VENV) examples/digits/build examples/digits/dist
+	rm -rf $(VENV) $(AWS_VENV) node_modules examples/digits/build examples/digits/dist

@@ -1,0 +1,43 @@
+// Drives headless Chromium for packager's browser runtimes (tfjs, onnxruntime-web).
+// Usage: node browser_driver.mjs URL CHROMIUM   then JSON lines on stdin:
+//   {"inputs": {name: {"shape": [...], "dtype": "float32", "data": [...]}}}
+// and one JSON line per request on stdout: {"outputs": {...}} or {"error": "..."}.
+// The first line written is {"ready": {...}} once the page says its model has loaded.
+import { createInterface } from "node:readline";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, executablePath] = process.argv.slice(2);
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "packager-chromium-")), {
+  executablePath,
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+const page = await browser.newPage();
+const consoleLines = [];
+page.on("console", (msg) => consoleLines.push(`${msg.type()}: ${msg.text()}`));
+page.on("pageerror", (err) => consoleLines.push(`pageerror: ${err.message}`));
+const write = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+try {
+  await page.goto(url);
+  const ready = await page.evaluate(() => window.packagerReady);
+  write({ ready: { ...ready, userAgent: await page.evaluate(() => navigator.userAgent) } });
+} catch (err) {
+  write({ error: `the page did not load its model: ${err.message}`, console: consoleLines.slice(-5) });
+  await browser.close();
+  process.exit(1);
+}
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  try {
+    const request = JSON.parse(line);
+    write({ outputs: await page.evaluate((inputs) => window.packagerPredict(inputs), request.inputs) });
+  } catch (err) {
+    write({ error: err.message, console: consoleLines.slice(-5) });
+  }
+}
+await browser.close();

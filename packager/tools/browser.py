@@ -1,0 +1,135 @@
+"""Headless Chromium running a page of a bundle, as a browser would load it: the page is served
+from 127.0.0.1 and loads the runtime with a <script> tag; playwright-core (npm) drives it."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Mapping
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packager.target import RuntimeUnavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).resolve().parents[1] / "resources" / "browser_driver.mjs"
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+
+
+def node_modules() -> Path | None:
+    """The npm packages the set-up installed (package.json at the checkout's root)."""
+    folder = ROOT / "node_modules"
+    return folder if (folder / "playwright-core").is_dir() else None
+
+
+def npm_file(package: str, *parts: str) -> Path:
+    folder = node_modules()
+    path = folder.joinpath(package, *parts) if folder else None
+    if path is None or not path.is_file():
+        from packager.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"the npm package {package} is not installed (needed: {'/'.join(parts)})",
+            hint="run `npm ci` in the packager checkout (make setup does)",
+        )
+    return path
+
+
+def npm_version(package: str) -> str:
+    folder = node_modules()
+    if folder is None:
+        return "?"
+    return str(json.loads((folder / package / "package.json").read_text())["version"])
+
+
+def find_chromium() -> str | None:
+    for name in CHROMIUM:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@functools.cache
+def chromium_version(executable: str) -> str:
+    """'156.0.8078.79' from ``chromium --version`` (the user agent hides the minor numbers)."""
+    try:
+        done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    words = [w for w in done.stdout.split() if w[:1].isdigit()]
+    return words[0] if words else "?"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+class BrowserPage:
+    """A static folder served on 127.0.0.1 and one page of it open in headless Chromium."""
+
+    def __init__(self, folder: Path, page: str) -> None:
+        chromium, node = find_chromium(), shutil.which("node")
+        if chromium is None:
+            raise RuntimeUnavailable("no Chromium here (apt-get install chromium) to run the page in")
+        if node is None or node_modules() is None:
+            raise RuntimeUnavailable("no Node.js with playwright-core here (npm ci) to drive Chromium")
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{self.server.server_address[1]}/{page}"
+        self.process = subprocess.Popen([node, str(DRIVER), url, chromium], cwd=ROOT, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        first = self._read()
+        if "ready" not in first:
+            self.close()
+            raise RuntimeError(first.get("error", "the browser page failed") + _console(first))
+        self.ready: dict[str, Any] = first["ready"]
+        self.chromium = chromium_version(chromium)
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            err = self.process.stderr.read() if self.process.stderr else ""
+            return {"error": f"the browser driver exited: {err.strip().splitlines()[-1:] or ['no output']}"}
+        return json.loads(line)
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.process.stdin is not None
+        payload = {name: {"shape": list(a.shape), "dtype": a.dtype.name, "data": a.reshape(-1).tolist()}
+                   for name, a in inputs.items()}  # fmt: skip
+        self.process.stdin.write(json.dumps({"inputs": payload}) + "\n")
+        self.process.stdin.flush()
+        answer = self._read()
+        if "outputs" not in answer:
+            raise RuntimeError(answer.get("error", "no answer from the page") + _console(answer))
+        return {name: np.asarray(o["data"], dtype=o.get("dtype", "float32")).reshape(o["shape"])
+                for name, o in answer["outputs"].items()}  # fmt: skip
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            if self.process.stdin:
+                self.process.stdin.close()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _console(answer: Mapping[str, Any]) -> str:
+    lines = answer.get("console") or []
+    return f" (page console: {' | '.join(lines)})" if lines else ""
