@@ -69,14 +69,16 @@ def _site(ctx: StepContext) -> Path:
     return ctx.out_dir / "index.html"
 
 
-def write_sample(spec: ModelSpec, path: Path, layout: Mapping[str, tuple[int, ...]] | None = None) -> None:
-    """The first sample, as the page's demo feeds it (transposed where the variant's layout differs)."""
+def write_sample(spec: ModelSpec, path: Path, perms: Mapping[str, list[int] | None] | None = None,
+                 names: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    """The first sample as the page's demo feeds it: the variant's input names and layout."""
     sample = {}
     for name, array in spec.samples.items():
         one = array[:1]
-        if layout and layout.get(name):
-            one = np.transpose(one, layout[name])
-        sample[name] = {"shape": list(one.shape), "dtype": one.dtype.name, "data": one.reshape(-1).tolist()}
+        if perms and perms.get(name):
+            one = np.transpose(one, perms[name])
+        key = names.get(name, name) if names else name
+        sample[key] = {"shape": list(one.shape), "dtype": one.dtype.name, "data": one.reshape(-1).tolist()}
     path.write_text(json.dumps(sample) + "\n")
 
 

@@ -1,0 +1,230 @@
+"""A single-signature TensorFlow SavedModel of the model, the common input of the TF-based targets
+(tflite, tfjs, coreml from non-torch sources). Not a target itself.
+
+Paths, chosen per source: Keras ``.keras`` → wrapped in a tf.function with the configured
+preprocessing; SavedModel → its serving signature, wrapped the same way; ONNX and torch →
+onnx2tf from the canonical ONNX (preprocessing already in it). onnx2tf turns channels-first
+inputs into channels-last; ``layout.json`` records each tensor's permutation so that runners
+feed the samples as the variant expects and compare like with like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from packager.errors import ConversionError, MissingDependencyError, UnsupportedOpError, first_line
+from packager.importers.base import quiet_native_output
+from packager.spec import ModelSpec, TensorSpec
+from packager.target import Step, StepContext
+
+STEP = "tf-savedmodel"
+
+
+def refuse_sklearn(spec: ModelSpec, target: str) -> None:
+    if spec.source_format == "sklearn" or any(op.startswith("ai.onnx.ml::") for op in spec.ops):
+        raise UnsupportedOpError(
+            f"target '{target}' cannot take scikit-learn models: their ai.onnx.ml ops "
+            f"({', '.join(sorted(op for op in spec.ops if op.startswith('ai.onnx.ml::')))}) have no TensorFlow form",
+            hint="build the onnx, ort-web, lambda-zip, lambda-container or triton targets instead",
+        )
+
+
+def path_for(spec: ModelSpec) -> str:
+    original = spec.original_path
+    if original is not None and original.suffix == ".keras":
+        return "Keras → SavedModel (one signature, preprocessing folded)"
+    if original is not None and original.name.endswith(".savedmodel"):
+        return "SavedModel signature → SavedModel (preprocessing folded)"
+    return "canonical ONNX → onnx2tf → SavedModel (channels-last)"
+
+
+def step(spec: ModelSpec) -> Step:
+    return Step(name=STEP, description=path_for(spec), run=run)
+
+
+def run(ctx: StepContext) -> Path:
+    """Make (or reuse from the cache) the SavedModel; returns its folder."""
+    spec = ctx.spec
+    digest = hashlib.sha256(spec.onnx_path.read_bytes())
+    digest.update(json.dumps([path_for(spec), spec.preprocessing.to_json()]).encode())
+    if spec.original_path is not None and spec.original_path.is_file():
+        digest.update(spec.original_path.read_bytes())
+    cached = ctx.cache_dir / "savedmodel" / digest.hexdigest()[:24]
+    if (cached / "layout.json").is_file():
+        return cached / "savedmodel"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".staging-", dir=cached.parent))
+    try:
+        original = spec.original_path
+        if original is not None and original.suffix == ".keras":
+            layout = _from_keras(spec, original, work / "savedmodel")
+        elif original is not None and original.name.endswith(".savedmodel"):
+            layout = _from_savedmodel(spec, original, work / "savedmodel")
+        else:
+            layout = _from_onnx(spec, work / "savedmodel", work / "onnx2tf.log")
+        (work / "layout.json").write_text(json.dumps(layout, indent=1))
+        if not (cached / "layout.json").is_file():
+            shutil.rmtree(cached, ignore_errors=True)
+            work.replace(cached)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return cached / "savedmodel"
+
+
+def layout(savedmodel: Path) -> dict[str, Any]:
+    return dict(json.loads((savedmodel.parent / "layout.json").read_text()))
+
+
+def _tf() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet_native_output():
+        import tensorflow as tf
+    return tf
+
+
+def _spec_tensor(tf: Any, t: TensorSpec) -> Any:
+    shape = [None if isinstance(d, str) else d for d in t.shape]
+    return tf.TensorSpec(shape, tf.as_dtype(t.dtype), name=t.name)
+
+
+def _preprocess(tf: Any, spec: ModelSpec, x: Any) -> Any:
+    prep = spec.preprocessing
+    if prep.empty:
+        return x
+    rank = len(spec.signature.inputs[0].shape)
+    if prep.mean is not None:
+        x = x - tf.constant(prep.constant(prep.mean, rank))
+    if prep.std is not None:
+        x = x / tf.constant(prep.constant(prep.std, rank))
+    if prep.scale is not None:
+        x = x * tf.constant(prep.scale, tf.float32)
+    return x
+
+
+def _save(tf: Any, module: Any, fn: Any, out: Path) -> None:
+    with quiet_native_output():
+        tf.saved_model.save(module, str(out), signatures={"serving_default": fn.get_concrete_function()})
+
+
+def _identity_layout(spec: ModelSpec) -> dict[str, Any]:
+    return {"inputs": [{"name": t.name, "source": t.name, "perm": None} for t in spec.signature.inputs],
+            "outputs": [{"name": t.name, "source": t.name, "perm": None} for t in spec.signature.outputs],
+            "path": ""}  # fmt: skip
+
+
+def _from_keras(spec: ModelSpec, original: Path, out: Path) -> dict[str, Any]:
+    """Keras 3's ExportArchive tracks the model's variables; the endpoint adds preprocessing."""
+    tf = _tf()
+    import keras
+
+    with quiet_native_output():
+        model = keras.models.load_model(str(original), compile=False)
+    inputs, outputs = spec.signature.inputs, [t.name for t in spec.signature.outputs]
+
+    def serve(*args: Any) -> dict[str, Any]:
+        xs = [_preprocess(tf, spec, a) for a in args]
+        ys = model(xs if len(xs) > 1 else xs[0], training=False)
+        ys = ys if isinstance(ys, (list, tuple)) else [ys]
+        return {name: y for name, y in zip(outputs, ys, strict=True)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[_spec_tensor(tf, t) for t in inputs])
+    with quiet_native_output():
+        archive.write_out(str(out), verbose=False)
+    return _identity_layout(spec) | {"path": path_for(spec)}
+
+
+def _from_savedmodel(spec: ModelSpec, original: Path, out: Path) -> dict[str, Any]:
+    tf = _tf()
+    loaded = tf.saved_model.load(str(original))
+    fn = loaded.signatures["serving_default"]
+    inputs, outputs = spec.signature.inputs, [t.name for t in spec.signature.outputs]
+    module = tf.Module()
+    module.inner = loaded
+
+    @tf.function(input_signature=[_spec_tensor(tf, t) for t in inputs])
+    def serve(*args: Any) -> dict[str, Any]:
+        result = fn(**{t.name: _preprocess(tf, spec, a) for t, a in zip(inputs, args, strict=True)})
+        return {name: result[name] for name in outputs}
+
+    _save(tf, module, serve, out)
+    return _identity_layout(spec) | {"path": path_for(spec)}
+
+
+def _from_onnx(spec: ModelSpec, out: Path, log: Path) -> dict[str, Any]:
+    try:
+        import onnx2tf
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "converting ONNX or torch models for TensorFlow targets needs onnx2tf",
+            hint="pip install --no-deps onnx2tf==1.29.24 (make setup does)",
+        ) from exc
+    _tf()
+    sink = io.StringIO()
+    try:
+        with quiet_native_output(), contextlib.redirect_stdout(sink):
+            onnx2tf.convert(input_onnx_file_path=str(spec.onnx_path), output_folder_path=str(out),
+                            non_verbose=True, output_signaturedefs=True, batch_size=1)  # fmt: skip
+    except BaseException as exc:  # onnx2tf exits through sys.exit on some failures
+        saved = Path(tempfile.gettempdir()) / f"packager-onnx2tf-{spec.name}.log"
+        saved.write_text(sink.getvalue() + f"\n{type(exc).__name__}: {exc}\n")
+        raise ConversionError(
+            f"onnx2tf could not convert the model: {first_line(exc) if str(exc) else type(exc).__name__}",
+            hint=f"its log is {saved}; for a model exported from Keras, build from the .keras file instead",
+        ) from exc
+    return _onnx2tf_layout(spec, out)
+
+
+def _onnx2tf_layout(spec: ModelSpec, out: Path) -> dict[str, Any]:
+    tf = _tf()
+    fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    tf_inputs = sorted(kwargs.items(), key=lambda item: item[0])
+    tf_outputs = sorted(fn.structured_outputs.items(), key=lambda item: item[0])
+    if len(tf_inputs) != len(spec.signature.inputs) or len(tf_outputs) != len(spec.signature.outputs):
+        raise ConversionError("onnx2tf produced a signature with a different number of inputs or outputs")
+    by_name = {name: ts for name, ts in tf_inputs}
+    ordered_in = [(t.name, by_name[t.name]) if t.name in by_name else tf_inputs[i]
+                  for i, t in enumerate(spec.signature.inputs)]  # fmt: skip
+    return {
+        "path": path_for(spec),
+        "inputs": [{"name": name, "source": t.name, "perm": _perm(t.shape, list(ts.shape))}
+                   for (name, ts), t in zip(ordered_in, spec.signature.inputs, strict=True)],
+        "outputs": [{"name": name, "source": t.name, "perm": _inverse(_perm(t.shape, list(ts.shape)))}
+                    for (name, ts), t in zip(tf_outputs, spec.signature.outputs, strict=True)],
+    }  # fmt: skip
+
+
+def _perm(source: tuple[int | str, ...], target: list[Any]) -> list[int] | None:
+    """The permutation taking the source layout to the variant's: None, or channels-last."""
+
+    def fits(a: list[Any], b: list[Any]) -> bool:
+        return len(a) == len(b) and all(isinstance(x, str) or y is None or x == y for x, y in zip(a, b, strict=True))
+
+    src = list(source)
+    if fits(src[1:], target[1:]):
+        return None
+    rank = len(src)
+    if rank >= 3:
+        last = [0, *range(2, rank), 1]
+        if fits([src[i] for i in last][1:], target[1:]):
+            return last
+    raise ConversionError(f"onnx2tf changed a tensor's shape from {src} to {target} in a way packager cannot map")
+
+
+def _inverse(perm: list[int] | None) -> list[int] | None:
+    if perm is None:
+        return None
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return inverse

@@ -1,0 +1,109 @@
+"""The ``tfjs`` target: TensorFlow.js graph models for pages, as a static site.
+
+Variants from the common SavedModel (targets/_savedmodel.py): ``tfjs-fp32``, ``tfjs-fp16``
+(float16 weights), ``tfjs-uint8`` (uint8-quantized weights), each ``model/model.json`` with
+4 MB weight shards, ``tf.min.js``, and ``index.html`` that loads both with script tags and runs
+one prediction on ``sample.json``. Graph models, not Keras "layers" models: Keras 3 layers files
+do not load in tf.js. Validation runs the samples through that same page in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from packager.errors import ConversionError, first_line
+from packager.importers.base import quiet_native_output
+from packager.resources import fill, template_path
+from packager.spec import ModelSpec
+from packager.target import Step, StepContext, Target, VariantInfo
+from packager.tools import browser
+from targets import _savedmodel
+from targets import onnx as onnx_target
+from targets.ort_web import BrowserRunner, write_sample
+from targets.tflite import to_variant
+
+KINDS = {"fp32": ("tfjs-fp32", None), "fp16": ("tfjs-fp16", "float16"), "int8": ("tfjs-uint8", "uint8")}
+
+
+class TfjsTarget(Target):
+    name = "tfjs"
+    summary = "TensorFlow.js graph model (fp32, float16, uint8 weights) as a static page; checked in Chromium"
+    emits = "model/model.json + shards, tf.min.js, index.html"
+    precisions = ("fp32", "fp16", "int8")
+    extra = "tfjs"
+
+    def check(self, spec: ModelSpec) -> None:
+        _savedmodel.refuse_sklearn(spec, self.name)
+
+    def plan(self, spec: ModelSpec, options: object, precisions: tuple[str, ...]) -> list[Step]:
+        version = browser.npm_version("@tensorflow/tfjs")
+        steps = [_savedmodel.step(spec)]
+        for precision in precisions:
+            vid, quant = KINDS[precision]
+            variant = VariantInfo(id=vid, precision=precision, runtime="tfjs", min_version=version,
+                                  main_file="index.html")  # fmt: skip
+            what = f"{quant} weights" if quant else "float32 weights"
+            steps.append(Step(name=vid, variant=variant, run=_convert(quant), requires=(_savedmodel.STEP,),
+                              description=f"SavedModel → tf.js graph model ({what}, 4 MB shards) + page"))  # fmt: skip
+        return steps
+
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> LayoutBrowserRunner:
+        return LayoutBrowserRunner(variant_dir, main_file)
+
+    def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
+        return onnx_target.estimate_memory_mb(spec.onnx_path)
+
+
+def _convert(quant: str | None):  # -> step function
+    def run(ctx: StepContext) -> Path:
+        from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
+
+        savedmodel = ctx.inputs["model"]
+        try:
+            with quiet_native_output():
+                converter.convert_tf_saved_model(
+                    str(savedmodel), str(ctx.out_dir / "model"), signature_def="serving_default",
+                    saved_model_tags="serve", quantization_dtype_map={quant: True} if quant else None,
+                    use_structured_outputs_names=True, weight_shard_size_bytes=4 * 1024 * 1024,
+                )  # fmt: skip
+        except Exception as exc:
+            raise ConversionError(f"tensorflowjs could not convert the SavedModel: {first_line(exc)}",
+                                  hint="an op tf.js lacks: build the ort-web target for browsers") from exc  # fmt: skip
+        layout = _savedmodel.layout(savedmodel)
+        (ctx.out_dir / "layout.json").write_text(json.dumps(layout, indent=1))
+        shutil.copyfile(browser.npm_file("@tensorflow/tfjs", "dist", "tf.min.js"), ctx.out_dir / "tf.min.js")
+        perms = {e["source"]: e["perm"] for e in layout["inputs"]}
+        names = {e["source"]: e["name"] for e in layout["inputs"]}
+        write_sample(ctx.spec, ctx.out_dir / "sample.json", perms, names)
+        values = {"model": ctx.spec.name, "version": ctx.spec.version, "variant": ctx.out_dir.name}
+        (ctx.out_dir / "index.html").write_text(fill(template_path("browser", "tfjs.html").read_text(), values))
+        return ctx.out_dir / "index.html"
+
+    return run
+
+
+class LayoutBrowserRunner(BrowserRunner):
+    """The page speaks the SavedModel's names and layout; map the samples to it and back."""
+
+    def __init__(self, variant_dir: Path, page: str) -> None:
+        super().__init__(variant_dir, page)
+        self.layout = json.loads((variant_dir / "layout.json").read_text())
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count = len(next(iter(inputs.values())))
+        rows = [self._one({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
+        return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+
+    def _one(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {e["name"]: to_variant(inputs[e["source"]], e["perm"]) for e in self.layout["inputs"]}
+        result = self.page.predict(feeds)
+        out = {}
+        for e in self.layout["outputs"]:
+            y = result[e["name"]]
+            out[e["source"]] = np.transpose(y, e["perm"]) if e["perm"] else y
+        return out

@@ -1,0 +1,158 @@
+"""The ``tflite`` target: LiteRT (TensorFlow Lite) flatbuffers for phones and embedded devices.
+
+Variants from one SavedModel (see targets/_savedmodel.py for the path per source):
+  tflite-fp32          the graph as is
+  tflite-fp16          float16 weights (GPU delegates run them in half precision)
+  tflite-int8-dynamic  int8 weights, float activations
+  tflite-int8          full integer: int8 weights, activations and IO, calibrated on the samples
+Each runs in the LiteRT interpreter (ai-edge-litert), one sample at a time as a device would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packager.errors import ConversionError, first_line
+from packager.importers.base import quiet_native_output
+from packager.spec import ModelSpec
+from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
+from targets import _savedmodel
+from targets import onnx as onnx_target
+
+KINDS = {"fp32": ["fp32"], "fp16": ["fp16"], "int8": ["int8-dynamic", "int8"]}
+
+
+class TfliteTarget(Target):
+    name = "tflite"
+    summary = "LiteRT / TensorFlow Lite: fp32, fp16, int8 dynamic-range, int8 full-integer (calibrated)"
+    emits = "model.tflite"
+    precisions = ("fp32", "fp16", "int8")
+    extra = "tflite"
+
+    def check(self, spec: ModelSpec) -> None:
+        _savedmodel.refuse_sklearn(spec, self.name)
+
+    def plan(self, spec: ModelSpec, options: object, precisions: tuple[str, ...]) -> list[Step]:
+        import tensorflow as tf
+
+        steps = [_savedmodel.step(spec)]
+        for precision in precisions:
+            for kind in KINDS[precision]:
+                converter_version = ".".join(tf.__version__.split(".")[:2])
+                variant = VariantInfo(id=f"tflite-{kind}", precision=precision, runtime="tflite",
+                                      min_version=converter_version, main_file="model.tflite")  # fmt: skip
+                steps.append(Step(name=variant.id, variant=variant, run=_convert(kind),
+                                  requires=(_savedmodel.STEP,), description=DESCRIPTIONS[kind]))  # fmt: skip
+        return steps
+
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> LiteRunner:
+        return LiteRunner(variant_dir / main_file)
+
+    def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
+        return onnx_target.estimate_memory_mb(spec.onnx_path)
+
+
+DESCRIPTIONS = {
+    "fp32": "convert the SavedModel to TFLite",
+    "fp16": "convert with float16 weights",
+    "int8-dynamic": "convert with int8 weights (dynamic range)",
+    "int8": "convert to full integer (int8 IO), calibrated on the samples",
+}
+
+
+def _convert(kind: str):  # -> step function
+    def run(ctx: StepContext) -> Path:
+        import tensorflow as tf
+
+        savedmodel = ctx.inputs["model"]
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel))
+        if kind != "fp32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if kind == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        if kind == "int8":
+            converter.representative_dataset = lambda: _representative(ctx.spec, _savedmodel.layout(savedmodel))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        try:
+            with quiet_native_output():
+                flatbuffer = converter.convert()
+        except Exception as exc:
+            hint = "an op without an int8 kernel: build the fp32 or int8-dynamic variants"
+            raise ConversionError(f"TFLite conversion ({kind}) failed: {first_line(exc)}", hint=hint) from exc
+        out = ctx.out_dir / "model.tflite"
+        out.write_bytes(flatbuffer)
+        (ctx.out_dir / "layout.json").write_bytes((savedmodel.parent / "layout.json").read_bytes())
+        return out
+
+    return run
+
+
+def _representative(spec: ModelSpec, layout: Mapping[str, Any]) -> Iterator[list[np.ndarray]]:
+    for i in range(spec.num_samples):
+        yield [to_variant(spec.samples[e["source"]][i : i + 1], e["perm"]) for e in layout["inputs"]]
+
+
+def to_variant(array: np.ndarray, perm: list[int] | None) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(array, perm)) if perm else array
+
+
+class LiteRunner:
+    """A .tflite in the LiteRT interpreter, through its serving signature, one sample per call."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import ai_edge_litert
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as exc:
+            raise RuntimeUnavailable("ai-edge-litert is not installed here (pip install ai-edge-litert)") from exc
+        self.layout = json.loads((path.parent / "layout.json").read_text())
+        with quiet_native_output():
+            self.interpreter = Interpreter(model_path=str(path), num_threads=1)
+        self.signature = self.interpreter.get_signature_runner("serving_default")
+        self.inputs = self.signature.get_input_details()
+        self.outputs = self.signature.get_output_details()
+        self.runtime_label = f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')} (LiteRT interpreter)"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count = len(next(iter(inputs.values())))
+        rows = [self._one({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
+        return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+
+    def _one(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {}
+        for entry in self.layout["inputs"]:
+            x = to_variant(inputs[entry["source"]], entry["perm"])
+            feeds[entry["name"]] = _quantize(x, self.inputs[entry["name"]])
+        result = self.signature(**feeds)
+        out = {}
+        for entry in self.layout["outputs"]:
+            y = _dequantize(result[entry["name"]], self.outputs[entry["name"]])
+            out[entry["source"]] = np.transpose(y, entry["perm"]) if entry["perm"] else y
+        return out
+
+    def close(self) -> None:
+        del self.signature, self.interpreter
+
+
+def _quantize(x: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu" and np.issubdtype(x.dtype, np.floating):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype, copy=False)
+
+
+def _dequantize(y: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu" and detail["quantization"][0]:
+        scale, zero = detail["quantization"]
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return y
