@@ -193,9 +193,13 @@ def _run_plan(
         if record is not None:
             records.append(record)
             fid = record["fidelity"]
-            detail = f"{fid['status']}, max abs err {fid.get('max_abs_err')}"
+            detail = fid["status"]
+            if "max_abs_err" in fid:
+                detail += f", max abs err {fid['max_abs_err']}"
             if "top1_agreement" in fid:
                 detail += f", top-1 {fid['top1_agreement']:.4f}"
+            if fid["status"] != "verified" and fid.get("reason"):
+                detail += f" ({fid['reason'][:120]})"
             reporter.done(step.name, f"{record['bytes']:,} B, {detail}", time.perf_counter() - start)
         else:
             reporter.done(step.name, "intermediate", time.perf_counter() - start)
@@ -219,6 +223,8 @@ def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelS
         runner = target.runner(out_dir, info.main_file, cache)
     except RuntimeUnavailable as exc:
         record["fidelity"] = {"status": "unverified", "reason": str(exc), "tolerance": limits}
+        if exc.evidence:
+            record["fidelity"]["evidence"] = exc.evidence
         return _finish_record(record, target, spec, out_dir, info)
     batched = all(t.batched for t in spec.signature.inputs)
     try:

@@ -88,7 +88,12 @@ class RuntimeUnavailable(Exception):
     """Raised by ``Target.runner`` when the variant's runtime does not exist here.
 
     The variant is then recorded as ``unverified`` with this reason; never as verified.
+    ``evidence`` (optional) is what was measured instead, e.g. the graph it was converted from.
     """
+
+    def __init__(self, reason: str, *, evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.evidence = evidence
 
 
 class Runner(Protocol):
