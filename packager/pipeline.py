@@ -5,6 +5,7 @@ The core executes what targets declare; it never asks which target it is running
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -95,7 +96,7 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
             continue
         settings = config.for_target(target.name, target.Options, cli)
         wanted = tuple(p for p in settings.precisions if p in target.precisions)
-        plans.append((target, settings, target.plan(spec, settings.options, wanted)))
+        plans.append((target, settings, _propagate_skips(target.plan(spec, settings.options, wanted))))
     if not plans:
         reasons = "; ".join(f"{s['target']}: {s['reason']}" for s in skipped)
         raise UsageError(f"no installed target can take this model ({reasons})",
@@ -144,6 +145,19 @@ def _reference(spec: ModelSpec, imported: Imported, reporter: Reporter) -> None:
     with reporter.step("reference", "run the source model on the samples"):
         spec.reference, spec.reference_runtime = importers.reference_outputs(spec, imported)
     reporter.done("reference", f"source outputs from {spec.reference_runtime}", time.perf_counter() - start)
+
+
+def _propagate_skips(steps: list[Step]) -> list[Step]:
+    """A step that needs a step that is not built is not built either, for the same reason."""
+    reasons: dict[str, str] = {}
+    result = []
+    for step in steps:
+        reason = step.skipped or next((reasons[r] for r in step.requires if r in reasons), "")
+        if reason:
+            reasons[step.name] = reason
+            step = dataclasses.replace(step, skipped=reason)
+        result.append(step)
+    return result
 
 
 def _refusal(target: Target, spec: ModelSpec) -> PackagerError | None:

@@ -43,8 +43,15 @@ class LambdaContainerTarget(Target):
                  description=f"fetch onnxruntime + numpy wheels for {where} (what the image installs; cached)"),
         ]  # fmt: skip
         if "int8" in precisions:
-            steps.append(Step(name="container-model-int8", description="quantize to int8 QDQ on the samples",
-                              run=lambda_zip.model_int8, requires=("container-model",)))  # fmt: skip
+            steps.append(
+                Step(
+                    name="container-model-int8",
+                    description="quantize to int8 QDQ on the samples",
+                    run=lambda_zip.model_int8,
+                    requires=("container-model",),
+                    skipped=onnx_target.int8_skip_reason(spec),
+                )
+            )
         for precision in precisions:
             model_step = "container-model" if precision == "fp32" else "container-model-int8"
             variant = VariantInfo(id=f"lambda-container-{precision}", precision=precision, runtime="lambda",

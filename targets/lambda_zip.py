@@ -79,8 +79,15 @@ class LambdaZipTarget(Target):
                  description=f"fetch onnxruntime + numpy wheels for {where}, slim them (cached)"),
         ]  # fmt: skip
         if "int8" in precisions:
-            steps.append(Step(name="lambda-model-int8", description="quantize to int8 QDQ on the samples",
-                              run=model_int8, requires=("lambda-model",)))  # fmt: skip
+            steps.append(
+                Step(
+                    name="lambda-model-int8",
+                    description="quantize to int8 QDQ on the samples",
+                    run=model_int8,
+                    requires=("lambda-model",),
+                    skipped=onnx_target.int8_skip_reason(spec),
+                )
+            )
         for precision in precisions:
             model_step = "lambda-model" if precision == "fp32" else "lambda-model-int8"
             variant = VariantInfo(id=f"lambda-zip-{precision}", precision=precision, runtime="lambda",

@@ -87,11 +87,7 @@ class OnnxTarget(Target):
                 variant=VariantInfo(id="onnx-fp16", precision="fp16", runtime=RUNTIME,
                                     min_version=min_version, main_file="model.onnx"),
             ))  # fmt: skip
-        quantizable = sorted(set(spec.ops) & QUANTIZABLE)
-        no_int8 = "" if quantizable else (
-            f"the model has no op that onnxruntime quantizes ({', '.join(sorted(QUANTIZABLE))}); "
-            "int8 would equal fp32"
-        )  # fmt: skip
+        no_int8 = int8_skip_reason(spec)
         if "int8" in precisions:
             steps.append(Step(
                 name="onnx-int8-dynamic", description="quantize weights to int8, activations at run time",
@@ -114,6 +110,13 @@ class OnnxTarget(Target):
     def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
         path = variant_dir / main_file
         return estimate_memory_mb(path if path.suffix == ".onnx" else spec.onnx_path)
+
+
+def int8_skip_reason(spec: ModelSpec) -> str:
+    """Why an onnxruntime int8 variant would be pointless for this model, or "" when it is not."""
+    if set(spec.ops) & QUANTIZABLE:
+        return ""
+    return f"the model has no op that onnxruntime quantizes ({', '.join(sorted(QUANTIZABLE))}); int8 would equal fp32"
 
 
 class OrtRunner:

@@ -42,8 +42,15 @@ class OrtWebTarget(Target):
             Step(name="ort-web-model", description="optimize the graph for onnxruntime", run=lambda_zip.model_fp32)
         ]
         if "int8" in precisions:
-            steps.append(Step(name="ort-web-model-int8", description="quantize to int8 QDQ on the samples",
-                              run=lambda_zip.model_int8, requires=("ort-web-model",)))  # fmt: skip
+            steps.append(
+                Step(
+                    name="ort-web-model-int8",
+                    description="quantize to int8 QDQ on the samples",
+                    run=lambda_zip.model_int8,
+                    requires=("ort-web-model",),
+                    skipped=onnx_target.int8_skip_reason(spec),
+                )
+            )
         for precision in precisions:
             model_step = "ort-web-model" if precision == "fp32" else "ort-web-model-int8"
             variant = VariantInfo(id=f"ort-web-{precision}", precision=precision, runtime="onnxruntime-web",
