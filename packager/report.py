@@ -22,6 +22,7 @@ def render(record: dict[str, Any]) -> str:
         chart=_chart(record["variants"]),
         rows="\n".join(_row(v) for v in record["variants"]),
         skipped=_skipped(record.get("skipped", [])),
+        checks=_checks(record.get("checks", [])),
         packager=html.escape(str(record.get("packager", ""))),
     )
 
@@ -76,6 +77,23 @@ def _skipped(items: list[dict[str, str]]) -> str:
         for s in items
     )
     return f"<h2>Not built</h2><ul>{lis}</ul>"
+
+
+def _checks(items: list[dict[str, Any]]) -> str:
+    """Budget and validity checks: each with its value, its limit and whether it held."""
+    if not items:
+        return ""
+    rows = []
+    for c in items:
+        if c.get("ok") is None:
+            verdict, value, limit = f"not checked: {html.escape(c.get('reason', ''))}", "—", "—"
+        else:
+            verdict = '<span style="color:#1a7f37">ok</span>' if c["ok"] else '<span style="color:#cf222e">over</span>'
+            value, limit = f"{c['value']:,}", f"{c['limit']:,}"
+        rows.append(f"<tr><td><code>{html.escape(c['name'])}</code></td><td class=num>{value}</td>"
+                    f"<td class=num>{limit}</td><td>{verdict}</td></tr>")  # fmt: skip
+    head = "<tr><th>check</th><th>value</th><th>limit</th><th></th></tr>"
+    return f"<h2>Checks</h2><table>{head}{''.join(rows)}</table>"
 
 
 def _size(n: int) -> str:

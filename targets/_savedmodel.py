@@ -11,15 +11,14 @@ feed the samples as the variant expects and compare like with like.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from packager import cache
 from packager.errors import ConversionError, MissingDependencyError, UnsupportedOpError, first_line
 from packager.importers.base import quiet_native_output
 from packager.spec import ModelSpec, TensorSpec
@@ -53,30 +52,21 @@ def step(spec: ModelSpec) -> Step:
 def run(ctx: StepContext) -> Path:
     """Make (or reuse from the cache) the SavedModel; returns its folder."""
     spec = ctx.spec
-    digest = hashlib.sha256(spec.onnx_path.read_bytes())
-    digest.update(json.dumps([path_for(spec), spec.preprocessing.to_json()]).encode())
-    if spec.original_path is not None and spec.original_path.is_file():
-        digest.update(spec.original_path.read_bytes())
-    cached = ctx.cache_dir / "savedmodel" / digest.hexdigest()[:24]
-    if (cached / "layout.json").is_file():
-        return cached / "savedmodel"
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".staging-", dir=cached.parent))
-    try:
-        original = spec.original_path
+    original = spec.original_path
+    parts: list[Any] = [spec.onnx_path.read_bytes(), path_for(spec), spec.preprocessing.to_json()]
+    if original is not None and original.is_file():
+        parts.append(original.read_bytes())
+
+    def make(staging: Path) -> None:
         if original is not None and original.suffix == ".keras":
-            layout = _from_keras(spec, original, work / "savedmodel")
+            found = _from_keras(spec, original, staging / "savedmodel")
         elif original is not None and original.name.endswith(".savedmodel"):
-            layout = _from_savedmodel(spec, original, work / "savedmodel")
+            found = _from_savedmodel(spec, original, staging / "savedmodel")
         else:
-            layout = _from_onnx(spec, work / "savedmodel", work / "onnx2tf.log")
-        (work / "layout.json").write_text(json.dumps(layout, indent=1))
-        if not (cached / "layout.json").is_file():
-            shutil.rmtree(cached, ignore_errors=True)
-            work.replace(cached)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return cached / "savedmodel"
+            found = _from_onnx(spec, staging / "savedmodel")
+        (staging / "layout.json").write_text(json.dumps(found, indent=1))
+
+    return cache.cached(ctx.cache_dir / "savedmodel" / cache.key(*parts), make) / "savedmodel"
 
 
 def layout(savedmodel: Path) -> dict[str, Any]:
@@ -160,7 +150,7 @@ def _from_savedmodel(spec: ModelSpec, original: Path, out: Path) -> dict[str, An
     return _identity_layout(spec) | {"path": path_for(spec)}
 
 
-def _from_onnx(spec: ModelSpec, out: Path, log: Path) -> dict[str, Any]:
+def _from_onnx(spec: ModelSpec, out: Path) -> dict[str, Any]:
     try:
         import onnx2tf
     except ImportError as exc:

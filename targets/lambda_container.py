@@ -37,21 +37,9 @@ class LambdaContainerTarget(Target):
 
     def plan(self, spec: ModelSpec, options: LambdaOptions, precisions: tuple[str, ...]) -> list[Step]:
         where = f"{options.runtime} {options.arch}"
-        steps = [
-            Step(name="container-model", description="optimize the graph for onnxruntime", run=lambda_zip.model_fp32),
-            Step(name="container-deps", run=_dependencies,
-                 description=f"fetch onnxruntime + numpy wheels for {where} (what the image installs; cached)"),
-        ]  # fmt: skip
-        if "int8" in precisions:
-            steps.append(
-                Step(
-                    name="container-model-int8",
-                    description="quantize to int8 QDQ on the samples",
-                    run=lambda_zip.model_int8,
-                    requires=("container-model",),
-                    skipped=onnx_target.int8_skip_reason(spec),
-                )
-            )
+        steps = onnx_target.model_steps("container", spec, precisions)
+        description = f"fetch onnxruntime + numpy wheels for {where} (what the image installs; cached)"
+        steps.append(Step(name="container-deps", run=_dependencies, description=description))
         for precision in precisions:
             model_step = "container-model" if precision == "fp32" else "container-model-int8"
             variant = VariantInfo(id=f"lambda-container-{precision}", precision=precision, runtime="lambda",

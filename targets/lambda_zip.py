@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from packager import budget
+from packager import budget, cache
 from packager.archive import Entry, tree_entries, write_zip
 from packager.errors import ConversionError, UsageError
 from packager.resources import fill, read_toml, template_path
@@ -73,21 +73,9 @@ class LambdaZipTarget(Target):
     def plan(self, spec: ModelSpec, options: LambdaOptions, precisions: tuple[str, ...]) -> list[Step]:
         _check_runtime(options)
         where = f"{options.runtime} {options.arch}" + (", dependencies in a layer" if options.layer else "")
-        steps = [
-            Step(name="lambda-model", description="optimize the graph for onnxruntime", run=model_fp32),
-            Step(name="lambda-deps", run=_dependencies,
-                 description=f"fetch onnxruntime + numpy wheels for {where}, slim them (cached)"),
-        ]  # fmt: skip
-        if "int8" in precisions:
-            steps.append(
-                Step(
-                    name="lambda-model-int8",
-                    description="quantize to int8 QDQ on the samples",
-                    run=model_int8,
-                    requires=("lambda-model",),
-                    skipped=onnx_target.int8_skip_reason(spec),
-                )
-            )
+        steps = onnx_target.model_steps("lambda", spec, precisions)
+        steps.append(Step(name="lambda-deps", run=_dependencies,
+                          description=f"fetch onnxruntime + numpy wheels for {where}, slim them (cached)"))  # fmt: skip
         for precision in precisions:
             model_step = "lambda-model" if precision == "fp32" else "lambda-model-int8"
             variant = VariantInfo(id=f"lambda-zip-{precision}", precision=precision, runtime="lambda",
@@ -109,14 +97,6 @@ class LambdaZipTarget(Target):
 
     def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
         return onnx_target.estimate_memory_mb(spec.onnx_path)
-
-
-def model_fp32(ctx: StepContext) -> Path:
-    return onnx_target.optimize_model(ctx.spec.onnx_path, ctx.out_dir / "model.onnx")
-
-
-def model_int8(ctx: StepContext) -> Path:
-    return onnx_target.quantize_static_model(ctx.inputs["model"], ctx.out_dir / "model.onnx", ctx.spec, ctx.tmp_dir)
 
 
 def _check_runtime(options: LambdaOptions) -> None:
@@ -155,24 +135,15 @@ def site_packages(cache_dir: Path, runtime_name: str, arch_name: str, *, slimmed
     runtime, arch = facts["runtimes"][runtime_name], facts["arch"][arch_name]["wheel"]
     reqs = requirements()
     rules = facts["slim"] if slimmed else {}
-    key = hashlib.sha256(json.dumps([runtime_name, arch, reqs, rules], sort_keys=True).encode())
-    cached = cache_dir / "lambda-deps" / key.hexdigest()[:24]
-    if (cached / ".complete").is_file():
-        return cached / "site"
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cached.parent))
-    try:
+
+    def make(staging: Path) -> None:
         pip.install_for_platform(reqs, staging / "site", python_version=runtime["python"],
                                  platforms=pip.manylinux_tags(runtime["glibc"], arch))  # fmt: skip
         if slimmed:
             slim(staging / "site", rules, arch)
-        (staging / ".complete").write_text(json.dumps(reqs))
-        if not (cached / ".complete").is_file():
-            shutil.rmtree(cached, ignore_errors=True)
-            staging.replace(cached)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return cached / "site"
+
+    folder = cache_dir / "lambda-deps" / cache.key(runtime_name, arch, reqs, rules)
+    return cache.cached(folder, make) / "site"
 
 
 def slim(site: Path, rules: Mapping[str, list[str]], arch: str) -> None:
@@ -416,14 +387,10 @@ def _local_tools(python: Path, version: str, cache_dir: Path) -> list[Path]:
     facts = read_toml("lambda.toml")
     paths = []
     for name, reqs in (("powertools", facts["powertools"]["local"]), ("ric", facts["runtime_client"]["local"])):
-        key = hashlib.sha256(json.dumps([version, reqs]).encode()).hexdigest()[:16]
-        folder = cache_dir / "lambda-local" / f"{name}-{key}"
-        if not (folder / ".complete").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            try:
-                pip.install_for_interpreter(python, reqs, folder / "site")
-            except Exception as exc:
-                raise RuntimeUnavailable(f"could not install {', '.join(reqs)} for Python {version}: {exc}") from exc
-            (folder / ".complete").write_text("\n".join(reqs))
+        folder = cache_dir / "lambda-local" / f"{name}-{cache.key(version, reqs)}"
+        try:
+            cache.cached(folder, lambda staging, reqs=reqs: pip.install_for_interpreter(python, reqs, staging / "site"))
+        except Exception as exc:
+            raise RuntimeUnavailable(f"could not install {', '.join(reqs)} for Python {version}: {exc}") from exc
         paths.append(folder / "site")
     return paths

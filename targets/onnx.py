@@ -112,6 +112,33 @@ class OnnxTarget(Target):
         return estimate_memory_mb(path if path.suffix == ".onnx" else spec.onnx_path)
 
 
+def model_fp32(ctx: StepContext) -> Path:
+    """The fp32 model other targets bundle: the source graph at the portable "basic" level."""
+    return optimize_model(ctx.spec.onnx_path, ctx.out_dir / "model.onnx")
+
+
+def model_int8(ctx: StepContext) -> Path:
+    """The int8 model other targets bundle: static QDQ calibrated on the samples."""
+    return quantize_static_model(ctx.inputs["model"], ctx.out_dir / "model.onnx", ctx.spec, ctx.tmp_dir)
+
+
+def model_steps(prefix: str, spec: ModelSpec, precisions: tuple[str, ...]) -> list[Step]:
+    """``<prefix>-model`` (fp32) and, for int8, ``<prefix>-model-int8``: the models a bundling
+    target wraps. int8 is not built where nothing in the model quantizes."""
+    steps = [Step(name=f"{prefix}-model", description="optimize the graph for onnxruntime", run=model_fp32)]
+    if "int8" in precisions:
+        steps.append(
+            Step(
+                name=f"{prefix}-model-int8",
+                description="quantize to int8 QDQ on the samples",
+                run=model_int8,
+                requires=(f"{prefix}-model",),
+                skipped=int8_skip_reason(spec),
+            )
+        )
+    return steps
+
+
 def int8_skip_reason(spec: ModelSpec) -> str:
     """Why an onnxruntime int8 variant would be pointless for this model, or "" when it is not."""
     if set(spec.ops) & QUANTIZABLE:

@@ -20,7 +20,6 @@ from packager.resources import fill, template_path
 from packager.spec import ModelSpec
 from packager.target import Step, StepContext, Target, VariantInfo
 from packager.tools import browser
-from targets import lambda_zip
 from targets import onnx as onnx_target
 
 RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
@@ -38,19 +37,7 @@ class OrtWebTarget(Target):
 
     def plan(self, spec: ModelSpec, options: object, precisions: tuple[str, ...]) -> list[Step]:
         version = browser.npm_version("onnxruntime-web")
-        steps = [
-            Step(name="ort-web-model", description="optimize the graph for onnxruntime", run=lambda_zip.model_fp32)
-        ]
-        if "int8" in precisions:
-            steps.append(
-                Step(
-                    name="ort-web-model-int8",
-                    description="quantize to int8 QDQ on the samples",
-                    run=lambda_zip.model_int8,
-                    requires=("ort-web-model",),
-                    skipped=onnx_target.int8_skip_reason(spec),
-                )
-            )
+        steps = onnx_target.model_steps("ort-web", spec, precisions)
         for precision in precisions:
             model_step = "ort-web-model" if precision == "fp32" else "ort-web-model-int8"
             variant = VariantInfo(id=f"ort-web-{precision}", precision=precision, runtime="onnxruntime-web",

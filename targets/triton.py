@@ -57,7 +57,9 @@ class TritonTarget(Target):
         onnx_target.OnnxTarget().check(spec)
 
     def plan(self, spec: ModelSpec, options: TritonOptions, precisions: tuple[str, ...]) -> list[Step]:
-        steps = [Step(name="triton-model", description="optimize the graph for onnxruntime", run=lambda_zip.model_fp32)]
+        steps = [
+            Step(name="triton-model", description="optimize the graph for onnxruntime", run=onnx_target.model_fp32)
+        ]
         if "fp16" in precisions:
             steps.append(Step(name="triton-model-fp16", description="float16 weights and compute, IO kept float32",
                               run=onnx_target.to_fp16, requires=("triton-model",)))  # fmt: skip
