@@ -75,10 +75,11 @@ def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference
         return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="unverified",
                        detail="files intact; no runtime here to run it")  # fmt: skip
     target = load_target(variant["target"])
-    main = vdir / variant["main_file"]
+    variant_dir = vdir / variant["target"] / variant["id"]  # where the build wrote it
+    main_file = Path(variant["main_file"]).relative_to(variant_dir.relative_to(vdir)).as_posix()
     tolerance = Tolerance(**variant["fidelity"]["tolerance"])
     try:
-        runner = target.runner(main.parent, main.name, cache_dir)
+        runner = target.runner(variant_dir, main_file, cache_dir)
     except RuntimeUnavailable as exc:
         return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="unverified",
                        detail=f"files intact; {exc}")  # fmt: skip

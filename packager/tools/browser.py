@@ -67,6 +67,18 @@ def chromium_version(executable: str) -> str:
     return words[0] if words else "?"
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A local server that does not print a traceback when a client hangs up mid-response."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -86,7 +98,7 @@ class BrowserPage:
         if node is None or node_modules() is None:
             raise RuntimeUnavailable("no Node.js with playwright-core here (npm ci) to drive Chromium")
         handler = functools.partial(_QuietHandler, directory=str(folder))
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = QuietServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{self.server.server_address[1]}/{page}"
         self.process = subprocess.Popen([node, str(DRIVER), url, chromium], cwd=ROOT, stdin=subprocess.PIPE,

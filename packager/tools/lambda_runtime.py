@@ -52,8 +52,9 @@ class RuntimeAPI:
         self.first_poll = threading.Event()
         self.first_poll_at = 0.0
         self.init_error: bytes | None = None
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self.server.daemon_threads = True
+        from packager.tools.browser import QuietServer
+
+        self.server: ThreadingHTTPServer = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -111,3 +111,10 @@ def test_int8_below_the_top1_floor_is_failed_not_deployable(model_dir: Path, tmp
     assert all("top-1 agreement" in status[vid]["reason"] for vid in failed)
     assert status["tflite-fp32"]["status"] == "verified"
     assert "never published" in result.err
+
+
+def test_verify_reruns_every_device_variant(keras_build: dict) -> None:
+    result = run_cli("verify", keras_build["_dir"])
+    assert result.code == 0, result.out + result.err
+    assert result.out.count("✓") == len(EXPECTED) and "Traceback" not in result.err
+    assert "coreml-fp32: unverified" in result.out

@@ -94,3 +94,9 @@ def test_container_context_is_buildable(dist: Path) -> None:
     record = json.loads((dist / "build.json").read_text())
     (image,) = [c for c in record["checks"] if c["name"] == "lambda-container-fp32.image_bytes_estimate"]
     assert image["ok"] and image["limit"] == 10 * 1024**3
+
+
+def test_verify_reruns_the_cloud_bundles(dist: Path) -> None:
+    result = run_cli("verify", dist)
+    assert result.code == 0, result.out + result.err
+    assert result.out.count("✓") == 3 and "Traceback" not in result.err
