@@ -9,13 +9,14 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Mapping
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from packager.target import RuntimeUnavailable
+from packager.tools.local_server import QuietServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().parents[1] / "resources" / "browser_driver.mjs"
@@ -65,18 +66,6 @@ def chromium_version(executable: str) -> str:
         return "?"
     words = [w for w in done.stdout.split() if w[:1].isdigit()]
     return words[0] if words else "?"
-
-
-class QuietServer(ThreadingHTTPServer):
-    """A local server that does not print a traceback when a client hangs up mid-response."""
-
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from packager.tools.local_server import QuietServer
+
 PREFIX = "/2018-06-01/runtime"
 # Puts the task root, the layers and the runtime client on sys.path (``-I`` ignores PYTHONPATH),
 # then starts awslambdaric exactly as the Lambda bootstrap does.
@@ -52,8 +54,6 @@ class RuntimeAPI:
         self.first_poll = threading.Event()
         self.first_poll_at = 0.0
         self.init_error: bytes | None = None
-        from packager.tools.browser import QuietServer
-
         self.server: ThreadingHTTPServer = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
