@@ -158,7 +158,7 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
     )
     assert result.path is not None
     click.echo(f"report: {(result.path / 'report.html').resolve()}")
-    click.echo(f"build.json: {result.path / 'build.json'}")
+    click.echo(f"build.json: {(result.path / 'build.json').resolve()}")
 
 
 def _print_plans(plans: list[Any]) -> None:

@@ -213,7 +213,7 @@ def _run_plan(
             if "top1_agreement" in fid:
                 detail += f", top-1 {fid['top1_agreement']:.4f}"
             if fid["status"] != "verified" and fid.get("reason"):
-                detail += f" ({fid['reason'][:120]})"
+                detail += f" ({fid['reason'].split(';')[0][:100]})"
             reporter.done(step.name, f"{record['bytes']:,} B, {detail}", time.perf_counter() - start)
         else:
             reporter.done(step.name, "intermediate", time.perf_counter() - start)

@@ -58,7 +58,12 @@ def _row(v: dict[str, Any]) -> str:
     lat = v.get("latency_ms", {})
     top1 = f"{fid['top1_agreement']:.4f}" if "top1_agreement" in fid else "—"
     err = f"{fid['max_abs_err']:.3g}" if "max_abs_err" in fid else "—"
-    reason = f'<div class="reason">{html.escape(fid["reason"])}</div>' if fid.get("reason") else ""
+    notes = [html.escape(fid["reason"])] if fid.get("reason") else []
+    if fid.get("evidence"):
+        ev = fid["evidence"]
+        notes.append(f"evidence, {html.escape(ev.get('of', ''))}: max abs err {ev.get('max_abs_err')} "
+                     f"in {html.escape(str(ev.get('runtime', '')))}")  # fmt: skip
+    reason = f'<details class="reason"><summary>why</summary>{"<br>".join(notes)}</details>' if notes else ""
     return (
         f"<tr><td><code>{html.escape(v['id'])}</code></td><td>{v['precision']}</td>"
         f"<td class=nowrap>{html.escape(v['runtime']['name'])} ≥ {html.escape(v['runtime']['min_version'])}</td>"
@@ -112,7 +117,7 @@ def _chart(variants: list[dict[str, Any]]) -> str:
     points = [v for v in variants if "max_abs_err" in v["fidelity"]]
     if not points:
         return "<p>No measured variants to chart.</p>"
-    width, height, pad = 720, 360, 60
+    width, height, pad = 960, 480, 60
     xs = [math.log10(max(v["bytes"], 1)) for v in points]
     ys = [math.log10(max(v["fidelity"]["max_abs_err"], 1e-9)) for v in points]
     x0, x1 = _span(xs)
@@ -157,10 +162,11 @@ def _chart(variants: list[dict[str, Any]]) -> str:
 
 
 def _ticks(lo: float, hi: float) -> list[float]:
-    """1-2-5 steps between two log10 bounds, so a narrow range still gets a few labels."""
+    """1-2-5 steps between two log10 bounds (a narrow range still gets a few labels)."""
     ticks = []
+    mantissas = (1, 2, 5) if hi - lo < 2 else (1,)  # wide ranges: powers of ten only
     for exponent in range(math.floor(lo), math.ceil(hi) + 1):
-        for mantissa in (1, 2, 5):
+        for mantissa in mantissas:
             value = mantissa * 10.0**exponent
             if lo <= math.log10(value) <= hi:
                 ticks.append(value)

@@ -61,7 +61,8 @@ class TfjsTarget(Target):
 
 def _convert(quant: str | None):  # -> step function
     def run(ctx: StepContext) -> Path:
-        from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
+        with quiet_native_output():  # its import prints a banner for TF Decision Forests
+            from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
 
         savedmodel = ctx.inputs["model"]
         try:
