@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
+sys.path.insert(0, str(Path(__file__).parent / "codegen"))
 import models
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

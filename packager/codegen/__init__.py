@@ -1,0 +1,18 @@
+"""ONNX → C99: a model compiled into plain C with no runtime dependency (libc and libm only).
+
+``prepare`` fixes the batch to 1 and lets onnxruntime fold constants and fuse BatchNormalization
+into Conv, so every tensor has a static shape; ``generate`` turns the graph into calls of the
+kernels in kernels.c, with weights as ``static const float`` (``%.9g``, exact for float32) and
+one arena planned from tensor lifetimes: no allocation on the predict path. The generated
+``<prefix>_predict`` loops over the batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from packager.codegen.emit import SUPPORTED_OPS, CSource, generate, prepare
+
+__all__ = ["SUPPORTED_OPS", "CSource", "generate", "prepare"]
+
+KERNELS = Path(__file__).with_name("kernels.c")

@@ -1,0 +1,182 @@
+"""The ``static-lib`` target: the model compiled into a self-contained C library.
+
+Emits ``model.c`` (packager's own ONNX → C99 generator, see packager/codegen), ``<prefix>.h``,
+``lib<prefix>.so`` and ``lib<prefix>.a`` built with gcc (``-O3``, portable ``-march=x86-64-v2``
+by default), ``<prefix>.pc``, a ``Makefile`` to rebuild from source, and ``example/main.c``.
+The library needs libc and libm only (``ldd`` checked). Validation loads the ``.so`` with ctypes
+and runs the samples through ``<prefix>_predict``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from packager import codegen
+from packager.errors import ConversionError, MissingDependencyError
+from packager.resources import fill, template_path
+from packager.spec import ModelSpec
+from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
+from targets import onnx as onnx_target
+
+ALLOWED_LIBS = ("linux-vdso", "libc.so", "libm.so", "ld-linux")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaticLibOptions:
+    """``[tool.packager.target.static-lib]`` keys."""
+
+    prefix: str = ""
+    march: str = "x86-64-v2"
+
+    def __post_init__(self) -> None:
+        if self.prefix and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", self.prefix):
+            raise ValueError("prefix must be a C identifier")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.march):
+            raise ValueError("march must be a -march value such as x86-64-v2 or native")
+
+
+class StaticLibTarget(Target):
+    name = "static-lib"
+    summary = "the model compiled to C99 by packager's own generator: .so, .a, header; libc+libm only"
+    emits = "model.c, <prefix>.h, lib<prefix>.so, lib<prefix>.a, <prefix>.pc"
+    precisions = ("fp32",)
+    tools = ("gcc", "ar")
+    Options = StaticLibOptions
+
+    def check(self, spec: ModelSpec) -> None:
+        with tempfile.TemporaryDirectory(prefix="packager-codegen-") as work:
+            model = codegen.prepare(spec.onnx_path, Path(work))
+            codegen.generate(model, "check", {"name": "", "version": "", "sha256": "", "signature": ""})
+
+    def plan(self, spec: ModelSpec, options: StaticLibOptions, precisions: tuple[str, ...]) -> list[Step]:
+        steps = onnx_target.model_steps("static-lib", spec, ("fp32",))
+        variant = VariantInfo(id="static-lib-fp32", precision="fp32", runtime="c", min_version="c99",
+                              main_file=f"lib{prefix_for(spec, options)}.so")  # fmt: skip
+        description = f"generate C99, compile with gcc -O3 -march={options.march}, check ldd"
+        library = Step(
+            name=variant.id, variant=variant, run=_library, requires=("static-lib-model",), description=description
+        )
+        steps.append(library)
+        return steps
+
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> CRunner:
+        return CRunner(variant_dir / main_file)
+
+
+def prefix_for(spec: ModelSpec, options: StaticLibOptions) -> str:
+    if options.prefix:
+        return options.prefix
+    name = re.sub(r"[^A-Za-z0-9_]", "_", spec.name).lower()
+    return name if re.match(r"[a-z_]", name) else f"m_{name}"
+
+
+def _library(ctx: StepContext) -> Path:
+    spec, options, out = ctx.spec, ctx.options, ctx.out_dir
+    prefix = prefix_for(spec, options)
+    gcc, ar = shutil.which("gcc"), shutil.which("ar")
+    if gcc is None or ar is None:
+        raise MissingDependencyError("static-lib needs gcc and ar", hint="apt-get install gcc binutils")
+    model = codegen.prepare(ctx.inputs["model"], ctx.tmp_dir)
+    sha = hashlib_sha256(ctx.inputs["model"])
+    signature = json.dumps(spec.signature.to_json(), separators=(",", ":")).replace('"', '\\"')
+    source = codegen.generate(model, prefix, {"name": spec.name, "version": spec.version, "sha256": sha,
+                                              "signature": signature})  # fmt: skip
+    (out / "model.c").write_text(source.code)
+    (out / f"{prefix}.h").write_text(source.header)
+    flags = ["-std=c99", "-O3", f"-march={options.march}", "-fPIC"]
+    start = time.perf_counter()
+    _run([gcc, *flags, "-shared", "-o", f"lib{prefix}.so", "model.c", "-lm"], out)
+    _run([gcc, *flags, "-c", "-o", str(ctx.tmp_dir / "model.o"), "model.c"], out)
+    _run([ar, "rcsD", f"lib{prefix}.a", str(ctx.tmp_dir / "model.o")], out)
+    ctx.check(f"{out.name}.compile_ms", round((time.perf_counter() - start) * 1000), 60_000)
+    libs = _shared_libs(out / f"lib{prefix}.so")
+    (out / "ldd.txt").write_text("\n".join(libs) + "\n")
+    extra = [lib for lib in libs if not lib.startswith(ALLOWED_LIBS)]
+    if not ctx.check(f"{out.name}.shared_libs_beyond_libc_libm", len(extra), 0):
+        raise ConversionError(f"lib{prefix}.so links {', '.join(extra)}; it must need libc and libm only")
+    values = {"prefix": prefix, "PREFIX": prefix.upper(), "march": options.march, "name": spec.name,
+              "version": spec.version}  # fmt: skip
+    (out / "Makefile").write_text(fill(template_path("static_lib", "Makefile").read_text(), values))
+    (out / f"{prefix}.pc").write_text(fill(template_path("static_lib", "package.pc").read_text(), values))
+    (out / "example").mkdir()
+    (out / "example" / "main.c").write_text(fill(template_path("static_lib", "main.c").read_text(), values))
+    first = spec.samples[spec.signature.inputs[0].name][:1].reshape(-1)
+    (out / "example" / "sample.txt").write_text(" ".join(f"{v:.9g}" for v in first.tolist()) + "\n")
+    return out / f"lib{prefix}.so"
+
+
+def hashlib_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(command: list[str], cwd: Path) -> None:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ConversionError(f"{Path(command[0]).name} failed on the generated C: {done.stderr.strip()[:300]}",
+                              hint="this is a packager bug; please report it with model.c")  # fmt: skip
+
+
+def _shared_libs(library: Path) -> list[str]:
+    """The shared libraries the dynamic loader would map ("statically linked": none at all)."""
+    done = subprocess.run(["ldd", str(library)], capture_output=True, text=True, check=False)
+    lines = [line.split()[0] for line in done.stdout.splitlines() if "=>" in line or line.strip().startswith("/")]
+    return sorted(lines)
+
+
+class CRunner:
+    """The compiled .so loaded with ctypes, called through its C API."""
+
+    def __init__(self, library: Path) -> None:
+        import platform
+
+        prefix = library.stem.removeprefix("lib")
+        try:
+            self.lib = ctypes.CDLL(str(library))
+        except OSError as exc:
+            raise RuntimeUnavailable(f"the library does not load on this host ({platform.machine()}): {exc}") from exc
+        self.predict_fn = getattr(self.lib, f"{prefix}_predict")
+        self.predict_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        self.predict_fn.restype = ctypes.c_int
+        header = (library.parent / f"{prefix}.h").read_text()
+        self.output_size = int(re.search(rf"#define {prefix.upper()}_OUTPUT_SIZE (\d+)", header).group(1))  # type: ignore[union-attr]
+        self.signature = json.loads(ctypes.c_char_p(self._call_str(f"{prefix}_signature")).value or b"{}")
+        self.runtime_label = f"C library via ctypes ({_compiler()})"
+
+    def _call_str(self, name: str) -> bytes:
+        fn = getattr(self.lib, name)
+        fn.restype = ctypes.c_char_p
+        return fn()
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        (x,) = inputs.values()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.zeros((len(x), self.output_size), np.float32)
+        if self.predict_fn(x.ctypes.data, len(x), y.ctypes.data) != 0:
+            raise RuntimeError("the library's predict returned an error")
+        out = self.signature["outputs"][0]
+        shape = [len(x), *[d for d in out["shape"][1:]]]
+        return {out["name"]: y.reshape(shape)}
+
+    def details(self) -> dict[str, object]:
+        return {}
+
+    def close(self) -> None:
+        del self.predict_fn
+
+
+def _compiler() -> str:
+    done = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True, check=False)
+    return f"gcc {done.stdout.strip() or '?'}"

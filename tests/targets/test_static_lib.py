@@ -1,0 +1,131 @@
+"""static-lib: the model compiled to C by packager's own generator, loaded with ctypes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import models, run_cli
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from packager import codegen
+
+
+def build(model: Path, samples: Path | None, out: Path) -> dict:
+    args = ["--samples", samples] if samples else []
+    result = run_cli("build", model, "-t", "static-lib", *args, "--out", out)
+    assert result.code == 0, result.err
+    record = json.loads(next(out.glob("*/1/build.json")).read_text())
+    record["_dir"] = next(out.glob("*/1")) / "static-lib" / "static-lib-fp32"
+    return record
+
+
+@pytest.mark.parametrize("maker", ["onnx", "pt2", "keras"])
+def test_static_lib_matches_the_source(maker: str, model_dir: Path, tmp_path: Path) -> None:
+    record = build(models.MAKERS[maker](model_dir), None, tmp_path / "dist")
+    (variant,) = record["variants"]
+    assert variant["fidelity"]["status"] == "verified"
+    assert variant["fidelity"]["max_abs_err"] <= 1e-5
+    assert variant["fidelity"]["runtime"].startswith("C library via ctypes (gcc")
+    checks = {c["name"]: c for c in record["checks"]}
+    assert checks["static-lib-fp32.shared_libs_beyond_libc_libm"]["value"] == 0
+    assert all(lib.startswith(("linux-vdso", "libc.so", "libm.so", "ld-linux")) or not lib
+               for lib in (record["_dir"] / "ldd.txt").read_text().split())  # fmt: skip
+
+
+def test_static_lib_ships_a_buildable_library(model_dir: Path, digits_images: Path, tmp_path: Path) -> None:
+    record = build(models.make_torch_pt2(model_dir), digits_images, tmp_path / "dist")
+    folder = Path(record["_dir"])
+    assert {p.name for p in folder.iterdir()} >= {"model.c", "cnn.h", "libcnn.so", "libcnn.a", "cnn.pc", "Makefile",
+                                                   "example"}  # fmt: skip
+    header = (folder / "cnn.h").read_text()
+    assert "int cnn_predict(const float *in, size_t batch, float *out);" in header
+    assert "#define CNN_INPUT_SIZE 64" in header and "#define CNN_OUTPUT_SIZE 10" in header
+    subprocess.run(["make", "-s", "example"], cwd=folder, check=True, capture_output=True)
+    printed = subprocess.run(["./example/cnn-example"], cwd=folder, check=True, capture_output=True, text=True)
+    lines = printed.stdout.split("\n")
+    assert lines[0] == "cnn 1"
+    got = np.array([float(v) for v in lines[1:11]], np.float32)
+    reference = np.load(record["_dir"].parents[1] / "validation" / "reference.npz")
+    np.testing.assert_allclose(got, reference[next(iter(reference.files))][0], atol=1e-5)
+
+
+def test_static_lib_refuses_ops_it_does_not_implement(model_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("build", models.make_sklearn_forest(model_dir), "-t", "static-lib", "--out", tmp_path / "d")
+    assert result.code == 4
+    assert "cannot take op(s) TreeEnsembleClassifier" in result.error_lines[0] and "onnx" in result.error_lines[0]
+    assert not (tmp_path / "d").exists()
+
+
+def _compile_and_run(model: onnx.ModelProto, x: np.ndarray, tmp: Path) -> np.ndarray:
+    import ctypes
+
+    onnx.save(model, str(tmp / "m.onnx"))
+    source = codegen.generate(codegen.prepare(tmp / "m.onnx", tmp), "k", {"name": "k", "version": "1",
+                              "sha256": "-", "signature": "{}"})  # fmt: skip
+    (tmp / "k.h").write_text(source.header)
+    (tmp / "model.c").write_text(source.code)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-fPIC", "-shared", "-o", "libk.so", "model.c", "-lm"], cwd=tmp,
+                   check=True, capture_output=True)  # fmt: skip
+    lib = ctypes.CDLL(str(tmp / "libk.so"))
+    y = np.zeros(len(x) * source.output_size, np.float32)
+    lib.k_predict(ctypes.c_void_p(x.ctypes.data), ctypes.c_size_t(len(x)), ctypes.c_void_p(y.ctypes.data))
+    return y
+
+
+@settings(max_examples=12, deadline=None)
+@given(m=st.integers(1, 4), k=st.integers(1, 40), n=st.integers(1, 40), trans_b=st.booleans(), seed=st.integers(0, 99))
+def test_gemm_kernel_matches_onnxruntime(m: int, k: int, n: int, trans_b: bool, seed: int, tmp_path_factory) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=int(trans_b))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    y = _compile_and_run(model, x, tmp_path_factory.mktemp("gemm"))
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=12, deadline=None)
+@given(c=st.integers(1, 4), mult=st.integers(1, 3), hw=st.integers(3, 9), kernel=st.integers(1, 3),
+       stride=st.integers(1, 2), pad=st.integers(0, 1), dilation=st.integers(1, 2), depthwise=st.booleans(),
+       seed=st.integers(0, 99))  # fmt: skip
+def test_conv_kernel_matches_onnxruntime(
+    c: int,
+    mult: int,
+    hw: int,
+    kernel: int,
+    stride: int,
+    pad: int,
+    dilation: int,
+    depthwise: bool,
+    seed: int,
+    tmp_path_factory,
+) -> None:
+    assume((kernel - 1) * dilation + 1 <= hw + 2 * pad)  # an output of at least one pixel
+    rng = np.random.default_rng(seed)
+    group = c if depthwise else 1
+    m = c * mult
+    w = rng.standard_normal((m, c // group, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[stride, stride], pads=[pad] * 4,
+                            dilations=[dilation, dilation], group=group)  # fmt: skip
+    graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, c, hw, hw)).astype(np.float32)
+    y = _compile_and_run(model, x, tmp_path_factory.mktemp("conv"))
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
