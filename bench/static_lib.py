@@ -1,0 +1,127 @@
+"""static-lib against onnxruntime (one thread), on the issue's two models, in one run.
+
+    python bench/static_lib.py [--rounds 7]
+
+MLP 64→128→64→10 and a CNN on 1×1×28×28, random fixed weights. For each: compile time, and
+single-sample and batch-64 time per call for the generated C library through ctypes (what a
+Python caller pays) and for an onnxruntime session with one thread. Rounds are interleaved; the
+ratios, measured in this run, are the figures to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from packager import codegen
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mlp() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    rng = np.random.default_rng(0)
+    sizes, nodes, inits, prev = [64, 128, 64, 10], [], [], "x"
+    for i in range(3):
+        w = (rng.standard_normal((sizes[i], sizes[i + 1])) / np.sqrt(sizes[i])).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(sizes[i + 1], np.float32), f"b{i}"),
+        ]
+        out = "y" if i == 2 else f"h{i}"
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out if i == 2 else f"g{i}"]))
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [f"g{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), (64,)
+
+
+def cnn() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    rng = np.random.default_rng(1)
+    w1 = (rng.standard_normal((8, 1, 3, 3)) * 0.3).astype(np.float32)
+    w2 = (rng.standard_normal((16, 8, 3, 3)) * 0.1).astype(np.float32)
+    fc = (rng.standard_normal((16 * 7 * 7, 10)) * 0.05).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p2"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"]),
+    ]  # fmt: skip
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+                              [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (fc, "fc"))])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), (1, 28, 28)
+
+
+def per_call(fn, repeat: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat * 1e6
+
+
+def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], rounds: int, work: Path) -> dict:
+    onnx.save(model, str(work / f"{name}.onnx"))
+    start = time.perf_counter()
+    source = codegen.generate(codegen.prepare(work / f"{name}.onnx", work), name,
+                              {"name": name, "version": "1", "sha256": "-", "signature": "{}"})  # fmt: skip
+    (work / f"{name}.h").write_text(source.header)
+    (work / f"{name}.c").write_text(source.code.replace('#include "model.h"', f'#include "{name}.h"'))
+    subprocess.run(["gcc", "-std=c99", "-O3", "-march=x86-64-v2", "-fPIC", "-shared", "-o", f"lib{name}.so",
+                    f"{name}.c", "-lm"], cwd=work, check=True)  # fmt: skip
+    compile_s = time.perf_counter() - start
+    lib = ctypes.CDLL(str(work / f"lib{name}.so"))
+    predict = getattr(lib, f"{name}_predict")
+    predict.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(work / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+    rows: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for batch in (1, 64):
+            x = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(np.float32)
+            y = np.zeros((batch, 10), np.float32)
+            repeat = 2000 if batch == 1 else 100
+            rows.setdefault(f"c_batch{batch}_us", []).append(
+                per_call(lambda x=x, y=y, b=batch: predict(x.ctypes.data, b, y.ctypes.data), repeat)
+            )
+            rows.setdefault(f"ort_batch{batch}_us", []).append(
+                per_call(lambda x=x: session.run(None, {"x": x}), repeat))  # fmt: skip
+            np.testing.assert_allclose(y, session.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    med = {k: round(statistics.median(v), 2) for k, v in rows.items()}
+    return {"compile_s": round(compile_s, 2), **med,
+            "c_to_ort_batch1": round(med["c_batch1_us"] / med["ort_batch1_us"], 3),
+            "c_to_ort_batch64": round(med["c_batch64_us"] / med["ort_batch64_us"], 3)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "static_lib.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-static-"))
+    results = {name: bench(name, *make(), args.rounds, work) for name, make in (("mlp", mlp), ("cnn", cnn))}
+    report = {"host": platform.machine(), "onnxruntime": ort.__version__, "threads": 1, "rounds": args.rounds,
+              "note": "time per call; c_* through ctypes; ratios < 1 mean the C library is faster",
+              "models": results}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
