@@ -61,9 +61,11 @@ def cnn() -> tuple[onnx.ModelProto, tuple[int, ...]]:
         helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Flatten", ["p2"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"]),
     ]  # fmt: skip
-    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
-                              [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (fc, "fc"))])  # fmt: skip
+    weights = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (fc, "fc"))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])
+    graph = helper.make_graph(
+        nodes, "cnn", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], weights
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), (1, 28, 28)
 
 
