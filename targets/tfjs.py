@@ -10,6 +10,7 @@ do not load in tf.js. Validation runs the samples through that same page in head
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,7 +62,10 @@ class TfjsTarget(Target):
 
 def _convert(quant: str | None):  # -> step function
     def run(ctx: StepContext) -> Path:
-        with quiet_native_output():  # its import prints a banner for TF Decision Forests
+        # tensorflowjs imports TF Decision Forests, whose welcome banner goes through IPython
+        # when stdout is not a terminal; its own switch turns the banner off.
+        os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+        with quiet_native_output():
             from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
 
         savedmodel = ctx.inputs["model"]
