@@ -55,6 +55,7 @@ class StaticLibTarget(Target):
     Options = StaticLibOptions
 
     def check(self, spec: ModelSpec) -> None:
+        onnx_target.OnnxTarget().check(spec)  # the generator folds constants with onnxruntime first
         with tempfile.TemporaryDirectory(prefix="packager-codegen-") as work:
             model = codegen.prepare(spec.onnx_path, Path(work))
             codegen.generate(model, "check", {"name": "", "version": "", "sha256": "", "signature": ""})

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.errors import UnsupportedOpError
+from packager.errors import UnsupportedOpError, first_line
 
 ALIGN = 16  # floats: 64-byte aligned tensors in the arena
 
@@ -45,7 +45,13 @@ def prepare(src: Path, work: Path):  # -> onnx.ModelProto
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(work / "folded.onnx")
     options.log_severity_level = 3
-    ort.InferenceSession(str(fixed), options, providers=["CPUExecutionProvider"])
+    try:
+        ort.InferenceSession(str(fixed), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types
+        raise UnsupportedOpError(
+            f"static-lib: onnxruntime cannot load the model to fold its constants: {first_line(exc)}",
+            hint="build the onnx target to see which op or type it refuses",
+        ) from exc
     folded = onnx.load(str(work / "folded.onnx"))
     return onnx.shape_inference.infer_shapes(folded, strict_mode=True, data_prop=True)
 
