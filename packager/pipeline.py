@@ -62,7 +62,8 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
     version = str(request.version or config.get("version") or "1")
     _check_name(name, "name")
     _check_name(version, "version")
-    out = request.out or Path(config.get("out"))
+    # Absolute from here on: steps run tools in their own folders, where a relative path breaks.
+    out = (request.out or Path(config.get("out"))).absolute()
     staging = Staging(out, dry_run=request.dry_run)
     try:
         result = _build(request, config, reporter, targets, source, samples_path, name, version, staging,

@@ -98,8 +98,9 @@ def _library(ctx: StepContext) -> Path:
     flags = ["-std=c99", "-O3", f"-march={options.march}", "-fPIC"]
     start = time.perf_counter()
     _run([gcc, *flags, "-shared", "-o", f"lib{prefix}.so", "model.c", "-lm"], out)
-    _run([gcc, *flags, "-c", "-o", str(ctx.tmp_dir / "model.o"), "model.c"], out)
-    _run([ar, "rcsD", f"lib{prefix}.a", str(ctx.tmp_dir / "model.o")], out)
+    obj = (ctx.tmp_dir / "model.o").absolute()
+    _run([gcc, *flags, "-c", "-o", str(obj), "model.c"], out)
+    _run([ar, "rcsD", f"lib{prefix}.a", str(obj)], out)
     ctx.check(f"{out.name}.compile_ms", round((time.perf_counter() - start) * 1000), 60_000)
     libs = _shared_libs(out / f"lib{prefix}.so")
     (out / "ldd.txt").write_text("\n".join(libs) + "\n")

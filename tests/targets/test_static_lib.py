@@ -57,6 +57,13 @@ def test_static_lib_ships_a_buildable_library(model_dir: Path, digits_images: Pa
     np.testing.assert_allclose(got, reference[next(iter(reference.files))][0], atol=1e-5)
 
 
+def test_static_lib_builds_into_a_relative_out(model_dir: Path, tmp_path: Path) -> None:
+    # As `make demo` runs it: --out relative to the working folder.
+    result = run_cli("build", models.make_onnx_mlp(model_dir), "-t", "static-lib", "--out", "dist", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert (tmp_path / "dist" / "mlp" / "1" / "static-lib" / "static-lib-fp32" / "libmlp.a").is_file()
+
+
 def test_static_lib_refuses_ops_it_does_not_implement(model_dir: Path, tmp_path: Path) -> None:
     result = run_cli("build", models.make_sklearn_forest(model_dir), "-t", "static-lib", "--out", tmp_path / "d")
     assert result.code == 4
