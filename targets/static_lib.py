@@ -10,6 +10,7 @@ and runs the samples through ``<prefix>_predict``.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import re
 import shutil
@@ -85,24 +86,10 @@ def prefix_for(spec: ModelSpec, options: StaticLibOptions) -> str:
 def _library(ctx: StepContext) -> Path:
     spec, options, out = ctx.spec, ctx.options, ctx.out_dir
     prefix = prefix_for(spec, options)
-    gcc, ar = shutil.which("gcc"), shutil.which("ar")
-    if gcc is None or ar is None:
-        raise MissingDependencyError("static-lib needs gcc and ar", hint="apt-get install gcc binutils")
-    model = codegen.prepare(ctx.inputs["model"], ctx.tmp_dir)
-    sha = hashlib_sha256(ctx.inputs["model"])
-    signature = json.dumps(spec.signature.to_json(), separators=(",", ":")).replace('"', '\\"')
-    source = codegen.generate(model, prefix, {"name": spec.name, "version": spec.version, "sha256": sha,
-                                              "signature": signature})  # fmt: skip
-    (out / "model.c").write_text(source.code)
-    (out / f"{prefix}.h").write_text(source.header)
-    flags = ["-std=c99", "-O3", f"-march={options.march}", "-fPIC"]
     start = time.perf_counter()
-    _run([gcc, *flags, "-shared", "-o", f"lib{prefix}.so", "model.c", "-lm"], out)
-    obj = (ctx.tmp_dir / "model.o").absolute()
-    _run([gcc, *flags, "-c", "-o", str(obj), "model.c"], out)
-    _run([ar, "rcsD", f"lib{prefix}.a", str(obj)], out)
+    compile_library(ctx.inputs["model"], spec, out, prefix, march=options.march, work=ctx.tmp_dir)
     ctx.check(f"{out.name}.compile_ms", round((time.perf_counter() - start) * 1000), 60_000)
-    libs = _shared_libs(out / f"lib{prefix}.so")
+    libs = shared_libs(out / f"lib{prefix}.so")
     (out / "ldd.txt").write_text("\n".join(libs) + "\n")
     extra = [lib for lib in libs if not lib.startswith(ALLOWED_LIBS)]
     if not ctx.check(f"{out.name}.shared_libs_beyond_libc_libm", len(extra), 0):
@@ -118,10 +105,40 @@ def _library(ctx: StepContext) -> Path:
     return out / f"lib{prefix}.so"
 
 
-def hashlib_sha256(path: Path) -> str:
-    import hashlib
+def compile_library(
+    model_path: Path,
+    spec: ModelSpec,
+    out: Path,
+    prefix: str,
+    *,
+    march: str,
+    work: Path,
+    cc: str = "gcc",
+    static: bool = True,
+) -> codegen.CSource:
+    """Generate model.c and <prefix>.h into ``out`` and compile lib<prefix>.so (and lib<prefix>.a).
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    ``cc`` is the C compiler (a cross compiler such as aarch64-linux-gnu-gcc works the same way);
+    the archiver is found next to it.
+    """
+    compiler = shutil.which(cc)
+    archiver = shutil.which(cc[: -len("gcc")] + "ar") if cc.endswith("gcc") else shutil.which("ar")
+    if compiler is None or (static and archiver is None):
+        raise MissingDependencyError(f"static-lib needs {cc} and its ar", hint="apt-get install gcc binutils")
+    model = codegen.prepare(model_path, work)
+    sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    signature = json.dumps(spec.signature.to_json(), separators=(",", ":")).replace('"', '\\"')
+    source = codegen.generate(model, prefix, {"name": spec.name, "version": spec.version, "sha256": sha,
+                                              "signature": signature})  # fmt: skip
+    (out / "model.c").write_text(source.code)
+    (out / f"{prefix}.h").write_text(source.header)
+    flags = ["-std=c99", "-O3", f"-march={march}", "-fPIC"]
+    _run([compiler, *flags, "-shared", "-o", f"lib{prefix}.so", "model.c", "-lm"], out)
+    if static:
+        obj = (work / "model.o").absolute()
+        _run([compiler, *flags, "-c", "-o", str(obj), "model.c"], out)
+        _run([str(archiver), "rcsD", f"lib{prefix}.a", str(obj)], out)
+    return source
 
 
 def _run(command: list[str], cwd: Path) -> None:
@@ -131,7 +148,7 @@ def _run(command: list[str], cwd: Path) -> None:
                               hint="this is a packager bug; please report it with model.c")  # fmt: skip
 
 
-def _shared_libs(library: Path) -> list[str]:
+def shared_libs(library: Path) -> list[str]:
     """The shared libraries the dynamic loader would map ("statically linked": none at all)."""
     done = subprocess.run(["ldd", str(library)], capture_output=True, text=True, check=False)
     lines = [line.split()[0] for line in done.stdout.splitlines() if "=>" in line or line.strip().startswith("/")]
