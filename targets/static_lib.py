@@ -151,12 +151,14 @@ def _run(command: list[str], cwd: Path) -> None:
 def shared_libs(library: Path) -> list[str]:
     """The shared libraries the dynamic loader would map ("statically linked": none at all)."""
     done = subprocess.run(["ldd", str(library)], capture_output=True, text=True, check=False)
-    lines = [line.split()[0] for line in done.stdout.splitlines() if "=>" in line or line.strip().startswith("/")]
+    lines = [
+        Path(line.split()[0]).name for line in done.stdout.splitlines() if "=>" in line or line.strip().startswith("/")
+    ]
     return sorted(lines)
 
 
 class CRunner:
-    """The compiled .so loaded with ctypes, called through its C API."""
+    """The compiled .so loaded with ctypes, called through its C API (``<prefix>_run``: every output)."""
 
     def __init__(self, library: Path) -> None:
         import platform
@@ -166,11 +168,12 @@ class CRunner:
             self.lib = ctypes.CDLL(str(library))
         except OSError as exc:
             raise RuntimeUnavailable(f"the library does not load on this host ({platform.machine()}): {exc}") from exc
-        self.predict_fn = getattr(self.lib, f"{prefix}_predict")
-        self.predict_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-        self.predict_fn.restype = ctypes.c_int
+        self.run_fn = getattr(self.lib, f"{prefix}_run")
+        self.run_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
+        self.run_fn.restype = ctypes.c_int
         header = (library.parent / f"{prefix}.h").read_text()
-        self.output_size = int(re.search(rf"#define {prefix.upper()}_OUTPUT_SIZE (\d+)", header).group(1))  # type: ignore[union-attr]
+        pattern = rf"#define {prefix.upper()}_OUTPUT\d+_SIZE (\d+) /\* '(.*)' (int64|float32) \*/"
+        self.outputs = [(name, int(size), np.dtype(dtype)) for size, name, dtype in re.findall(pattern, header)]
         self.signature = json.loads(ctypes.c_char_p(self._call_str(f"{prefix}_signature")).value or b"{}")
         self.runtime_label = f"C library via ctypes ({_compiler()})"
 
@@ -182,18 +185,18 @@ class CRunner:
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         (x,) = inputs.values()
         x = np.ascontiguousarray(x, dtype=np.float32)
-        y = np.zeros((len(x), self.output_size), np.float32)
-        if self.predict_fn(x.ctypes.data, len(x), y.ctypes.data) != 0:
-            raise RuntimeError("the library's predict returned an error")
-        out = self.signature["outputs"][0]
-        shape = [len(x), *[d for d in out["shape"][1:]]]
-        return {out["name"]: y.reshape(shape)}
-
-    def details(self) -> dict[str, object]:
-        return {}
+        results = [np.zeros((len(x), size), dtype) for _, size, dtype in self.outputs]
+        pointers = (ctypes.c_void_p * len(results))(*[r.ctypes.data for r in results])
+        if self.run_fn(x.ctypes.data, len(x), pointers, None) != 0:
+            raise RuntimeError("the library's run returned an error")
+        shapes = {o["name"]: o["shape"] for o in self.signature.get("outputs", [])}
+        return {
+            name: result.reshape([len(x), *shapes.get(name, ["batch", size])[1:]])
+            for (name, size, _), result in zip(self.outputs, results, strict=True)
+        }
 
     def close(self) -> None:
-        del self.predict_fn
+        del self.run_fn
 
 
 def _compiler() -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from packager.codegen.ml import ML_EMITTERS, Tables, ml_output_shapes
 from packager.errors import UnsupportedOpError, first_line
 
 ALIGN = 16  # floats: 64-byte aligned tensors in the arena
@@ -75,7 +76,16 @@ class _Graph:
                 self.shapes[value.name] = tuple(d.dim_value for d in dims)
         self.inputs = [i.name for i in graph.input if i.name not in self.consts]
         self.outputs = [o.name for o in graph.output]
+        self.int_outputs = {o.name for o in graph.output if o.type.tensor_type.elem_type == 7}  # int64
+        floats = [name for name in self.outputs if name not in self.int_outputs]
+        self.main = floats[-1] if floats else ""
+        self.tables: Tables = Tables("t")
         self.nodes = [n for n in graph.node if n.op_type != "Constant"]
+        for node in self.nodes:  # onnx infers no shapes for some ai.onnx.ml ops
+            if node.domain == "ai.onnx.ml" and node.input[0] in self.shapes:
+                for name, shape in zip(node.output, ml_output_shapes(node, self.shapes[node.input[0]]), strict=False):
+                    if name and (name not in self.shapes or 0 in self.shapes[name] or not self.shapes[name]):
+                        self.shapes[name] = shape
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
 
     def size(self, name: str) -> int:
@@ -89,34 +99,40 @@ def _attrs(node: Any) -> dict[str, Any]:
 
 
 def generate(model: Any, prefix: str, meta: dict[str, str]) -> CSource:
-    """C99 source and header for a prepared model with one float input and one float output."""
+    """C99 source and header for a prepared model: one float input; float outputs, and int64
+    label outputs of classifiers."""
     graph = _Graph(model)
-    unsupported = sorted(
-        {n.op_type for n in graph.nodes if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")}
-    )
+    graph.tables = Tables(prefix)
+    unsupported = sorted({n.op_type for n in graph.nodes if not _supported(n)})
     if unsupported:
         raise UnsupportedOpError(
             f"target 'static-lib' cannot take op(s) {', '.join(unsupported)}: packager's C generator does not "
             f"implement them (it does: {', '.join(sorted(SUPPORTED_OPS))})",
             hint="build the onnx, lambda-zip, tflite or ort-web targets for this model",
         )
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+    if len(graph.inputs) != 1 or not graph.main:
         raise UnsupportedOpError(
-            f"target 'static-lib' takes models with one input and one output (this one has "
-            f"{len(graph.inputs)} and {len(graph.outputs)})",
+            f"target 'static-lib' takes models with one float input and at least one float output (this one has "
+            f"{len(graph.inputs)} inputs and {len(graph.outputs) - len(graph.int_outputs)} float outputs)",
             hint="build the onnx or lambda-zip targets for this model",
         )
-    _check_float(graph)
-    offsets, arena = _plan(graph)
+    _check_types(graph)
+    offsets, planned = _plan(graph)
+    scratch, arena = {}, planned
+    for name in graph.outputs:  # room for the outputs predict() does not return
+        if name != graph.main:
+            scratch[name] = arena
+            arena += -(-graph.size(name) * (2 if name in graph.int_outputs else 1) // ALIGN) * ALIGN
     weights, names = _weights(graph, prefix)
+    outputs = {name: f"y{k}" for k, name in enumerate(graph.outputs)}
 
     def ref(name: str) -> str:
         if name in names:
             return names[name]
         if name == graph.inputs[0]:
             return "x"
-        if name == graph.outputs[0]:
-            return "y"
+        if name in outputs:
+            return outputs[name]
         return f"(ws + {offsets[name]})"
 
     body = []
@@ -125,23 +141,43 @@ def generate(model: Any, prefix: str, meta: dict[str, str]) -> CSource:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
         body.append(f"    /* {node.op_type} {node.name} */")
         body.append("    " + EMITTERS[node.op_type](graph, node, ref))
-    code = _source(prefix, meta, graph, weights, body, arena)
+    code = _source(prefix, meta, graph, [*weights, *graph.tables.lines], body, arena, scratch)
     header = _header(prefix, meta, graph, arena)
     return CSource(code=code, header=header, input_size=graph.size(graph.inputs[0]),
-                   output_size=graph.size(graph.outputs[0]), workspace_floats=arena, ops=ops)  # fmt: skip
+                   output_size=graph.size(graph.main), workspace_floats=arena, ops=ops)  # fmt: skip
 
 
-def _check_float(graph: _Graph) -> None:
+def _supported(node: Any) -> bool:
+    if node.op_type in ML_EMITTERS:
+        return node.domain == "ai.onnx.ml"
+    return node.op_type in EMITTERS and node.domain in ("", "ai.onnx")
+
+
+def _check_types(graph: _Graph) -> None:
     import onnx
 
     for value in [*graph.model.graph.input, *graph.model.graph.output]:
-        if value.name in graph.consts:
+        if value.name in graph.consts or value.name in graph.int_outputs:
             continue
+        if value.type.tensor_type.elem_type == onnx.TensorProto.STRING:
+            raise UnsupportedOpError(
+                f"target 'static-lib' cannot return '{value.name}': it holds strings (string class labels), and the "
+                "C API returns numbers",
+                hint="train with integer class labels, or build the onnx target",
+            )
         if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise UnsupportedOpError(
                 f"target 'static-lib' takes float32 inputs and outputs; '{value.name}' is not float32",
                 hint="build the onnx or lambda-zip targets for this model",
             )
+    for node in graph.nodes:
+        for name in node.output:
+            if name in graph.int_outputs and node.op_type not in ("TreeEnsembleClassifier", "LinearClassifier"):
+                raise UnsupportedOpError(f"static-lib: the int64 output '{name}' comes from {node.op_type}; only "
+                                         "classifier labels may be int64")  # fmt: skip
+        for name in node.input:
+            if name in graph.int_outputs:
+                raise UnsupportedOpError(f"static-lib: {node.op_type} reads the int64 tensor '{name}'")
 
 
 def _plan(graph: _Graph) -> tuple[dict[str, int], int]:
@@ -357,35 +393,58 @@ EMITTERS: dict[str, Callable[[_Graph, Any, Callable[[str], str]], str]] = {
     "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
     "Unsqueeze": _copy, "Dropout": _copy,
 }  # fmt: skip
+
+
+def _ml(emit: Callable[..., str]) -> Callable[[_Graph, Any, Callable[[str], str]], str]:
+    return lambda graph, node, ref: emit(graph, node, ref, _attrs(node), graph.tables)
+
+
+EMITTERS.update({op: _ml(emit) for op, emit in ML_EMITTERS.items()})
 SUPPORTED_OPS = frozenset(EMITTERS)
 
 
-def _source(prefix: str, meta: dict[str, str], graph: _Graph, weights: list[str], body: list[str], arena: int) -> str:
+def _c_type(graph: _Graph, name: str) -> str:
+    return "int64_t" if name in graph.int_outputs else "float"
+
+
+def _source(prefix: str, meta: dict[str, str], graph: _Graph, tables: list[str], body: list[str], arena: int,
+            scratch: dict[str, int]) -> str:  # fmt: skip
     from packager.codegen import KERNELS
 
-    isz, osz = graph.size(graph.inputs[0]), graph.size(graph.outputs[0])
+    isz, osz = graph.size(graph.inputs[0]), graph.size(graph.main)
+    params = ", ".join(f"{_c_type(graph, n)} *restrict y{k}" for k, n in enumerate(graph.outputs))
+    one = [f"(float *)(out + b * {osz})" if n == graph.main else f"({_c_type(graph, n)} *)(workspace + {scratch[n]})"
+           for n in graph.outputs]  # fmt: skip
+    run = [f"({_c_type(graph, n)} *)outputs[{k}] + b * {graph.size(n)}" for k, n in enumerate(graph.outputs)]
+    checks = " || ".join(f"!outputs[{k}]" for k in range(len(graph.outputs)))
     return "\n".join([
         f"/* {meta['name']} {meta['version']}: generated by packager from model sha256 {meta['sha256']}.",
         " * Plain C99; needs only libc and libm. */",
         f'#include "{prefix}.h"',
         KERNELS.read_text(),
-        *weights,
+        *tables,
         f"static float {prefix}_arena[{arena}] __attribute__((aligned(64)));",
         f"const char {prefix}_model_sha256[] = \"{meta['sha256']}\";",
         f"const char *{prefix}_name(void) {{ return \"{meta['name']}\"; }}",
         f"const char *{prefix}_version(void) {{ return \"{meta['version']}\"; }}",
         f"const char *{prefix}_signature(void) {{ return \"{meta['signature']}\"; }}",
         f"size_t {prefix}_workspace_size(void) {{ return {arena} * sizeof(float); }}",
-        f"static void {prefix}_one(const float *restrict x, float *restrict y, float *restrict ws) {{",
+        f"static void {prefix}_one(const float *restrict x, float *restrict ws, {params}) {{",
         *body,
         "}",
         f"int {prefix}_predict_with(const float *in, size_t batch, float *out, float *workspace) {{",
         "    if (!in || !out || !workspace) return -1;",
-        f"    for (size_t b = 0; b < batch; ++b) {prefix}_one(in + b * {isz}, out + b * {osz}, workspace);",
+        f"    for (size_t b = 0; b < batch; ++b) {prefix}_one(in + b * {isz}, workspace, {', '.join(one)});",
         "    return 0;",
         "}",
         f"int {prefix}_predict(const float *in, size_t batch, float *out) {{",
         f"    return {prefix}_predict_with(in, batch, out, {prefix}_arena);",
+        "}",
+        f"int {prefix}_run(const float *in, size_t batch, void *const *outputs, float *workspace) {{",
+        f"    if (!in || !outputs || {checks}) return -1;",
+        f"    if (!workspace) workspace = {prefix}_arena;",
+        f"    for (size_t b = 0; b < batch; ++b) {prefix}_one(in + b * {isz}, workspace, {', '.join(run)});",
+        "    return 0;",
         "}",
         "",
     ])  # fmt: skip
@@ -394,18 +453,23 @@ def _source(prefix: str, meta: dict[str, str], graph: _Graph, weights: list[str]
 def _header(prefix: str, meta: dict[str, str], graph: _Graph, arena: int) -> str:
     up = prefix.upper()
     shape_in = ", ".join(map(str, graph.shapes[graph.inputs[0]][1:]))
-    shape_out = ", ".join(map(str, graph.shapes[graph.outputs[0]][1:]))
-    return f"""/* {meta["name"]} {meta["version"]} compiled by packager: float32 in, float32 out, row-major. */
+    shape_out = ", ".join(map(str, graph.shapes[graph.main][1:]))
+    described = "\n".join(
+        f"#define {up}_OUTPUT{k}_SIZE {graph.size(n)} /* '{n}' {'int64' if n in graph.int_outputs else 'float32'} */"
+        for k, n in enumerate(graph.outputs)
+    )
+    return f"""/* {meta["name"]} {meta["version"]} compiled by packager: float32 in, row-major. */
 #ifndef {up}_H
 #define {up}_H
 #include <stddef.h>
+#include <stdint.h>
 #ifdef __cplusplus
 extern "C" {{
 #endif
 
-/* One sample: input '{graph.inputs[0]}' [{shape_in}], output '{graph.outputs[0]}' [{shape_out}]. */
+/* One sample: input '{graph.inputs[0]}' [{shape_in}]; predict() returns output '{graph.main}' [{shape_out}]. */
 #define {up}_INPUT_SIZE {graph.size(graph.inputs[0])}
-#define {up}_OUTPUT_SIZE {graph.size(graph.outputs[0])}
+#define {up}_OUTPUT_SIZE {graph.size(graph.main)}
 
 /* Runs `batch` samples: in holds batch * {up}_INPUT_SIZE floats, out gets batch * {up}_OUTPUT_SIZE.
    Uses a static workspace: not reentrant. Returns 0, or -1 for a NULL pointer. */
@@ -413,6 +477,12 @@ int {prefix}_predict(const float *in, size_t batch, float *out);
 /* The same with a caller's workspace of {prefix}_workspace_size() bytes: reentrant. */
 int {prefix}_predict_with(const float *in, size_t batch, float *out, float *workspace);
 size_t {prefix}_workspace_size(void);
+
+/* Every output, in this order (per sample; int64 outputs are class labels): */
+#define {up}_OUTPUTS {len(graph.outputs)}
+{described}
+/* outputs[k] holds batch * {up}_OUTPUTk_SIZE values of its type; workspace may be NULL (static, not reentrant). */
+int {prefix}_run(const float *in, size_t batch, void *const *outputs, float *workspace);
 
 const char *{prefix}_name(void);
 const char *{prefix}_version(void);

@@ -1,6 +1,7 @@
 /* Kernels of packager's ONNX -> C99 generator: float32, NCHW, no allocation, no globals. */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #define PK_MAX_DIMS 8
@@ -173,4 +174,132 @@ static void pk_concat(const float **parts, const int *axis_sizes, int nparts, fl
             memcpy(Y + off, parts[p] + (size_t)o * n, n * sizeof(float));
             off += n;
         }
+}
+
+/* ---- ai.onnx.ml ---- */
+
+/* Sums (or min/max) the leaf votes of every tree into scores[0..n). Node flags: mode in the low
+   3 bits (0 <=, 1 <, 2 >=, 3 >, 4 ==, 5 !=, 6 leaf), 8 = a missing value goes the true way. For a
+   leaf, yes/no hold the first vote and the vote count. */
+static void pk_trees(const int *feat, const float *thr, const int *yes, const int *no, const unsigned char *flags,
+                     const int *roots, int ntrees, const int *vote, const float *weight, const float *x,
+                     float *scores, int n, int aggregate, int all_leq) {
+    unsigned char seen[256];
+    for (int i = 0; i < n; ++i) { scores[i] = 0.0f; if (i < 256) seen[i] = 0; }
+    for (int t = 0; t < ntrees; ++t) {
+        int i = roots[t];
+        if (all_leq) {
+            while (flags[i] != 6) i = x[feat[i]] <= thr[i] ? yes[i] : no[i];
+        } else {
+            while ((flags[i] & 7) != 6) {
+                const float v = x[feat[i]], th = thr[i];
+                int go;
+                switch (flags[i] & 7) {
+                    case 0: go = v <= th; break;
+                    case 1: go = v < th; break;
+                    case 2: go = v >= th; break;
+                    case 3: go = v > th; break;
+                    case 4: go = v == th; break;
+                    default: go = v != th; break;
+                }
+                if (isnan(v) && (flags[i] & 8)) go = 1;
+                i = go ? yes[i] : no[i];
+            }
+        }
+        for (int k = yes[i]; k < yes[i] + no[i]; ++k) {
+            const int c = vote[k];
+            if (aggregate < 2 || (c < 256 && !seen[c])) scores[c] = aggregate < 2 ? scores[c] + weight[k] : weight[k];
+            else if (aggregate == 2) scores[c] = weight[k] < scores[c] ? weight[k] : scores[c];
+            else scores[c] = weight[k] > scores[c] ? weight[k] : scores[c];
+            if (c < 256) seen[c] = 1;
+        }
+    }
+}
+
+static void pk_finish_regression(float *y, int n, const float *base, int aggregate, int ntrees) {
+    for (int i = 0; i < n; ++i) {
+        if (aggregate == 1) y[i] /= (float)ntrees;
+        if (base) y[i] += base[i];
+    }
+}
+
+static float pk_logistic(float v) {
+    const float e = 1.0f / (1.0f + expf(-fabsf(v)));
+    return v < 0.0f ? 1.0f - e : e;
+}
+
+/* Abramowitz-Stegun style inverse erf, the approximation onnxruntime's ML kernels use for PROBIT. */
+static float pk_probit(float v) {
+    const float x = 2.0f * v - 1.0f, sgn = x < 0.0f ? -1.0f : 1.0f;
+    const float w = (1.0f - x) * (1.0f + x);
+    if (w == 0.0f) return 0.0f;
+    const float l = logf(w), a = 2.0f / (3.14159265358979323846f * 0.147f) + 0.5f * l, b = l / 0.147f;
+    return 1.41421356f * sgn * sqrtf(-a + sqrtf(a * a - b));
+}
+
+/* Base values, post transform, the binary expansion of one score, and the arg-max label.
+   expand: 0 none, 1 [1-s, s], 2 [-s, s] (or [logistic(-s), logistic(s)]); PROBIT is refused there. */
+static void pk_classify(float *s, int n, const float *base, int post, int expand, float threshold,
+                        const int64_t *labels, int64_t *label, float *probs) {
+    if (base) for (int i = 0; i < n; ++i) s[i] += base[i];
+    if (expand) {
+        const float v = s[0];
+        if (label) *label = labels[v > threshold ? 1 : 0];
+        if (expand == 1) { s[0] = 1.0f - v; s[1] = v; }
+        else if (post == 1) { s[0] = pk_logistic(-v); s[1] = pk_logistic(v); }
+        else { s[0] = -v; s[1] = v; }
+        if (probs) { probs[0] = s[0]; probs[1] = s[1]; }
+        return;
+    }
+    if (post == 1) for (int i = 0; i < n; ++i) s[i] = pk_logistic(s[i]);
+    else if (post == 4) for (int i = 0; i < n; ++i) s[i] = pk_probit(s[i]);
+    else if (post == 2 || post == 3) {
+        float mx = -3.402823466e38f, sum = 0.0f, e0 = 0.0f;
+        for (int i = 0; i < n; ++i) mx = s[i] > mx ? s[i] : mx;
+        e0 = expf(-mx);
+        for (int i = 0; i < n; ++i) {
+            if (post == 3 && s[i] <= 1e-7f && s[i] >= -1e-7f) s[i] *= e0;
+            else { s[i] = expf(s[i] - mx); sum += s[i]; }
+        }
+        for (int i = 0; i < n; ++i) s[i] /= sum;
+    }
+    int best = 0;
+    for (int i = 1; i < n; ++i) if (s[i] > s[best]) best = i;
+    if (label) *label = labels[best];
+    if (probs) for (int i = 0; i < n; ++i) probs[i] = s[i];
+}
+
+/* Y[r, t] = sum_f X[r, f] * coef[t, f] + bias[t] */
+static void pk_linear(const float *X, const float *coef, const float *bias, float *Y, int rows, int targets,
+                      int features) {
+    for (int r = 0; r < rows; ++r)
+        for (int t = 0; t < targets; ++t) {
+            float acc = 0.0f;
+            for (int f = 0; f < features; ++f) acc += X[(size_t)r * features + f] * coef[(size_t)t * features + f];
+            Y[(size_t)r * targets + t] = acc + bias[t];
+        }
+}
+
+static void pk_scaler(const float *X, float *Y, size_t n, int features, const float *offset, int noff,
+                      const float *scale, int nscale) {
+    for (size_t i = 0; i < n; ++i) {
+        const int f = (int)(i % (size_t)features);
+        Y[i] = (X[i] - offset[noff == 1 ? 0 : f]) * scale[nscale == 1 ? 0 : f];
+    }
+}
+
+/* kind 0 max, 1 L1, 2 L2 over each row */
+static void pk_normalize(const float *X, float *Y, int rows, int cols, int kind) {
+    for (int r = 0; r < rows; ++r) {
+        const float *x = X + (size_t)r * cols;
+        float *y = Y + (size_t)r * cols, d = 0.0f;
+        for (int c = 0; c < cols; ++c) {
+            const float a = fabsf(x[c]);
+            if (kind == 0) d = a > d ? a : d;
+            else d += kind == 1 ? a : a * a;
+        }
+        if (kind == 2) d = sqrtf(d);
+        d = d > 1e-30f ? d : 1e-30f;
+        for (int c = 0; c < cols; ++c) y[c] = x[c] / d;
+    }
 }

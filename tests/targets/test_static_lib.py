@@ -64,11 +64,26 @@ def test_static_lib_builds_into_a_relative_out(model_dir: Path, tmp_path: Path) 
     assert (tmp_path / "dist" / "mlp" / "1" / "static-lib" / "static-lib-fp32" / "libmlp.a").is_file()
 
 
-def test_static_lib_refuses_ops_it_does_not_implement(model_dir: Path, tmp_path: Path) -> None:
-    result = run_cli("build", models.make_sklearn_forest(model_dir), "-t", "static-lib", "--out", tmp_path / "d")
+def test_static_lib_refuses_ops_it_does_not_implement(tmp_path: Path) -> None:
+    node = helper.make_node("Erf", ["x"], ["y"])
+    graph = helper.make_graph([node], "erf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "erf.onnx"))
+    result = run_cli("build", tmp_path / "erf.onnx", "-t", "static-lib", "--out", tmp_path / "d")
     assert result.code == 4
-    assert "cannot take op(s) TreeEnsembleClassifier" in result.error_lines[0] and "onnx" in result.error_lines[0]
+    assert "cannot take op(s) Erf" in result.error_lines[0] and "onnx" in result.error_lines[0]
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("maker", ["forest", "pipeline"])
+def test_static_lib_compiles_sklearn_models_exactly(maker: str, model_dir: Path, tmp_path: Path) -> None:
+    record = build(models.MAKERS[maker](model_dir), None, tmp_path / "dist")
+    (variant,) = record["variants"]
+    assert variant["fidelity"]["status"] == "verified"
+    assert variant["fidelity"]["max_abs_err"] <= 1e-6 and variant["fidelity"]["top1_agreement"] == 1.0
+    header = next(Path(record["_dir"]).glob("*.h")).read_text()
+    assert "_OUTPUT0_SIZE 1 /* 'label' int64 */" in header
+    assert "_OUTPUT1_SIZE 10 /* 'probabilities' float32 */" in header
 
 
 def _compile_and_run(model: onnx.ModelProto, x: np.ndarray, tmp: Path) -> np.ndarray:
