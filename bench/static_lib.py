@@ -79,8 +79,8 @@ def per_call(fn, repeat: int) -> float:
 def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], rounds: int, work: Path) -> dict:
     onnx.save(model, str(work / f"{name}.onnx"))
     start = time.perf_counter()
-    source = codegen.generate(codegen.prepare(work / f"{name}.onnx", work), name,
-                              {"name": name, "version": "1", "sha256": "-", "signature": "{}"})  # fmt: skip
+    source = codegen.build_source(work / f"{name}.onnx", work, name,
+                                  {"name": name, "version": "1", "sha256": "-", "signature": "{}"})  # fmt: skip
     (work / f"{name}.h").write_text(source.header)
     (work / f"{name}.c").write_text(source.code.replace('#include "model.h"', f'#include "{name}.h"'))
     subprocess.run(["gcc", "-std=c99", "-O3", "-march=x86-64-v2", "-fPIC", "-shared", "-o", f"lib{name}.so",

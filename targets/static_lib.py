@@ -125,11 +125,10 @@ def compile_library(
     archiver = shutil.which(cc[: -len("gcc")] + "ar") if cc.endswith("gcc") else shutil.which("ar")
     if compiler is None or (static and archiver is None):
         raise MissingDependencyError(f"static-lib needs {cc} and its ar", hint="apt-get install gcc binutils")
-    model = codegen.prepare(model_path, work)
     sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     signature = json.dumps(spec.signature.to_json(), separators=(",", ":")).replace('"', '\\"')
-    source = codegen.generate(model, prefix, {"name": spec.name, "version": spec.version, "sha256": sha,
-                                              "signature": signature})  # fmt: skip
+    source = codegen.build_source(Path(model_path), work, prefix, {"name": spec.name, "version": spec.version,
+                                                                   "sha256": sha, "signature": signature})  # fmt: skip
     (out / "model.c").write_text(source.code)
     (out / f"{prefix}.h").write_text(source.header)
     flags = ["-std=c99", "-O3", f"-march={march}", "-fPIC"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from packager.codegen.emit import SUPPORTED_OPS, CSource, generate, prepare
+from packager.codegen.emit import SUPPORTED_OPS, CSource, build_source, generate
+from packager.codegen.graph import prepare
 
-__all__ = ["SUPPORTED_OPS", "CSource", "generate", "prepare"]
+__all__ = ["SUPPORTED_OPS", "CSource", "build_source", "generate", "prepare"]
 
 KERNELS = Path(__file__).with_name("kernels.c")

@@ -53,18 +53,22 @@ static void pk_binary(int op, const float *A, const float *B, float *Y, int ndim
     }
 }
 
-/* 0 relu, 1 leaky relu, 2 sigmoid, 3 tanh, 4 clip, 5 identity */
-static void pk_unary(int op, const float *X, float *Y, size_t n, float p0, float p1) {
-    for (size_t i = 0; i < n; ++i) {
-        const float x = X[i];
-        switch (op) {
-            case 0: Y[i] = x > 0.0f ? x : 0.0f; break;
-            case 1: Y[i] = x >= 0.0f ? x : p0 * x; break;
-            case 2: Y[i] = 1.0f / (1.0f + expf(-x)); break;
-            case 3: Y[i] = tanhf(x); break;
-            case 4: { const float v = x < p0 ? p0 : x; Y[i] = v > p1 ? p1 : v; break; } /* min > max gives max */
-            default: Y[i] = x;
-        }
+/* 0 relu, 1 leaky relu, 2 sigmoid, 3 tanh, 4 clip (min > max gives max), 5 identity; one loop
+   per op so each vectorizes. */
+static void pk_unary(int op, const float *restrict X, float *restrict Y, size_t n, float p0, float p1) {
+    size_t i;
+    switch (op) {
+        case 0: for (i = 0; i < n; ++i) Y[i] = X[i] > 0.0f ? X[i] : 0.0f; break;
+        case 1: for (i = 0; i < n; ++i) Y[i] = X[i] >= 0.0f ? X[i] : p0 * X[i]; break;
+        case 2: for (i = 0; i < n; ++i) Y[i] = 1.0f / (1.0f + expf(-X[i])); break;
+        case 3: for (i = 0; i < n; ++i) Y[i] = tanhf(X[i]); break;
+        case 4:
+            for (i = 0; i < n; ++i) {
+                const float v = X[i] < p0 ? p0 : X[i];
+                Y[i] = v > p1 ? p1 : v;
+            }
+            break;
+        default: memmove(Y, X, n * sizeof(float));
     }
 }
 
@@ -302,4 +306,172 @@ static void pk_normalize(const float *X, float *Y, int rows, int cols, int kind)
         d = d > 1e-30f ? d : 1e-30f;
         for (int c = 0; c < cols; ++c) y[c] = x[c] / d;
     }
+}
+
+/* ---- blocked matrix product ---- */
+
+/* Y[M,N] = A[M,K] B[K,N], row-major. Blocks of 4 rows x 2 vectors of outputs stay in registers
+   while K streams by; the rows and columns left over (all of them when M is 1) take a
+   row-times-matrix loop that the compiler vectorizes. With GCC or Clang the blocks use vector
+   extensions (plain C the compiler lowers to SSE, AVX, NEON...; no intrinsics), and on x86 an
+   AVX2+FMA version is chosen at run time when the CPU has it, as onnxruntime's MLAS does, so the
+   portable x86-64-v2 library is not left at SSE speed. Define PK_PLAIN_C for other compilers. */
+
+#define PK_ROWS_BODY                                                                           \
+    for (; m < M; ++m) {                                                                       \
+        float *restrict y = Y + (size_t)m * N;                                                 \
+        for (int j = n0; j < N; ++j) y[j] = 0.0f;                                              \
+        for (int k = 0; k < K; ++k) {                                                          \
+            const float a = A[(size_t)m * K + k];                                              \
+            const float *restrict b = B + (size_t)k * N;                                       \
+            for (int j = n0; j < N; ++j) y[j] += a * b[j];                                     \
+        }                                                                                      \
+    }
+
+/* Rows m..M, columns n0..N of the product, one row at a time. */
+static void pk_rows(const float *restrict A, const float *restrict B, float *restrict Y, int m, int M, int n0,
+                    int N, int K) {
+    PK_ROWS_BODY
+}
+
+#if defined(__GNUC__) && !defined(PK_PLAIN_C)
+typedef float pk_v4 __attribute__((vector_size(16)));
+typedef float pk_v4u __attribute__((vector_size(16), aligned(4)));
+typedef float pk_v8 __attribute__((vector_size(32)));
+typedef float pk_v8u __attribute__((vector_size(32), aligned(4)));
+
+#define PK_BLOCK_BODY(V, VU, W)                                                                \
+    V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}; \
+    for (int k = 0; k < K; ++k) {                                                              \
+        const V b0 = *(const VU *)(B + (size_t)k * N), b1 = *(const VU *)(B + (size_t)k * N + W); \
+        const float a0 = A[k], a1 = A[(size_t)K + k], a2 = A[2 * (size_t)K + k], a3 = A[3 * (size_t)K + k]; \
+        c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;                       \
+        c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;                       \
+    }                                                                                          \
+    *(VU *)Y = c00; *(VU *)(Y + W) = c01;                                                      \
+    *(VU *)(Y + N) = c10; *(VU *)(Y + N + W) = c11;                                            \
+    *(VU *)(Y + 2 * (size_t)N) = c20; *(VU *)(Y + 2 * (size_t)N + W) = c21;                    \
+    *(VU *)(Y + 3 * (size_t)N) = c30; *(VU *)(Y + 3 * (size_t)N + W) = c31;
+
+/* Y[0..4, 0..8) with 16-byte vectors. */
+static void pk_block8(const float *restrict A, const float *restrict B, float *restrict Y, int N, int K) {
+    PK_BLOCK_BODY(pk_v4, pk_v4u, 4)
+}
+
+#if defined(__x86_64__) && !defined(__AVX2__)
+#define PK_DISPATCH 1
+#define PK_WIDE __attribute__((target("avx2,fma")))
+#else
+#define PK_DISPATCH 0
+#define PK_WIDE
+#endif
+
+/* Y[0..4, 0..16) with 32-byte vectors: one AVX register each on x86. */
+PK_WIDE static void pk_block16(const float *restrict A, const float *restrict B, float *restrict Y, int N, int K) {
+    PK_BLOCK_BODY(pk_v8, pk_v8u, 8)
+}
+
+PK_WIDE static void pk_rows_wide(const float *restrict A, const float *restrict B, float *restrict Y, int m, int M,
+                                 int n0, int N, int K) {
+    PK_ROWS_BODY
+}
+
+PK_WIDE static void pk_matmul_wide(const float *restrict A, const float *restrict B, float *restrict Y, int M,
+                                   int N, int K) {
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        int n = 0;
+        for (; n + 16 <= N; n += 16) pk_block16(A + (size_t)m * K, B + n, Y + (size_t)m * N + n, N, K);
+        if (n < N) pk_rows_wide(A, B, Y, m, m + 4, n, N, K);
+    }
+    pk_rows_wide(A, B, Y, m, M, 0, N, K);
+}
+
+static int pk_wide(void) {
+#if PK_DISPATCH
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(__AVX__) || defined(__aarch64__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+#else
+static void pk_block8(const float *restrict A, const float *restrict B, float *restrict Y, int N, int K) {
+    float acc[4][8] = {{0}};
+    for (int k = 0; k < K; ++k)
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 8; ++j) acc[i][j] += A[(size_t)i * K + k] * B[(size_t)k * N + j];
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 8; ++j) Y[(size_t)i * N + j] = acc[i][j];
+}
+static void pk_matmul_wide(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
+static int pk_wide(void) { return 0; }
+#endif
+
+static void pk_matmul(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N, int K) {
+    if (pk_wide()) {
+        pk_matmul_wide(A, B, Y, M, N, K);
+        return;
+    }
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        int n = 0;
+        for (; n + 8 <= N; n += 8) pk_block8(A + (size_t)m * K, B + n, Y + (size_t)m * N + n, N, K);
+        if (n < N) pk_rows(A, B, Y, m, m + 4, n, N, K);
+    }
+    pk_rows(A, B, Y, m, M, 0, N, K);
+}
+
+/* Y = alpha * Y + beta * C, C as in pk_gemm. */
+static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, float alpha, float beta, int c_kind) {
+    for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+            float c = 0.0f;
+            if (c_kind == 1) c = C[n];
+            else if (c_kind == 2) c = C[(size_t)m * N + n];
+            else if (c_kind == 3) c = C[0];
+            else if (c_kind == 4) c = C[m];
+            Y[(size_t)m * N + n] = alpha * Y[(size_t)m * N + n] + beta * c;
+        }
+}
+
+/* Conv with one group as a matrix product: col[C*KH*KW, OH*OW] gathered from X (zeros where the
+   window leaves the image), then Y[M, OH*OW] = W[M, C*KH*KW] col + bias. col may be NULL for a
+   1x1 stride-1 unpadded conv, where X already is that matrix. */
+static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, const float *restrict Bias,
+                           float *restrict Y, float *restrict col, int C, int H, int Wd, int M, int OH, int OW,
+                           int KH, int KW, int pt, int pl, int sh, int sw, int dh, int dw) {
+    const int P = OH * OW;
+    if (col) {
+        for (int c = 0; c < C; ++c)
+            for (int kh = 0; kh < KH; ++kh)
+                for (int kw = 0; kw < KW; ++kw) {
+                    float *restrict row = col + ((size_t)(c * KH + kh) * KW + kw) * P;
+                    const float *restrict x = X + (size_t)c * H * Wd;
+                    for (int oh = 0; oh < OH; ++oh) {
+                        const int ih = oh * sh - pt + kh * dh;
+                        float *restrict r = row + (size_t)oh * OW;
+                        if (ih < 0 || ih >= H) {
+                            for (int ow = 0; ow < OW; ++ow) r[ow] = 0.0f;
+                            continue;
+                        }
+                        if (sw == 1) { /* a shifted copy of one input row, zeros where it leaves the image */
+                            const int shift = kw * dw - pl;
+                            const int lo = shift < 0 ? (-shift < OW ? -shift : OW) : 0;
+                            const int hi = Wd - shift < OW ? (Wd - shift > lo ? Wd - shift : lo) : OW;
+                            for (int ow = 0; ow < lo; ++ow) r[ow] = 0.0f;
+                            memcpy(r + lo, x + (size_t)ih * Wd + lo + shift, (size_t)(hi - lo) * sizeof(float));
+                            for (int ow = hi; ow < OW; ++ow) r[ow] = 0.0f;
+                            continue;
+                        }
+                        for (int ow = 0; ow < OW; ++ow) {
+                            const int iw = ow * sw - pl + kw * dw;
+                            r[ow] = iw >= 0 && iw < Wd ? x[(size_t)ih * Wd + iw] : 0.0f;
+                        }
+                    }
+                }
+    }
+    pk_matmul(W, col ? col : X, Y, M, P, C * KH * KW);
+    if (Bias) pk_bias(Y, Bias, M, P, 1.0f, 1.0f, 4);
 }

@@ -1,0 +1,157 @@
+"""The model as the generator sees it: static shapes, constants, C names, an arena plan."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packager.codegen.ml import Tables, ml_output_shapes
+from packager.errors import UnsupportedOpError, first_line
+
+ALIGN = 16  # floats: 64-byte aligned tensors in the arena
+
+
+def prepare(src: Path, work: Path, batch: int = 1):  # -> onnx.ModelProto
+    """A symbolic batch fixed to ``batch``, constants folded and BatchNormalization fused by
+    onnxruntime, shapes inferred."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(src))
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and (dims[0].dim_param or dims[0].dim_value == 0):
+            dims[0].Clear()
+            dims[0].dim_value = batch
+    del model.graph.value_info[:]
+    fixed = work / f"batch{batch}.onnx"
+    onnx.save(model, str(fixed))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(work / f"folded{batch}.onnx")
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(fixed), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types
+        raise UnsupportedOpError(
+            f"static-lib: onnxruntime cannot load the model to fold its constants: {first_line(exc)}",
+            hint="build the onnx target to see which op or type it refuses",
+        ) from exc
+    folded = onnx.load(str(work / f"folded{batch}.onnx"))
+    return onnx.shape_inference.infer_shapes(folded, strict_mode=True, data_prop=True)
+
+
+class Weights:
+    """float32 constants as ``static const float`` arrays, one per distinct content."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, str] = {}
+
+    def add(self, value: np.ndarray, hint: str) -> str:
+        flat = np.ascontiguousarray(value, np.float32).reshape(-1)
+        key = hashlib.sha256(flat.tobytes()).hexdigest() + str(flat.size)
+        if key not in self.names:
+            cname = f"w{len(self.names)}_{re.sub(r'[^A-Za-z0-9_]', '_', hint)[-40:]}"
+            numbers = ",".join(f"{v:.9g}" for v in flat.tolist()) if flat.size else "0"
+            self.lines.append(f"static const float {cname}[{max(flat.size, 1)}] = {{{numbers}}};")
+            self.names[key] = cname
+        return self.names[key]
+
+
+class Shared:
+    """What the batch-1 and the batch-tile bodies of one library share: weights and tables."""
+
+    def __init__(self, prefix: str) -> None:
+        self.weights = Weights()
+        self.tables = Tables(prefix)
+
+
+class Graph:
+    """Shapes, constants and C names of every tensor of a prepared model."""
+
+    def __init__(self, model: Any, shared: Shared) -> None:
+        from onnx import numpy_helper
+
+        self.model = model
+        graph = model.graph
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant":
+                self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.shapes: dict[str, tuple[int, ...]] = {k: tuple(v.shape) for k, v in self.consts.items()}
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            dims = value.type.tensor_type.shape.dim
+            if value.name not in self.shapes:
+                self.shapes[value.name] = tuple(d.dim_value for d in dims)
+        self.inputs = [i.name for i in graph.input if i.name not in self.consts]
+        self.outputs = [o.name for o in graph.output]
+        self.int_outputs = {o.name for o in graph.output if o.type.tensor_type.elem_type == 7}  # int64
+        floats = [name for name in self.outputs if name not in self.int_outputs]
+        self.main = floats[-1] if floats else ""
+        self.shared = shared
+        self.scratch = "0"  # C expression for the running node's scratch (set while emitting)
+        self.tables = shared.tables
+        self.weights = shared.weights
+        self.nodes = [n for n in graph.node if n.op_type != "Constant"]
+        for node in self.nodes:  # onnx infers no shapes for some ai.onnx.ml ops
+            if node.domain == "ai.onnx.ml" and node.input[0] in self.shapes:
+                for name, shape in zip(node.output, ml_output_shapes(node, self.shapes[node.input[0]]), strict=False):
+                    if name and (name not in self.shapes or 0 in self.shapes[name] or not self.shapes[name]):
+                        self.shapes[name] = shape
+        self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
+
+    def size(self, name: str) -> int:
+        return int(np.prod(self.shapes[name])) if self.shapes[name] else 1
+
+
+def attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def plan(graph: Graph, temps: dict[int, int]) -> tuple[dict[str, int], dict[int, int], int]:
+    """First-fit offsets for intermediate tensors, freed after their last reader, and for the
+    scratch a node needs while it runs (``temps``: node index -> floats)."""
+    last: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for name in node.input:
+            last[name] = i
+    skip = set(graph.consts) | set(graph.inputs) | set(graph.outputs)
+    free: list[tuple[int, int]] = []  # (offset, size)
+    offsets: dict[str, int] = {}
+    top = 0
+    live: dict[str, tuple[int, int]] = {}
+    scratch: dict[int, int] = {}
+
+    def take(size: int) -> int:
+        nonlocal top
+        slot = next((j for j, (_, s) in enumerate(free) if s >= size), None)
+        if slot is None:
+            top += size
+            return top - size
+        offset, s = free.pop(slot)
+        if s > size:
+            free.append((offset + size, s - size))
+        return offset
+
+    for i, node in enumerate(graph.nodes):
+        for name in node.output:
+            if name in skip or not name:
+                continue
+            size = -(-graph.size(name) // ALIGN) * ALIGN
+            offsets[name] = take(size)
+            live[name] = (offsets[name], size)
+        if temps.get(i):
+            scratch[i] = take(-(-temps[i] // ALIGN) * ALIGN)
+            free.append((scratch[i], -(-temps[i] // ALIGN) * ALIGN))
+            free.sort()
+        for name in {n for n in node.input if n in live and last.get(n) == i}:
+            free.append(live.pop(name))
+            free.sort()
+    return offsets, scratch, max(top, ALIGN)

@@ -1,0 +1,208 @@
+"""Emitters of the standard ONNX ops: each returns the C statement for one node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from packager.codegen.graph import Graph, attrs
+from packager.errors import UnsupportedOpError
+
+
+def _int_list(values: list[int] | tuple[int, ...]) -> str:
+    return "(const int[]){" + ",".join(str(int(v)) for v in values) + "}"
+
+
+def _gemm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    a = attrs(node)
+    ta, tb = int(a.get("transA", 0)), int(a.get("transB", 0))
+    sa, sb = graph.shapes[node.input[0]], graph.shapes[node.input[1]]
+    m, k = (sa[1], sa[0]) if ta else (sa[0], sa[1])
+    n = sb[0] if tb else sb[1]
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    c_kind, c = 0, "0"
+    if len(node.input) > 2 and node.input[2]:
+        sc = graph.shapes[node.input[2]]
+        size = int(np.prod(sc)) if sc else 1
+        c_kind = 3 if size == 1 else (2 if size == m * n and m > 1 else (4 if len(sc) == 2 and sc[1] == 1 else 1))
+        c = ref(node.input[2])
+    b_const = graph.consts.get(node.input[1])
+    if ta or (tb and b_const is None):  # the general loop; rare in exported models
+        return (f"pk_gemm({ref(node.input[0])}, {ref(node.input[1])}, {c}, {ref(node.output[0])}, {m}, {n}, {k}, "
+                f"{ta}, {tb}, {alpha!r}f, {beta!r}f, {c_kind});")  # fmt: skip
+    # A constant B is stored as [K, N] whatever transB says, so the blocked kernel streams its rows.
+    if tb and b_const is not None:
+        b = graph.weights.add(np.ascontiguousarray(b_const.T), node.input[1] + "_t")
+    else:
+        b = ref(node.input[1])
+    call = f"pk_matmul({ref(node.input[0])}, {b}, {ref(node.output[0])}, {m}, {n}, {k});"
+    if c_kind or alpha != 1.0:
+        call += f" pk_bias({ref(node.output[0])}, {c}, {m}, {n}, {alpha!r}f, {beta!r}f, {c_kind});"
+    return call
+
+
+def _matmul(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    sa, sb = graph.shapes[node.input[0]], graph.shapes[node.input[1]]
+    if len(sb) != 2:
+        raise UnsupportedOpError(f"static-lib: MatMul with a {len(sb)}-D right operand is not supported")
+    m = int(np.prod(sa[:-1])) if len(sa) > 1 else 1
+    return f"pk_matmul({ref(node.input[0])}, {ref(node.input[1])}, {ref(node.output[0])}, {m}, {sb[1]}, {sb[0]});"
+
+
+def _binary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
+    def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        out = graph.shapes[node.output[0]]
+        strides = [_broadcast_strides(graph.shapes[name], out) for name in node.input[:2]]
+        shape = list(out) or [1]
+        a_strides, b_strides = _int_list(strides[0]), _int_list(strides[1])
+        return (f"pk_binary({code}, {ref(node.input[0])}, {ref(node.input[1])}, {ref(node.output[0])}, "
+                f"{len(shape)}, {_int_list(shape)}, {a_strides}, {b_strides});")  # fmt: skip
+
+    return emit
+
+
+def _broadcast_strides(shape: tuple[int, ...], out: tuple[int, ...]) -> list[int]:
+    padded = [1] * (len(out) - len(shape)) + list(shape)
+    strides, step = [0] * len(out), 1
+    for d in range(len(out) - 1, -1, -1):
+        strides[d] = 0 if padded[d] == 1 and out[d] != 1 else step
+        step *= padded[d]
+    return strides or [1]
+
+
+def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
+    def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        a = attrs(node)
+        p0, p1 = float(a.get("alpha", 0.01)), 0.0
+        if node.op_type == "Clip":
+            lo = graph.consts[node.input[1]] if len(node.input) > 1 and node.input[1] else a.get("min", -3.4e38)
+            hi = graph.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else a.get("max", 3.4e38)
+            p0, p1 = float(np.asarray(lo).reshape(-1)[0]), float(np.asarray(hi).reshape(-1)[0])
+        return (f"pk_unary({code}, {ref(node.input[0])}, {ref(node.output[0])}, {graph.size(node.output[0])}, "
+                f"{p0!r}f, {p1!r}f);")  # fmt: skip
+
+    return emit
+
+
+def _copy(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    return f"memcpy({ref(node.output[0])}, {ref(node.input[0])}, {graph.size(node.output[0])} * sizeof(float));"
+
+
+def _softmax(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    shape = graph.shapes[node.input[0]]
+    axis = int(attrs(node).get("axis", -1 if graph.opset >= 13 else 1)) % len(shape)
+    if graph.opset < 13 and axis != len(shape) - 1:
+        raise UnsupportedOpError("static-lib: Softmax before opset 13 over a non-last axis is not supported")
+    outer, inner = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1 :]))
+    return f"pk_softmax({ref(node.input[0])}, {ref(node.output[0])}, {outer}, {shape[axis]}, {inner});"
+
+
+def _spatial(graph: Graph, node: Any) -> dict[str, Any]:
+    a = attrs(node)
+    x, y = graph.shapes[node.input[0]], graph.shapes[node.output[0]]
+    if len(x) != 4:
+        raise UnsupportedOpError(f"static-lib: {node.op_type} on a {len(x)}-D tensor (only 2-D NCHW) is not supported")
+    kernel = list(a.get("kernel_shape") or graph.shapes[node.input[1]][2:])
+    strides, dil = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        total = [max((y[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - x[2 + i], 0) for i in range(2)]
+        first = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = [first[0], first[1], total[0] - first[0], total[1] - first[1]]
+    return {"x": x, "y": y, "k": kernel, "s": strides, "d": dil, "p": pads, "a": a}
+
+
+def _per_item(graph: Graph, node: Any, ref: Callable[[str], str], call: str) -> str:
+    """NCHW kernels take one item; a static leading dimension above 1 becomes a loop over items.
+    ``call`` uses {x} and {y} for the item's input and output pointers."""
+    items = graph.shapes[node.input[0]][0]
+    x_step = graph.size(node.input[0]) // items
+    y_step = graph.size(node.output[0]) // items
+    if items == 1:
+        return call.format(x=ref(node.input[0]), y=ref(node.output[0]))
+    inner = call.format(x=f"{ref(node.input[0])} + n * {x_step}", y=f"{ref(node.output[0])} + n * {y_step}")
+    return f"for (int n = 0; n < {items}; ++n) {inner}"
+
+
+def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    g = _spatial(graph, node)
+    x, y, k, s, d, p = g["x"], g["y"], g["k"], g["s"], g["d"], g["p"]
+    bias = ref(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
+    group = int(g["a"].get("group", 1))
+    if group == 1:  # im2col (skipped for a 1x1 stride-1 unpadded conv) then the blocked matmul
+        call = (f"pk_conv2d_gemm({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {graph.scratch}, {x[1]}, {x[2]}, "
+                f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, "
+                f"{d[0]}, {d[1]});")  # fmt: skip
+        return _per_item(graph, node, ref, call)
+    call = (f"pk_conv2d({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {x[1]}, {x[2]}, "
+            f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, {d[0]}, {d[1]}, "
+            f"{group});")  # fmt: skip
+    return _per_item(graph, node, ref, call)
+
+
+def temp_floats(graph: Graph, node: Any) -> int:
+    """Scratch floats a node needs while it runs: the im2col matrix of a grouped-once Conv."""
+    if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1:
+        return 0
+    g = _spatial(graph, node)
+    if g["k"] == [1, 1] and g["s"] == [1, 1] and not any(g["p"]):
+        return 0
+    return int(g["x"][1] * g["k"][0] * g["k"][1] * g["y"][2] * g["y"][3])
+
+
+def _pool(kind: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
+    def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        g = _spatial(graph, node)
+        x, y, k, s, d, p = g["x"], g["y"], g["k"], g["s"], g["d"], g["p"]
+        include = int(g["a"].get("count_include_pad", 0))
+        call = (f"pk_pool2d({kind}, {{x}}, {{y}}, {x[1]}, {x[2]}, {x[3]}, {y[2]}, "
+                f"{y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, {d[0]}, {d[1]}, {include});")  # fmt: skip
+        return _per_item(graph, node, ref, call)
+
+    return emit
+
+
+def _global_avg(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    x = graph.shapes[node.input[0]]
+    return _per_item(graph, node, ref, f"pk_global_avg({{x}}, {{y}}, {x[1]}, {int(np.prod(x[2:]))});")
+
+
+def _batchnorm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    x = graph.shapes[node.input[0]]
+    eps = float(attrs(node).get("epsilon", 1e-5))
+    args = ", ".join(ref(n) for n in node.input[1:5])
+    call = f"pk_batchnorm({{x}}, {{y}}, {args}, {eps!r}f, {x[1]}, {int(np.prod(x[2:]))});"
+    return _per_item(graph, node, ref, call)
+
+
+def _transpose(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    x = graph.shapes[node.input[0]]
+    perm = list(attrs(node).get("perm", list(range(len(x)))[::-1]))
+    strides = [int(np.prod(x[i + 1 :])) for i in range(len(x))]
+    out = [x[p] for p in perm]
+    return (f"pk_transpose({ref(node.input[0])}, {ref(node.output[0])}, {len(x)}, {_int_list(out)}, "
+            f"{_int_list([strides[p] for p in perm])});")  # fmt: skip
+
+
+def _concat(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    y = graph.shapes[node.output[0]]
+    axis = int(attrs(node)["axis"]) % len(y)
+    parts = [n for n in node.input if n]
+    sizes = [graph.shapes[n][axis] for n in parts]
+    outer, inner = int(np.prod(y[:axis])), int(np.prod(y[axis + 1 :]))
+    pointers = "(const float *[]){" + ", ".join(ref(n) for n in parts) + "}"
+    return f"pk_concat({pointers}, {_int_list(sizes)}, {len(parts)}, {ref(node.output[0])}, {outer}, {inner});"
+
+
+EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
+    "Gemm": _gemm, "MatMul": _matmul, "Add": _binary(0), "Sub": _binary(1), "Mul": _binary(2), "Div": _binary(3),
+    "Relu": _unary(0), "LeakyRelu": _unary(1), "Sigmoid": _unary(2), "Tanh": _unary(3), "Clip": _unary(4),
+    "Softmax": _softmax, "Conv": _conv, "MaxPool": _pool(0), "AveragePool": _pool(1),
+    "GlobalAveragePool": _global_avg, "BatchNormalization": _batchnorm, "Transpose": _transpose,
+    "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
+    "Unsqueeze": _copy, "Dropout": _copy,
+}  # fmt: skip
