@@ -110,6 +110,14 @@ def cli() -> None:
 @click.option("--strict", is_flag=True, default=None, help="Fail when any variant fails validation, not just fp32.")
 @click.option("--no-latency", "no_latency", is_flag=True, help="Skip the latency measurement.")
 @click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="TARGET.KEY=VALUE",
+    help="Set one of a target's own keys (repeatable), e.g. --set lambda-zip.engine=native. Wins over "
+    "PACKAGER_TARGET_<TARGET>_<KEY> (PACKAGER_TARGET_LAMBDA_ZIP_ENGINE=native) and [tool.packager.target.<name>].",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -117,7 +125,7 @@ def cli() -> None:
 )
 def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], samples: Path | None,
           name: str | None, version: str | None, out: Path | None, dry_run: bool, strict: bool | None,
-          no_latency: bool, config_path: Path | None) -> None:  # fmt: skip
+          no_latency: bool, settings: tuple[str, ...], config_path: Path | None) -> None:  # fmt: skip
     """Build MODEL (.onnx, .pt2, module:factory, .keras, SavedModel folder, .joblib/.pkl).
 
     Writes OUT/<name>/<version>/ with build.json, report.html and one folder per target and
@@ -130,6 +138,7 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
       packager build model.onnx --target onnx --samples samples.npz --out dist
       packager build model.keras --target all --precision fp32 --precision int8
       packager build mypkg.models:make_model --name digits --version 2 --dry-run
+      packager build digits.onnx --target lambda-zip --set lambda-zip.engine=native
     """
     from packager import config as config_mod
     from packager.pipeline import BuildRequest
@@ -141,7 +150,7 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
     request = BuildRequest(
         model=model, targets=targets, precisions=precisions or None, samples=samples, name=name,
         version=version, out=out, dry_run=dry_run, strict=strict, latency=False if no_latency else None,
-        cache_dir=config_mod.cache_dir(),
+        cache_dir=config_mod.cache_dir(), target_options=_target_settings(settings),
     )  # fmt: skip
     reporter = ConsoleReporter()
     start = time.perf_counter()
@@ -159,6 +168,20 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
     assert result.path is not None
     click.echo(f"report: {(result.path / 'report.html').resolve()}")
     click.echo(f"build.json: {(result.path / 'build.json').resolve()}")
+
+
+def _target_settings(settings: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``--set lambda-zip.engine=native`` as {"lambda-zip": {"engine": "native"}}."""
+    from packager.errors import UsageError
+
+    found: dict[str, dict[str, str]] = {}
+    for item in settings:
+        head, eq, value = item.partition("=")
+        target, dot, key = head.partition(".")
+        if not (eq and dot and target and key):
+            raise UsageError(f"--set {item}: expected TARGET.KEY=VALUE", hint="e.g. --set lambda-zip.engine=native")
+        found.setdefault(target, {})[key] = value
+    return found
 
 
 def _print_plans(plans: list[Any]) -> None:
@@ -272,3 +295,138 @@ def main() -> None:
         hint = "rerun with PACKAGER_DEBUG=1 for the traceback, and please report it"
         _console().print(f"[red]internal error:[/] {_esc(text)} ({hint})", soft_wrap=True)
         sys.exit(INTERNAL_ERROR)
+
+
+# --- registry: publish, rollout, rollback, keys ----------------------------------------------
+
+_REGISTRY_HELP = (
+    "Registry: a folder, or s3://bucket/prefix (endpoint from PACKAGER_S3_ENDPOINT_URL). Env: PACKAGER_REGISTRY."
+)
+_KEYS_HELP = "Signing keys folder from `packager keys init` (needed once the registry is signed). Env: PACKAGER_KEYS."
+
+
+def _registry_option(func: Any) -> Any:
+    return click.option("--registry", "registry", required=True, envvar="PACKAGER_REGISTRY", metavar="PATH|s3://…",
+                        help=_REGISTRY_HELP)(func)  # fmt: skip
+
+
+def _keys_option(func: Any) -> Any:
+    return click.option("--keys", "keys", envvar="PACKAGER_KEYS", type=click.Path(path_type=Path, file_okay=False),
+                        help=_KEYS_HELP)(func)  # fmt: skip
+
+
+def _channel_option(func: Any) -> Any:
+    return click.option("--channel", default="stable", show_default=True, help="Release channel.")(func)
+
+
+def _pointer_line(pointer: Any) -> str:
+    rollout = f", candidate {pointer.candidate} at {pointer.percent}%" if pointer.candidate else ""
+    return f"{pointer.model}/{pointer.channel}: stable {pointer.stable}{rollout} (generation {pointer.generation})"
+
+
+@cli.command()
+@click.argument("dist", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@_registry_option
+@_channel_option
+@click.option(
+    "--cloud-url", help="The model's cloud endpoint (Open Inference Protocol v2) for devices no variant fits."
+)
+@_keys_option
+def publish(dist: Path, registry: str, channel: str, cloud_url: str | None, keys: Path | None) -> None:
+    """Publish the builds in DIST (an --out folder or one <name>/<version> folder) to a registry.
+
+    Uploads every file of every variant as a content-addressed artifact (checked against
+    build.json while it is read), writes the immutable version document, then moves the channel:
+    the first version on a channel becomes stable; later ones become the candidate at 0% until
+    `packager rollout`. Variants that failed validation are never published. A crash at any
+    point leaves the registry as it was or as it should be; running it again finishes the job.
+
+    \b
+    Examples:
+      packager publish dist --registry ./registry
+      packager keys init --keys ~/.packager-keys --registry s3://models/reg
+      packager publish dist --registry s3://models/reg --keys ~/.packager-keys --cloud-url https://api.example.com
+    """
+    from packager.registry.publish import publish as run_publish
+    from packager.registry.store import open_store
+    from packager.verify import find_builds
+
+    store = open_store(registry)
+    console = _console(stderr=False)
+    for folder in find_builds(dist):
+        done = run_publish(folder, store, channel=channel, cloud_url=cloud_url, keys=keys)
+        withheld = f"; withheld (failed validation): {', '.join(done.withheld)}" if done.withheld else ""
+        console.print(f"published {done.model} {done.version}: {len(done.variants)} variants, "
+                      f"{done.uploaded} new artifacts{_esc(withheld)}", soft_wrap=True)  # fmt: skip
+        console.print(f"  {_esc(_pointer_line(done.pointer))}", soft_wrap=True)
+        if done.pointer.candidate == done.version:
+            console.print(f"  next: packager rollout {done.model} --version {done.version} --percent 5"
+                          f" --channel {channel} --registry {registry}", soft_wrap=True)  # fmt: skip
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--version", "version", required=True, help="A published version of MODEL.")
+@_channel_option
+@click.option(
+    "--percent",
+    type=click.IntRange(0, 100),
+    default=100,
+    show_default=True,
+    help="Share of devices (by a sticky hash of device id) that get it; 100 makes it stable.",
+)
+@_registry_option
+@_keys_option
+def rollout(model: str, version: str, channel: str, percent: int, registry: str, keys: Path | None) -> None:
+    """Offer VERSION of MODEL to a share of a channel's devices, or (100%) make it stable.
+
+    \b
+    Examples:
+      packager rollout digits --version 2 --percent 5 --registry ./registry
+      packager rollout digits --version 2 --registry ./registry        # promote: 100%
+    """
+    from packager.registry.publish import rollout as run_rollout
+    from packager.registry.store import open_store
+
+    pointer = run_rollout(open_store(registry), model, version, channel=channel, percent=percent, keys=keys)
+    click.echo(_pointer_line(pointer))
+
+
+@cli.command()
+@click.argument("model")
+@_channel_option
+@_registry_option
+@_keys_option
+def rollback(model: str, channel: str, registry: str, keys: Path | None) -> None:
+    """Stop a running rollout of MODEL, or with none, go back to the previous stable version.
+
+    Writes a new pointer generation (signed, when the registry is): nothing is deleted and no
+    signed metadata goes back in version, so devices accept it and reject replays of old state.
+    """
+    from packager.registry.publish import rollback as run_rollback
+    from packager.registry.store import open_store
+
+    click.echo(_pointer_line(run_rollback(open_store(registry), model, channel=channel, keys=keys)))
+
+
+@cli.group()
+def keys() -> None:
+    """Signing keys for a registry's TUF metadata."""
+
+
+@keys.command("init")
+@click.option("--keys", "keys_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Empty folder for the new keys (root, targets, snapshot, timestamp; ed25519).")  # fmt: skip
+@_registry_option
+def keys_init(keys_dir: Path, registry: str) -> None:
+    """Make the registry's signing keys and its TUF root, and sign what it already holds.
+
+    Afterwards every publish, rollout and rollback needs --keys. Clients pin KEYS/root.json.
+    root.pem signs only the root: keep it offline; the other three keys sign every change.
+    """
+    from packager.registry.publish import init_keys
+    from packager.registry.store import open_store
+
+    root = init_keys(keys_dir, open_store(registry))
+    click.echo(f"keys: {keys_dir.resolve()} (keep root.pem offline)")
+    click.echo(f"root to pin in clients: {root.resolve()}")

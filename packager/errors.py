@@ -113,3 +113,55 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's text, for one-line messages."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+class RegistryError(PackagerError):
+    """The registry store cannot be read or written, or holds something unexpected."""
+
+    exit_code = 11
+    hint = "check --registry (a folder, or s3://bucket/prefix with AWS credentials)"
+
+
+class PublishError(RegistryError):
+    """A build cannot be published as it is."""
+
+    hint = "rebuild it with `packager build`, or check it with `packager verify DIST`"
+
+
+class ConflictError(RegistryError):
+    """A write lost a race, or would change something immutable."""
+
+    exit_code = 12
+    hint = "another publish or rollout changed the registry at the same time; run the command again"
+
+
+class SigningError(RegistryError):
+    """Signing keys are missing or do not match, or signed metadata does not verify."""
+
+    exit_code = 13
+    hint = "create keys with `packager keys init --keys DIR --registry R`, then pass --keys DIR"
+
+
+class InvalidNameError(UsageError):
+    """A model, channel or version name that is not allowed in registry paths."""
+
+    hint = "use letters, digits, '.', '_' and '-' only, starting with a letter or digit"
+
+
+class ProfileError(UsageError):
+    """A device profile that is not valid JSON of the DeviceProfile shape."""
+
+    hint = "see DeviceProfile in the registry docs: platform, arch, runtimes, memory_mb, ..."
+
+
+class ServiceError(PackagerError):
+    """An HTTP error of the manifest server: ``status``, a stable ``code`` and a message.
+
+    The server answers it as ``{"error": {"code", "message"}}`` (powertools' ServiceError shape).
+    """
+
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or {}

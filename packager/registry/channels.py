@@ -1,0 +1,164 @@
+"""Channel pointers: read the current one, and move it with a retried compare-and-swap.
+
+On a signed registry the pointer of record is the one the TUF targets metadata signs (served
+from its hash-prefixed copy), and a change commits when ``tuf/timestamp.json`` is swapped in;
+the plain ``channels/<c>.json`` is then brought up to date (never moved backwards). On an
+unsigned registry the plain pointer is swapped directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from packager.errors import ConflictError, RegistryError, SigningError, UsageError
+from packager.registry import signing
+from packager.registry.docs import Pointer, canonical_json, facts
+from packager.registry.names import check_name, pointer_copy_key, pointer_key, version_key
+from packager.registry.store import Store
+
+Change = Callable[[Pointer], Pointer]
+
+
+def current(store: Store, model: str, channel: str, state: signing.RepoState | None) -> tuple[Pointer, str | None]:
+    """The pointer of record and, on an unsigned registry, the etag to swap it with."""
+    key = pointer_key(model, channel)
+    if state is not None:
+        target = state.target(key)
+        if target is None:
+            return Pointer(model=model, channel=channel), None
+        blob = store.get(pointer_copy_key(model, channel, target.hashes["sha256"]))
+        if blob is None:
+            raise SigningError(f"{store.url}: the signed copy of {key} is missing")
+        return Pointer.from_json(json.loads(blob.data)), None
+    plain = store.get(key)
+    if plain is None:
+        return Pointer(model=model, channel=channel), None
+    return Pointer.from_json(json.loads(plain.data)), plain.etag
+
+
+def read_pointer(store: Store, model: str, channel: str) -> Pointer:
+    return current(store, model, channel, signing.read_state(store))[0]
+
+
+def update(store: Store, model: str, channel: str, change: Change, *, keys: Path | None,
+           extra_targets: Mapping[str, Any] | None = None, now: datetime) -> Pointer:  # fmt: skip
+    """Apply ``change`` to the channel's pointer, retrying when another writer won the race.
+
+    ``extra_targets`` (artifacts, a version document) are signed in the same commit.
+    """
+    for _ in range(int(facts()["writes"]["attempts"])):
+        state = signing.read_state(store)
+        signers = signers_for(store, state, keys)
+        old, etag = current(store, model, channel, state)
+        new = change(old)
+        data = canonical_json(new.to_json())
+        try:
+            if state is None:
+                store.put(pointer_key(model, channel), data, if_match=etag)
+            else:
+                copy = pointer_copy_key(model, channel, hashlib.sha256(data).hexdigest())
+                store.put_immutable(copy, data)
+                add = {**(extra_targets or {}), pointer_key(model, channel): signing.target_file(
+                    pointer_key(model, channel), data)}  # fmt: skip
+                signing.commit(store, signers, state, add, now)
+                mirror(store, new)
+        except ConflictError:
+            continue
+        return new
+    raise ConflictError(f"{model}/{channel}: other writers kept changing the registry; gave up after retries")
+
+
+def signers_for(store: Store, state: signing.RepoState | None, keys: Path | None) -> Mapping[str, Any]:
+    if state is None:
+        if keys is not None:
+            raise SigningError(f"{store.url} is not signed, but --keys was given",
+                               hint=f"run `packager keys init --keys {keys} --registry {store.url}` first")  # fmt: skip
+        return {}
+    if keys is None:
+        raise SigningError(f"{store.url} is signed: this change needs its signing keys",
+                           hint="pass --keys DIR (the folder `packager keys init` wrote)")  # fmt: skip
+    return signing.load_signers(keys, state.root)
+
+
+def mirror(store: Store, pointer: Pointer) -> None:
+    """Bring the plain pointer up to ``pointer``, unless a newer generation is already there."""
+    key = pointer_key(pointer.model, pointer.channel)
+    data = canonical_json(pointer.to_json())
+    for _ in range(int(facts()["writes"]["attempts"])):
+        plain = store.get(key)
+        if plain is not None and json.loads(plain.data).get("generation", -1) >= pointer.generation:
+            return
+        try:
+            store.put(key, data, if_match=plain.etag if plain else None)
+            return
+        except ConflictError:
+            continue
+
+
+def require_version(store: Store, model: str, version: str) -> None:
+    if store.size(version_key(model, version)) is None:
+        raise RegistryError(f"{model} version {version} is not published in {store.url}",
+                            hint="publish it first with `packager publish DIST --registry ...`")  # fmt: skip
+
+
+def after_publish(version: str, now: datetime) -> Change:
+    """A first publish makes ``version`` stable; later ones make it the candidate at 0%."""
+
+    def change(old: Pointer) -> Pointer:
+        if old.stable is None:
+            return old.next("publish", now, stable=version, candidate=None, percent=0)
+        if version in (old.stable, old.candidate):
+            return old  # republishing the same build changes nothing
+        return old.next("publish", now, candidate=version, percent=0)
+
+    return change
+
+
+def rollout_change(version: str, percent: int, now: datetime) -> Change:
+    """Candidate ``version`` to ``percent`` of devices; 100 promotes it to stable."""
+    if not 0 <= percent <= 100:
+        raise UsageError(f"--percent {percent} is outside 0..100")
+    check_name("version", version)
+
+    def change(old: Pointer) -> Pointer:
+        if old.stable is None and percent < 100:
+            raise UsageError(f"channel {old.channel} has no stable version yet",
+                             hint="roll the first version out with --percent 100")  # fmt: skip
+        if percent == 100:
+            return old.next("promote", now, stable=version, candidate=None, percent=0)
+        if version == old.stable:
+            raise UsageError(f"{old.model} {version} is already stable on {old.channel}")
+        return old.next("rollout", now, candidate=version, percent=percent)
+
+    return change
+
+
+def rollback_change(now: datetime) -> Change:
+    """Drop a running rollout; with none, point stable back at the previous stable version."""
+
+    def change(old: Pointer) -> Pointer:
+        if old.stable is None:
+            raise RegistryError(f"{old.model} has no channel {old.channel} to roll back",
+                                hint="publish a version first")  # fmt: skip
+        if old.candidate is not None:
+            return old.next("rollback", now, candidate=None, percent=0, record={"from": old.candidate})
+        previous = previous_stable(old)
+        if previous is None:
+            raise UsageError(f"{old.model}/{old.channel} has no earlier stable version to roll back to")
+        return old.next("rollback", now, stable=previous, record={"from": old.stable})
+
+    return change
+
+
+def previous_stable(pointer: Pointer) -> str | None:
+    """The latest earlier stable version that was not itself rolled back from."""
+    withdrawn = {h.get("from") for h in pointer.history if h.get("action") == "rollback"} | {pointer.stable}
+    for entry in reversed(pointer.history):
+        if entry.get("stable") and entry["stable"] not in withdrawn:
+            return str(entry["stable"])
+    return None

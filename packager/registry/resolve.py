@@ -1,0 +1,181 @@
+"""Resolution: which variant of which version a device gets. A pure function of its inputs.
+
+Keep the variants whose runtime (name, and minimum version at most the device's), platform,
+arch (native libraries), memory estimate and download size fit the profile; rank them by
+meeting the latency budget (p50 measured on the build host x the platform's factor in
+registry.toml: a coarse device-class estimate), then fidelity (verified before unverified,
+then lower max abs error), then size, then id. None fits: the model's cloud endpoint, with the
+constraint that excluded the most variants as the reason. Rollout cohorts are sticky: a hash of
+(device_id, model, channel) mapped to [0, 100) against the candidate's percent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from packager.errors import RegistryError
+from packager.registry.docs import Pointer, facts, iso
+from packager.registry.profile import DeviceProfile
+
+MIB = 1024 * 1024
+CONSTRAINTS = ("runtime", "platform", "arch", "memory", "download size", "free storage")
+_NUMERIC = re.compile(r"v?(\d+(?:\.\d+)*)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resolution:
+    model: str
+    version: str
+    cohort: str
+    variant: Mapping[str, Any] | None
+    fallbacks: tuple[Mapping[str, Any], ...]
+    cloud: Mapping[str, Any] | None
+    reason: str
+    expires: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "cohort": self.cohort,
+                "variant": None if self.variant is None else dict(self.variant),
+                "fallbacks": [dict(f) for f in self.fallbacks],
+                "cloud": None if self.cloud is None else dict(self.cloud), "reason": self.reason,
+                "expires": self.expires}  # fmt: skip
+
+
+def cohort_bucket(device_id: str, model: str, channel: str) -> float:
+    """The device's place in [0, 100) for this model and channel; the same every time."""
+    digest = hashlib.sha256(f"{device_id}\x00{model}\x00{channel}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+def cohort(pointer: Pointer, device_id: str | None) -> str:
+    """``candidate`` when a rollout runs and the device's bucket is under its percent."""
+    if pointer.candidate is None or pointer.percent <= 0 or not device_id:
+        return "stable"
+    return "candidate" if cohort_bucket(device_id, pointer.model, pointer.channel) < pointer.percent else "stable"
+
+
+def version_ok(have: str | None, need: str) -> bool:
+    """Whether runtime version ``have`` is at least ``need`` (dotted numbers). A minimum that is
+    not numeric (``c99``) asks only that the runtime is there."""
+    if have is None:
+        return False
+    wanted = _NUMERIC.fullmatch(need.strip())
+    if wanted is None:
+        return True
+    got = _NUMERIC.match(have.strip())
+    if got is None:
+        return False
+    a = [int(x) for x in got.group(1).split(".")]
+    b = [int(x) for x in wanted.group(1).split(".")]
+    width = max(len(a), len(b))
+    return a + [0] * (width - len(a)) >= b + [0] * (width - len(b))
+
+
+def failures(variant: Mapping[str, Any], profile: DeviceProfile) -> list[str]:
+    """The constraints of ``profile`` that ``variant`` breaks (empty: it fits)."""
+    failed = []
+    runtime = variant["runtime"]
+    if not version_ok(profile.runtimes.get(runtime["name"]), str(runtime["min_version"])):
+        failed.append("runtime")
+    if profile.platform not in variant["platforms"]:
+        failed.append("platform")
+    if variant.get("arch") is not None and profile.arch not in variant["arch"]:
+        failed.append("arch")
+    memory = variant.get("peak_memory_mb")
+    if profile.memory_mb is not None and memory is not None and memory > profile.memory_mb:
+        failed.append("memory")
+    if profile.max_download_mb is not None and variant["bytes"] > profile.max_download_mb * MIB:
+        failed.append("download size")
+    if profile.storage_free_mb is not None and variant["bytes"] > profile.storage_free_mb * MIB:
+        failed.append("free storage")
+    return failed
+
+
+def estimated_latency_ms(variant: Mapping[str, Any], profile: DeviceProfile) -> float | None:
+    p50 = (variant.get("latency_ms") or {}).get("p50")
+    if p50 is None:
+        return None
+    return float(p50) * float(facts()["latency_factor"].get(profile.platform, 1.0))
+
+
+def rank_key(variant: Mapping[str, Any], profile: DeviceProfile) -> tuple[Any, ...]:
+    """Budget met, then verified, then lower error, then smaller, then id (deterministic)."""
+    latency = estimated_latency_ms(variant, profile)
+    budget = profile.latency_budget_ms
+    meets = budget is None or (latency is not None and latency <= budget)
+    fidelity = variant.get("fidelity") or {}
+    err = fidelity.get("max_abs_err")
+    return (not meets, fidelity.get("status") != "verified", math.inf if err is None else float(err),
+            variant["bytes"], variant["id"])  # fmt: skip
+
+
+def _default_url(sha256: str) -> str:
+    return f"/v1/artifacts/{sha256}"
+
+
+def resolve(pointer: Pointer, versions: Mapping[str, Mapping[str, Any]], profile: DeviceProfile, *,
+            now: datetime, artifact_url: Callable[[str], str] = _default_url) -> Resolution:  # fmt: skip
+    """The Resolution of ``profile`` against a channel ``pointer`` and its version documents."""
+    if pointer.stable is None:
+        raise RegistryError(f"{pointer.model} has no stable version on channel {pointer.channel}")
+    group = cohort(pointer, profile.device_id)
+    version: str = pointer.stable
+    if group == "candidate" and pointer.candidate in versions:
+        version = str(pointer.candidate)
+    else:
+        group = "stable"
+    if version not in versions:
+        raise RegistryError(f"{pointer.model} version {version} is missing from the registry")
+    doc = versions[version]
+    devices = [v for v in doc["variants"] if v.get("device", True)]
+    fitting = sorted((v for v in devices if not failures(v, profile)), key=lambda v: rank_key(v, profile))
+    ttl = timedelta(seconds=int(facts()["resolve"]["ttl_seconds"]))
+    chosen = [_served(v, artifact_url) for v in fitting]
+    reason = _reason_fit(fitting[0], profile, len(fitting), len(devices)) if fitting else _reason_none(devices, profile)
+    return Resolution(model=pointer.model, version=version, cohort=group, variant=chosen[0] if chosen else None,
+                      fallbacks=tuple(chosen[1:]), cloud=doc.get("cloud"),
+                      reason=reason if fitting or doc.get("cloud") else reason + "; no cloud endpoint is configured",
+                      expires=iso(now + ttl))  # fmt: skip
+
+
+def _served(variant: Mapping[str, Any], artifact_url: Callable[[str], str]) -> dict[str, Any]:
+    main = variant["main"]
+    return {"id": variant["id"], "target": variant["target"], "precision": variant["precision"],
+            "runtime": dict(variant["runtime"]), "url": artifact_url(main["sha256"]), "sha256": main["sha256"],
+            "bytes": main["bytes"], "path": main["path"],
+            "files": [{**f, "url": artifact_url(f["sha256"])} for f in variant["files"]]}  # fmt: skip
+
+
+def _reason_fit(variant: Mapping[str, Any], profile: DeviceProfile, fit: int, total: int) -> str:
+    latency = estimated_latency_ms(variant, profile)
+    budget = profile.latency_budget_ms
+    if budget is None:
+        timing = "no latency budget"
+    elif latency is None:
+        timing = "latency not measured"
+    else:
+        timing = f"~{latency:.3g} ms {'within' if latency <= budget else 'over'} the {budget:g} ms budget"
+    fidelity = variant["fidelity"]
+    err = fidelity.get("max_abs_err")
+    quality = fidelity["status"] + ("" if err is None else f", max abs err {err:.3g}")
+    return f"{variant['id']}: {fit} of {total} device variants fit; {timing}; {quality}; {variant['bytes']} bytes"
+
+
+def _reason_none(variants: list[Mapping[str, Any]], profile: DeviceProfile) -> str:
+    if not variants:
+        return "this version has no device variant: use the cloud endpoint"
+    counts = {name: 0 for name in CONSTRAINTS}
+    for variant in variants:
+        for name in failures(variant, profile):
+            counts[name] += 1
+    worst = max(CONSTRAINTS, key=lambda name: counts[name])  # ties: the first in CONSTRAINTS
+    return (
+        f"no variant fits this {profile.platform} device: {worst} excluded {counts[worst]} of "
+        f"{len(variants)} variants; use the cloud endpoint"
+    )
