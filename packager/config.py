@@ -2,6 +2,8 @@
 
 Precedence, highest first: CLI flag > ``PACKAGER_*`` environment variable > per-target table
 (``[tool.packager.target.<name>]``) > global table > the defaults in resources/defaults.toml.
+A target's own keys take the same route: ``--set <target>.<key>=<value>`` >
+``PACKAGER_TARGET_<TARGET>_<KEY>`` (e.g. ``PACKAGER_TARGET_LAMBDA_ZIP_ENGINE=native``) > its table.
 Unknown keys are errors that name the key and its closest valid spelling.
 """
 
@@ -86,9 +88,13 @@ class Config:
         )  # fmt: skip
 
     def for_target(self, name: str, options_cls: type, cli: Mapping[str, Any]) -> TargetSettings:
-        """Settings for one target: defaults < global < per-target < env < CLI."""
+        """Settings for one target: defaults < global < per-target < env < CLI.
+
+        ``cli["options"]`` maps target names to their ``--set`` keys and raw string values.
+        """
         table = dict(self.target_tables.get(name, {}))
         own = {k: table.pop(k) for k in list(table) if k not in TARGET_KEYS}
+        own.update(self._option_overrides(name, options_cls, cli.get("options") or {}))
         merged = {k: self.values.get(k) for k in TARGET_KEYS}
         tolerance = _merge_tolerance(self.values.get("tolerance", {}), table.get("tolerance", {}))
         merged.update({k: v for k, v in table.items() if k != "tolerance"})
@@ -103,6 +109,29 @@ class Config:
             latency=bool(merged["latency"]),
             options=_target_options(options_cls, own, f"{self.origin}: target.{name}"),
         )
+
+    def _option_overrides(self, name: str, options_cls: type,
+                          cli: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:  # fmt: skip
+        """A target's keys from ``PACKAGER_TARGET_<TARGET>_<KEY>``, then ``--set``, typed as its options."""
+        prefix = f"PACKAGER_TARGET_{name.upper().replace('-', '_')}_"
+        raw = {k.removeprefix(prefix).lower(): (v, k) for k, v in self.values.get("_target_env", {}).items()
+               if k.startswith(prefix)}  # fmt: skip
+        raw.update({k: (v, f"--set {name}.{k}") for k, v in cli.get(name, {}).items()})
+        return {key: _parse_option(options_cls, key, value, where) for key, (value, where) in raw.items()}
+
+
+def _parse_option(options_cls: type, key: str, raw: str, where: str) -> Any:
+    """A string from the environment or the CLI as the type of the option's default."""
+    fields = {f.name: f for f in dataclasses.fields(options_cls)} if dataclasses.is_dataclass(options_cls) else {}
+    if key not in fields:
+        raise ConfigError(f"{where}: unknown key `{key}`{did_you_mean(key, fields)}"
+                          f" (valid keys: {', '.join(sorted(fields)) or 'none'})")  # fmt: skip
+    default = fields[key].default
+    kind = type(default) if default is not dataclasses.MISSING else str
+    try:
+        return _parse_env(raw, kind)
+    except ValueError as exc:
+        raise ConfigError(f"{where}={raw!r}: {exc}") from exc
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -132,6 +161,8 @@ def load(cwd: Path, explicit: Path | None = None, environ: Mapping[str, str] | N
     env = _read_env(environ if environ is not None else os.environ)
     values.update(env)
     values["_env"] = env
+    source = environ if environ is not None else os.environ
+    values["_target_env"] = {k: v for k, v in source.items() if k.startswith("PACKAGER_TARGET_") and v != ""}
     _precisions(values["precisions"], f"{prefix}precisions")
     return Config(values=values, target_tables=targets, origin=origin)
 
@@ -236,6 +267,8 @@ def _parse_env(raw: str, kind: type) -> Any:
         raise ValueError("expected true or false")
     if kind is int:
         return int(raw)
+    if kind is float:
+        return float(raw)
     return raw
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from packager import __version__, importers, report, samples, validate
 from packager.config import Config, TargetSettings
 from packager.config import cache_dir as config_cache_dir
-from packager.errors import FidelityError, PackagerError, UsageError, first_line
+from packager.errors import FidelityError, PackagerError, UsageError, did_you_mean, first_line
 from packager.importers.base import Imported
 from packager.output import Staging, file_entries, file_entry
 from packager.plugins import resolve_targets
@@ -40,6 +41,7 @@ class BuildRequest:
     strict: bool | None = None
     latency: bool | None = None
     cache_dir: Path | None = None
+    target_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # --set, by target
 
 
 @dataclass(kw_only=True)
@@ -54,6 +56,7 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
     reporter = reporter or Reporter()
     requested = list(request.targets or config.get("targets"))
     targets = resolve_targets(requested)
+    _check_set_targets(request, targets)
     source = importers.detect(request.model)
     samples_path = request.samples or (Path(config.get("samples")) if config.get("samples") else None)
     if samples_path is not None:
@@ -84,7 +87,7 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     vdir = staging.version_dir(name, version)
     (vdir / "source").mkdir(parents=True)
     spec, imported, generated = _import(source, samples_path, config, name, version, vdir, reporter)
-    cli = {"precisions": request.precisions, "latency": request.latency}
+    cli = {"precisions": request.precisions, "latency": request.latency, "options": request.target_options}
     plans: list[tuple[Target, TargetSettings, list[Step]]] = []
     skipped: list[dict[str, str]] = []
     for target in targets:
@@ -234,6 +237,8 @@ def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelS
         "main_file": (out_dir / info.main_file).relative_to(vdir).as_posix(),
         "files": files, "bytes": sum(f["bytes"] for f in files),
     }  # fmt: skip
+    if info.arch:
+        record["arch"] = info.arch
     try:
         runner = target.runner(out_dir, info.main_file, cache)
     except RuntimeUnavailable as exc:
@@ -327,6 +332,14 @@ def _write_outputs(vdir: Path, spec: ModelSpec, record: dict[str, Any]) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _check_set_targets(request: BuildRequest, targets: list[Target]) -> None:
+    names = [t.name for t in targets]
+    for name in request.target_options:
+        if name not in names:
+            raise UsageError(f"--set {name}.…: '{name}' is not a target of this build{did_you_mean(name, names)}",
+                             hint=f"this build's targets: {', '.join(names)}")  # fmt: skip
 
 
 def _check_name(value: str, what: str) -> None:

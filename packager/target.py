@@ -40,6 +40,7 @@ class VariantInfo:
     min_version: str
     main_file: str
     notes: str = ""
+    arch: str = ""  # set for variants bound to one CPU architecture (a compiled library)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,6 +32,7 @@ from packager.target import RuntimeUnavailable, Step, StepContext, Target, Varia
 from packager.tools import pip, sam
 from packager.tools.lambda_runtime import LambdaInitError, LocalFunction, http_event
 from packager.tools.pythons import find_python, full_version
+from targets import lambda_native
 from targets import onnx as onnx_target
 
 HANDLER = Path(__file__).resolve().parents[1] / "handlers" / "inference.py"
@@ -59,19 +60,43 @@ class LambdaOptions:
             raise ValueError("max_batch must be between 1 and 4096")
 
 
+ENGINES = ("onnxruntime", "native")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LambdaZipOptions(LambdaOptions):
+    """``[tool.packager.target.lambda-zip]`` keys: the shared Lambda keys and the engine.
+
+    ``engine = "native"`` serves the model compiled to C (see targets/lambda_native.py).
+    """
+
+    engine: str = "onnxruntime"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not '{self.engine}'")
+        if self.engine == "native" and (self.layer or self.model_from_s3):
+            key = "layer" if self.layer else "model_from_s3"
+            raise ValueError(f'{key} = true does not apply to engine = "native": its model is compiled into '
+                             "a library of a few hundred KB and it has no dependencies to move")  # fmt: skip
+
+
 class LambdaZipTarget(Target):
     name = "lambda-zip"
     summary = "AWS Lambda .zip + SAM template; Open Inference Protocol over an HTTP API; sizes gated"
     emits = "function.zip, template.yaml"
     precisions = ("fp32", "int8")
     extra = "lambda"
-    Options = LambdaOptions
+    Options = LambdaZipOptions
 
     def check(self, spec: ModelSpec) -> None:
         onnx_target.OnnxTarget().check(spec)
 
-    def plan(self, spec: ModelSpec, options: LambdaOptions, precisions: tuple[str, ...]) -> list[Step]:
+    def plan(self, spec: ModelSpec, options: LambdaZipOptions, precisions: tuple[str, ...]) -> list[Step]:
         _check_runtime(options)
+        if options.engine == "native":
+            return _native_plan(spec, options, precisions)
         where = f"{options.runtime} {options.arch}" + (", dependencies in a layer" if options.layer else "")
         steps = onnx_target.model_steps("lambda", spec, precisions)
         steps.append(Step(name="lambda-deps", run=_dependencies,
@@ -99,14 +124,36 @@ class LambdaZipTarget(Target):
         return onnx_target.estimate_memory_mb(spec.onnx_path)
 
 
-def _check_runtime(options: LambdaOptions) -> None:
+def _native_plan(spec: ModelSpec, options: LambdaZipOptions, precisions: tuple[str, ...]) -> list[Step]:
+    """The model compiled to C for the Lambda arch, zipped with the stdlib-only handler."""
+    lambda_native.check_model(spec)
+    cc = lambda_native.compiler(options.arch)
+    where = f"{options.runtime} {options.arch}"
+    compile_lib = f"generate C99, compile lib.so for {where} with {cc}; check ldd and glibc"
+    variant = VariantInfo(id=lambda_native.VARIANT_ID, precision="fp32", runtime="lambda",
+                          min_version=options.runtime, main_file="function.zip",
+                          notes="native engine: the model compiled to C, a stdlib-only handler")  # fmt: skip
+    steps = [
+        *onnx_target.model_steps("lambda", spec, ("fp32",)),
+        Step(name="lambda-native-lib", run=lambda_native.compile_step, requires=("lambda-model",),
+             description=compile_lib),
+        Step(name=variant.id, variant=variant, run=_bundle, requires=("lambda-model", "lambda-native-lib"),
+             description=f"zip the stdlib handler + library for {where}; check Lambda's limits"),
+    ]  # fmt: skip
+    if "int8" in precisions:
+        int8 = 'the native engine compiles fp32 only; int8 needs engine = "onnxruntime"'
+        steps.append(Step(name="lambda-native-int8", run=_bundle, description="", skipped=int8))
+    return steps
+
+
+def _check_runtime(options: LambdaZipOptions) -> None:
     facts = read_toml("lambda.toml")
     runtime = facts["runtimes"][options.runtime]
-    need = facts["engines"]["onnxruntime"]["min_glibc"]
+    engine = facts["engines"][options.engine]
+    need = engine["min_glibc"]
     if _version(runtime["glibc"]) < _version(need):
         raise UsageError(
-            f"{options.runtime} runs on {runtime['os']} (glibc {runtime['glibc']}), but onnxruntime's wheels need "
-            f"glibc {need}",
+            f"{options.runtime} runs on {runtime['os']} (glibc {runtime['glibc']}), but {engine['needs']} glibc {need}",
             hint='set runtime = "python3.12" or "python3.13" in [tool.packager.target.lambda-zip], '
             "or use the lambda-container target",
         )
@@ -175,11 +222,14 @@ def _strip_tool(arch: str) -> str | None:
 
 def _bundle(ctx: StepContext) -> Path:
     """function.zip (+ layer.zip), template.yaml; every Lambda size limit checked."""
-    options: LambdaOptions = ctx.options
+    options: LambdaZipOptions = ctx.options
     spec = ctx.spec
-    model_path, site = ctx.inputs["model"], ctx.inputs["lambda-deps"]
+    model_path = ctx.inputs["model"]
     model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
     signature = signature_for(spec, options, model_sha)
+    if options.engine == "native":
+        return _native_bundle(ctx, signature, model_sha)
+    site = ctx.inputs["lambda-deps"]
     signature_json = (json.dumps(signature, indent=1) + "\n").encode()
     function = [
         Entry(name="inference.py", source=HANDLER.read_bytes()),
@@ -198,6 +248,18 @@ def _bundle(ctx: StepContext) -> Path:
         write_zip(ctx.out_dir / "layer.zip", layer)
     _gate(ctx, function, layer)
     (ctx.out_dir / "template.yaml").write_text(template(spec, options, model_sha))
+    lint_template(ctx, ctx.out_dir / "template.yaml")
+    return ctx.out_dir / "function.zip"
+
+
+def _native_bundle(ctx: StepContext, signature: dict[str, Any], model_sha: str) -> Path:
+    library = ctx.inputs["lambda-native-lib"]
+    native = lambda_native.signature(signature, library)
+    function = lambda_native.function_entries(library, (json.dumps(native, indent=1) + "\n").encode())
+    zipped = write_zip(ctx.out_dir / "function.zip", function)
+    _gate(ctx, function, [])
+    lambda_native.check_size(ctx, zipped)
+    (ctx.out_dir / "template.yaml").write_text(template(ctx.spec, ctx.options, model_sha))
     lint_template(ctx, ctx.out_dir / "template.yaml")
     return ctx.out_dir / "function.zip"
 
@@ -259,19 +321,23 @@ def _payload_sizes(spec: ModelSpec, batch: int) -> tuple[int, int]:
     return body(spec.samples) * batch, body(spec.reference) * batch
 
 
-def template(spec: ModelSpec, options: LambdaOptions, model_sha: str) -> str:
+def template(spec: ModelSpec, options: LambdaZipOptions, model_sha: str) -> str:
     facts = read_toml("lambda.toml")
+    native = options.engine == "native"
     values = {
-        "description": f"packager: {spec.name} {spec.version} on {options.runtime} {options.arch}",
+        "description": f"packager: {spec.name} {spec.version} on {options.runtime} {options.arch}"
+        + (", native engine" if native else ""),
+        "handler": lambda_native.HANDLER_NAME if native else "inference.handler",
         "memory_mb": str(options.memory_mb), "timeout_s": str(options.timeout_s),
         "powertools_version": str(facts["powertools"]["layer_version"]),
         "powertools_account": facts["powertools"]["account"],
         "python_tag": options.runtime.replace(".", ""), "runtime": options.runtime, "arch": options.arch,
         "model": spec.name, "max_batch": str(options.max_batch),
-        "parameters": "", "layers": "", "environment": "", "policies": "", "resources": "",
+        "parameters": "", "environment": "", "policies": "", "resources": "",
     }  # fmt: skip
+    values |= _powertools_values(values, native)
     if options.layer:
-        values["layers"] = "        - !Ref DependenciesLayer"
+        values["layers"] += "        - !Ref DependenciesLayer"
         values["resources"] = (
             "\n  DependenciesLayer:\n    Type: AWS::Serverless::LayerVersion\n    Properties:\n"
             f"      Description: onnxruntime and numpy for {options.runtime} {options.arch}\n"
@@ -292,6 +358,20 @@ def template(spec: ModelSpec, options: LambdaOptions, model_sha: str) -> str:
     return fill(template_path("lambda", "function.yaml").read_text(), values)
 
 
+def _powertools_values(values: dict[str, str], native: bool) -> dict[str, str]:
+    """The Powertools layer and its version parameter; the native engine's handler needs neither."""
+    if native:
+        return {"powertools_parameter": "", "layers": ""}
+    name = f"AWSLambdaPowertoolsPythonV3-{values['python_tag']}-{values['arch']}"
+    layer = f"arn:${{AWS::Partition}}:lambda:${{AWS::Region}}:{values['powertools_account']}:layer:{name}"
+    layer += ":${PowertoolsLayerVersion}"
+    parameter = (
+        "  PowertoolsLayerVersion:\n    Type: Number\n    Default: " + values["powertools_version"]
+        + "\n    Description: Version of AWS's public Powertools for AWS Lambda (Python) v3 layer."
+    )  # fmt: skip
+    return {"powertools_parameter": parameter, "layers": f'      Layers:\n        - !Sub "{layer}"\n'}
+
+
 class LambdaRunner:
     """A bundle started by awslambdaric under the runtime's Python, as Lambda would start it."""
 
@@ -299,16 +379,19 @@ class LambdaRunner:
         signature = json.loads((task / "model" / "signature.json").read_text())
         self.model, self.work, self.max_batch = signature["name"], work, int(signature["max_batch"])
         runtime, arch = signature["runtime"], signature["arch"]
+        native = signature.get("engine") == "native"
         python, version = runtime_python(runtime, arch)
-        tools = _local_tools(python, version, cache_dir)
+        # The native handler must run on the standard library alone: no Powertools on its path.
+        tools = _local_tools(python, version, cache_dir, powertools=not native)
         try:
             self.function = LocalFunction(python=python, task_root=task, paths=[*paths, *tools],
-                                          handler="inference.handler", runtime=runtime, memory_mb=1024,
-                                          timeout_s=60)  # fmt: skip
+                                          handler=signature.get("handler", "inference.handler"), runtime=runtime,
+                                          memory_mb=1024, timeout_s=60)  # fmt: skip
         except LambdaInitError as exc:
             shutil.rmtree(work, ignore_errors=True)
             raise RuntimeError(str(exc)) from exc
-        self.runtime_label = f"awslambdaric on Python {full_version(python)} ({runtime} {arch})"
+        engine = ", native engine" if native else ""
+        self.runtime_label = f"awslambdaric on Python {full_version(python)} ({runtime} {arch}{engine})"
 
     @classmethod
     def from_zip(cls, variant_dir: Path, cache_dir: Path) -> LambdaRunner:
@@ -382,11 +465,12 @@ def _unzip(archive: Path, into: Path) -> None:
         zf.extractall(into)
 
 
-def _local_tools(python: Path, version: str, cache_dir: Path) -> list[Path]:
-    """awslambdaric and Powertools installed for ``python``, once, in the cache."""
+def _local_tools(python: Path, version: str, cache_dir: Path, *, powertools: bool = True) -> list[Path]:
+    """awslambdaric (and Powertools, what AWS's layer gives) installed for ``python``, once, in the cache."""
     facts = read_toml("lambda.toml")
     paths = []
-    for name, reqs in (("powertools", facts["powertools"]["local"]), ("ric", facts["runtime_client"]["local"])):
+    wanted = [("powertools", facts["powertools"]["local"])] if powertools else []
+    for name, reqs in [*wanted, ("ric", facts["runtime_client"]["local"])]:
         folder = cache_dir / "lambda-local" / f"{name}-{cache.key(version, reqs)}"
         try:
             cache.cached(folder, lambda staging, reqs=reqs: pip.install_for_interpreter(python, reqs, staging / "site"))

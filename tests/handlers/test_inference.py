@@ -73,21 +73,13 @@ def test_metadata_and_health(handler: ModuleType) -> None:
     assert call(handler, "ready") == (200, {"ready": True})
 
 
+# Shared with the native engine's handler (test_native_inference.py): the same requests, the same answers.
+BAD_REQUESTS = json.loads((Path(__file__).parent / "bad_requests.json").read_text())
+
+
 @pytest.mark.parametrize(
     ("event", "status", "code", "fragment"),
-    [
-        ("wrong_shape", 400, "wrong_shape", "shape [2, 8, 8] does not fit the model's [-1, 64]"),
-        ("wrong_datatype", 400, "wrong_datatype", "datatype is 'INT64'; expected 'FP32'"),
-        ("missing_input", 400, "missing_input", "missing input(s) ['x']"),
-        ("unknown_input", 400, "unknown_input", "unknown input 'pixels'"),
-        ("wrong_data_size", 400, "wrong_data_size", "'data' has 63 values; shape [1, 64] needs 64"),
-        ("not_numbers", 400, "invalid_data", "'data' must be a list of FP32 values"),
-        ("not_json", 400, "invalid_json", "request body is not JSON"),
-        ("no_body", 400, "empty_body", "request body is empty"),
-        ("batch_too_large", 400, "batch_too_large", "batch 65 is over this endpoint's limit 64"),
-        ("wrong_model", 404, "model_not_found", "model 'resnet' is not served here"),
-        ("unknown_route", 404, "route_not_found", "no route GET /v1/nothing"),
-    ],
+    [pytest.param(c["event"], c["status"], c["code"], c["fragment"], id=c["event"]) for c in BAD_REQUESTS],
 )
 def test_bad_requests_get_a_precise_error(handler: ModuleType, event: str, status: int, code: str,
                                            fragment: str) -> None:  # fmt: skip

@@ -97,3 +97,26 @@ def test_config_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     write(tmp_path, "packager.toml", "out = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(tmp_path, environ={})
+
+
+def test_config_target_option_precedence_set_env_table(tmp_path: Path) -> None:
+    write(tmp_path, "packager.toml", '[target.onnx]\noptimization = "disable"\nort_format = false\n')
+    environ = {"PACKAGER_TARGET_ONNX_OPTIMIZATION": "extended", "PACKAGER_TARGET_ONNX_PER_CHANNEL": "0"}
+    cfg = config.load(tmp_path, environ=environ)
+    options = cfg.for_target("onnx", OnnxOptions, {}).options
+    assert (options.optimization, options.ort_format, options.per_channel) == ("extended", False, False)  # env > table
+    cli = {"options": {"onnx": {"optimization": "basic", "ort_format": "true"}}}
+    options = cfg.for_target("onnx", OnnxOptions, cli).options
+    assert (options.optimization, options.ort_format, options.per_channel) == ("basic", True, False)  # --set > env
+
+
+def test_config_target_option_from_env_names_the_variable(tmp_path: Path) -> None:
+    cfg = config.load(tmp_path, environ={"PACKAGER_TARGET_ONNX_ORT_FORMAT": "maybe"})
+    with pytest.raises(ConfigError, match="PACKAGER_TARGET_ONNX_ORT_FORMAT='maybe': expected true or false"):
+        cfg.for_target("onnx", OnnxOptions, {})
+
+
+def test_config_target_option_from_set_unknown_key_suggests_closest(tmp_path: Path) -> None:
+    cfg = config.load(tmp_path, environ={})
+    with pytest.raises(ConfigError, match=r"--set onnx\.optimisation: unknown key `optimisation`.*'optimization'"):
+        cfg.for_target("onnx", OnnxOptions, {"options": {"onnx": {"optimisation": "basic"}}})
