@@ -12,10 +12,17 @@ AWS_STAMP := $(AWS_VENV)/.installed
 # Browser runtimes (tfjs, onnxruntime-web) and the driver, pinned in package-lock.json, and
 # Debian's Chromium to run them in (the set-up runs as root here; otherwise install it first).
 NODE_STAMP := node_modules/.installed
+# Debian tools the tests drive: CMake (static-lib's CMakeLists.txt) and the aarch64 cross
+# compiler (static-lib's cross = "aarch64" and lambda-zip's native engine for arm64).
+SYSTEM_TOOLS := cmake:cmake aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup system-tools demo test lint bench clean
 
-setup: $(STAMP) $(AWS_STAMP) $(NODE_STAMP)
+setup: system-tools $(STAMP) $(AWS_STAMP) $(NODE_STAMP)
+
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 # Reinstall whenever the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt

@@ -2,9 +2,11 @@
 
 Emits ``model.c`` (packager's own ONNX → C99 generator, see packager/codegen), ``<prefix>.h``,
 ``lib<prefix>.so`` and ``lib<prefix>.a`` built with gcc (``-O3``, portable ``-march=x86-64-v2``
-by default), ``<prefix>.pc``, a ``Makefile`` to rebuild from source, and ``example/main.c``.
-The library needs libc and libm only (``ldd`` checked). Validation loads the ``.so`` with ctypes
-and runs the samples through ``<prefix>_predict``.
+by default), ``<prefix>.pc``, a ``Makefile`` and a ``CMakeLists.txt`` to rebuild from source, and
+``example/main.c``. The library needs libc and libm only (checked). Validation loads the ``.so``
+with ctypes and runs the samples through ``<prefix>_run``. With ``cross = "aarch64"`` a second
+variant is compiled with Debian's aarch64-linux-gnu-gcc: a compile and link check only here,
+recorded as unverified.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ from packager.errors import ConversionError, MissingDependencyError
 from packager.resources import fill, template_path
 from packager.spec import ModelSpec
 from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
+from packager.tools import elf
 from targets import onnx as onnx_target
 
 ALLOWED_LIBS = ("linux-vdso", "libc.so", "libm.so", "ld-linux")
+# Cross targets: the Debian cross compiler and a -march every such CPU runs (Armv8.0-A: a
+# Raspberry Pi 3/4, Graviton, phones).
+CROSS = {"aarch64": {"cc": "aarch64-linux-gnu-gcc", "march": "armv8-a", "package": "gcc-aarch64-linux-gnu"}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,8 +45,11 @@ class StaticLibOptions:
 
     prefix: str = ""
     march: str = "x86-64-v2"
+    cross: str = ""  # "aarch64": also compile for it with the cross compiler
 
     def __post_init__(self) -> None:
+        if self.cross and self.cross not in CROSS:
+            raise ValueError(f"cross must be one of {', '.join(CROSS)}, not '{self.cross}'")
         if self.prefix and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", self.prefix):
             raise ValueError("prefix must be a C identifier")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.march):
@@ -64,16 +73,39 @@ class StaticLibTarget(Target):
     def plan(self, spec: ModelSpec, options: StaticLibOptions, precisions: tuple[str, ...]) -> list[Step]:
         steps = onnx_target.model_steps("static-lib", spec, ("fp32",))
         variant = VariantInfo(id="static-lib-fp32", precision="fp32", runtime="c", min_version="c99",
-                              main_file=f"lib{prefix_for(spec, options)}.so")  # fmt: skip
+                              main_file=f"lib{prefix_for(spec, options)}.so", arch=host_arch())  # fmt: skip
         description = f"generate C99, compile with gcc -O3 -march={options.march}, check ldd"
         library = Step(
             name=variant.id, variant=variant, run=_library, requires=("static-lib-model",), description=description
         )
         steps.append(library)
+        if options.cross:
+            steps.append(_cross_step(options.cross, variant.main_file))
         return steps
 
     def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> CRunner:
+        built_for = elf.machine(variant_dir / main_file)
+        if built_for != host_arch():
+            raise RuntimeUnavailable(f"the library is built for {built_for} and this host is {host_arch()}: "
+                                     "compiled and linked only, its outputs are not checked")  # fmt: skip
         return CRunner(variant_dir / main_file)
+
+
+def _cross_step(arch: str, main_file: str) -> Step:
+    facts = CROSS[arch]
+    note = f"cross-compiled with {facts['cc']}: compiled and linked here, not run"
+    variant = VariantInfo(id=f"static-lib-{arch}-fp32", precision="fp32", runtime="c", min_version="c99",
+                          main_file=main_file, arch=arch, notes=note)  # fmt: skip
+    description = f"compile with {facts['cc']} -O3 -march={facts['march']} (not run here)"
+    return Step(name=variant.id, variant=variant, run=_cross_library, requires=("static-lib-model",),
+                description=description)  # fmt: skip
+
+
+def host_arch() -> str:
+    import platform
+
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def prefix_for(spec: ModelSpec, options: StaticLibOptions) -> str:
@@ -89,20 +121,47 @@ def _library(ctx: StepContext) -> Path:
     start = time.perf_counter()
     compile_library(ctx.inputs["model"], spec, out, prefix, march=options.march, work=ctx.tmp_dir)
     ctx.check(f"{out.name}.compile_ms", round((time.perf_counter() - start) * 1000), 60_000)
-    libs = shared_libs(out / f"lib{prefix}.so")
-    (out / "ldd.txt").write_text("\n".join(libs) + "\n")
+    _check_libs(ctx, out / f"lib{prefix}.so", shared_libs(out / f"lib{prefix}.so"))
+    _sources(ctx, prefix, options.march)
+    return out / f"lib{prefix}.so"
+
+
+def _cross_library(ctx: StepContext) -> Path:
+    spec, options, out = ctx.spec, ctx.options, ctx.out_dir
+    facts = CROSS[options.cross]
+    if shutil.which(facts["cc"]) is None:
+        raise MissingDependencyError(f"static-lib's cross = \"{options.cross}\" compiles with {facts['cc']}, which "
+                                     "is not on PATH", hint=f"apt-get install {facts['package']}")  # fmt: skip
+    prefix = prefix_for(spec, options)
+    compile_library(ctx.inputs["model"], spec, out, prefix, march=facts["march"], work=ctx.tmp_dir, cc=facts["cc"])
+    library = out / f"lib{prefix}.so"
+    built_for = elf.machine(library)
+    if built_for != options.cross:
+        raise ConversionError(f"{facts['cc']} produced a {built_for} library, not {options.cross}")
+    _check_libs(ctx, library, elf.needs(library)[0])
+    _sources(ctx, prefix, facts["march"])
+    return library
+
+
+def _check_libs(ctx: StepContext, library: Path, libs: list[str]) -> None:
+    (ctx.out_dir / "ldd.txt").write_text("\n".join(libs) + "\n")
     extra = [lib for lib in libs if not lib.startswith(ALLOWED_LIBS)]
-    if not ctx.check(f"{out.name}.shared_libs_beyond_libc_libm", len(extra), 0):
-        raise ConversionError(f"lib{prefix}.so links {', '.join(extra)}; it must need libc and libm only")
-    values = {"prefix": prefix, "PREFIX": prefix.upper(), "march": options.march, "name": spec.name,
+    if not ctx.check(f"{ctx.out_dir.name}.shared_libs_beyond_libc_libm", len(extra), 0):
+        raise ConversionError(f"{library.name} links {', '.join(extra)}; it must need libc and libm only")
+
+
+def _sources(ctx: StepContext, prefix: str, march: str) -> None:
+    """What rebuilds the library from source, and the example that calls it."""
+    spec, out = ctx.spec, ctx.out_dir
+    values = {"prefix": prefix, "PREFIX": prefix.upper(), "march": march, "name": spec.name,
               "version": spec.version}  # fmt: skip
-    (out / "Makefile").write_text(fill(template_path("static_lib", "Makefile").read_text(), values))
-    (out / f"{prefix}.pc").write_text(fill(template_path("static_lib", "package.pc").read_text(), values))
+    for name, target in (("Makefile", "Makefile"), ("CMakeLists.txt", "CMakeLists.txt"),
+                         ("package.pc", f"{prefix}.pc")):  # fmt: skip
+        (out / target).write_text(fill(template_path("static_lib", name).read_text(), values))
     (out / "example").mkdir()
     (out / "example" / "main.c").write_text(fill(template_path("static_lib", "main.c").read_text(), values))
     first = spec.samples[spec.signature.inputs[0].name][:1].reshape(-1)
     (out / "example" / "sample.txt").write_text(" ".join(f"{v:.9g}" for v in first.tolist()) + "\n")
-    return out / f"lib{prefix}.so"
 
 
 def compile_library(

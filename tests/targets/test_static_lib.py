@@ -151,3 +151,33 @@ def test_conv_kernel_matches_onnxruntime(
     y = _compile_and_run(model, x, tmp_path_factory.mktemp("conv"))
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_static_lib_rebuilds_with_cmake(model_dir: Path, tmp_path: Path) -> None:
+    record = build(models.make_onnx_mlp(model_dir), None, tmp_path / "dist")
+    folder, work = Path(record["_dir"]), tmp_path / "cmake"
+    for step in (["cmake", "-S", folder, "-B", work], ["cmake", "--build", work]):
+        done = subprocess.run(step, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    printed = subprocess.run([work / "mlp-example", folder / "example" / "sample.txt"], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+    got = np.array([float(v) for v in printed.stdout.split("\n")[1:-1]], np.float32)
+    reference = np.load(folder.parents[1] / "validation" / "reference.npz")
+    np.testing.assert_allclose(got, reference[reference.files[0]][0].reshape(-1), atol=1e-5)
+
+
+def test_static_lib_cross_compiles_for_aarch64(model_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("build", models.make_torch_pt2(model_dir), "-t", "static-lib", "--set",
+                     "static-lib.cross=aarch64", "--out", tmp_path / "dist")  # fmt: skip
+    assert result.code == 0, result.err
+    record = json.loads(next((tmp_path / "dist").glob("*/1/build.json")).read_text())
+    variants = {v["id"]: v for v in record["variants"]}
+    host, cross = variants["static-lib-fp32"], variants["static-lib-aarch64-fp32"]
+    assert host["fidelity"]["status"] == "verified" and host["arch"] == "x86_64"
+    assert cross["arch"] == "aarch64" and cross["fidelity"]["status"] == "unverified"
+    assert "built for aarch64" in cross["fidelity"]["reason"]
+    from packager.tools import elf
+
+    library = next((tmp_path / "dist").glob("*/1")) / cross["main_file"]
+    assert elf.machine(library) == "aarch64"
+    assert set(elf.needs(library)[0]) <= {"libc.so.6", "libm.so.6"}
