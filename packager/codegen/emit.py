@@ -10,10 +10,11 @@ from typing import Any
 from packager.codegen import render
 from packager.codegen.graph import ALIGN, Graph, Shared, attrs, plan, prepare
 from packager.codegen.ml import ML_EMITTERS
-from packager.codegen.ops import EMITTERS, temp_floats
+from packager.codegen.ops import EMITTERS, fuse_relus, temp_floats
 from packager.errors import UnsupportedOpError
 
 TILE = 16  # samples per call of the batch-tile function (Gemm/MatMul see M = TILE)
+TILE_ARENA = 65536  # floats: no tile when its workspace would outgrow the L2 cache (a CNN's)
 
 
 @dataclass
@@ -44,7 +45,8 @@ def build_source(src: Path, work: Path, prefix: str, meta: dict[str, str]) -> CS
     symbolic batch (a graph that hard-codes batch 1 gets no tile), then generate."""
     model = prepare(src, work)
     tiled = None
-    if any(n.op_type in ("Gemm", "MatMul") for n in model.graph.node) and _symbolic_batch(src):
+    products = any(n.op_type in ("Gemm", "MatMul") for n in model.graph.node)
+    if products and _symbolic_batch(src) and _body(Graph(model, Shared(prefix))).arena * TILE <= TILE_ARENA:
         try:
             tiled = prepare(src, work, TILE)
         except UnsupportedOpError:
@@ -89,6 +91,7 @@ def _count(graph: Graph) -> dict[str, int]:
 
 def _body(graph: Graph) -> Body:
     _check(graph)
+    graph.fused_relu = fuse_relus(graph)
     temps = {i: temp_floats(graph, node) for i, node in enumerate(graph.nodes)}
     offsets, scratch, arena = plan(graph, {i: n for i, n in temps.items() if n})
     parked = {}

@@ -95,6 +95,7 @@ class Graph:
         self.main = floats[-1] if floats else ""
         self.shared = shared
         self.scratch = "0"  # C expression for the running node's scratch (set while emitting)
+        self.fused_relu: dict[str, str] = {}  # Conv output -> the Relu output it writes instead
         self.tables = shared.tables
         self.weights = shared.weights
         self.nodes = [n for n in graph.node if n.op_type != "Constant"]
@@ -140,9 +141,10 @@ def plan(graph: Graph, temps: dict[int, int]) -> tuple[dict[str, int], dict[int,
             free.append((offset + size, s - size))
         return offset
 
+    fused = graph.fused_relu  # a fused Conv writes its Relu's output: allocate that at the Conv
     for i, node in enumerate(graph.nodes):
-        for name in node.output:
-            if name in skip or not name:
+        for name in [fused.get(n, n) for n in node.output]:
+            if name in skip or not name or name in offsets:
                 continue
             size = -(-graph.size(name) // ALIGN) * ALIGN
             offsets[name] = take(size)

@@ -116,6 +116,20 @@ static void pk_conv2d(const float *restrict X, const float *restrict W, const fl
 /* Max (kind 0) or average (kind 1; count_include_pad flag) pooling, NCHW, batch 1. */
 static void pk_pool2d(int kind, const float *X, float *Y, int C, int H, int Wd, int OH, int OW, int KH, int KW,
                       int pt, int pl, int sh, int sw, int dh, int dw, int include_pad) {
+    if (kind == 0 && KH == 2 && KW == 2 && sh == 2 && sw == 2 && dh == 1 && dw == 1 && pt == 0 && pl == 0 &&
+        2 * OH <= H && 2 * OW <= Wd) { /* the common 2x2/2 max pool: every window inside the image */
+        for (int c = 0; c < C; ++c)
+            for (int oh = 0; oh < OH; ++oh) {
+                const float *restrict r0 = X + ((size_t)c * H + 2 * oh) * Wd, *restrict r1 = r0 + Wd;
+                float *restrict y = Y + ((size_t)c * OH + oh) * OW;
+                for (int ow = 0; ow < OW; ++ow) {
+                    const float a = r0[2 * ow] > r0[2 * ow + 1] ? r0[2 * ow] : r0[2 * ow + 1];
+                    const float b = r1[2 * ow] > r1[2 * ow + 1] ? r1[2 * ow] : r1[2 * ow + 1];
+                    y[ow] = a > b ? a : b;
+                }
+            }
+        return;
+    }
     for (int c = 0; c < C; ++c)
         for (int oh = 0; oh < OH; ++oh)
             for (int ow = 0; ow < OW; ++ow) {
@@ -382,9 +396,34 @@ PK_WIDE static void pk_matmul_wide(const float *restrict A, const float *restric
     for (; m + 4 <= M; m += 4) {
         int n = 0;
         for (; n + 16 <= N; n += 16) pk_block16(A + (size_t)m * K, B + n, Y + (size_t)m * N + n, N, K);
-        if (n < N) pk_rows_wide(A, B, Y, m, m + 4, n, N, K);
+        /* Columns left over: one more block ending at N when N allows (it rewrites some columns
+           with the very same sums), else the row loop. */
+        if (n < N && N >= 16) pk_block16(A + (size_t)m * K, B + N - 16, Y + (size_t)m * N + N - 16, N, K);
+        else if (n < N) pk_rows_wide(A, B, Y, m, m + 4, n, N, K);
     }
     pk_rows_wide(A, B, Y, m, M, 0, N, K);
+}
+
+#define PK_DOTS_BODY(V, VU, W)                                                                 \
+    for (int m = 0; m < M; ++m)                                                                \
+        for (int n = 0; n < N; ++n) {                                                          \
+            const float *restrict a = A + (size_t)m * K, *restrict b = Bt + (size_t)n * K;     \
+            V acc0 = {0}, acc1 = {0};                                                          \
+            int k = 0;                                                                         \
+            for (; k + 2 * W <= K; k += 2 * W) {                                               \
+                acc0 += *(const VU *)(a + k) * *(const VU *)(b + k);                           \
+                acc1 += *(const VU *)(a + k + W) * *(const VU *)(b + k + W);                   \
+            }                                                                                  \
+            acc0 += acc1;                                                                      \
+            float sum = 0.0f;                                                                  \
+            for (int i = 0; i < W; ++i) sum += acc0[i];                                        \
+            for (; k < K; ++k) sum += a[k] * b[k];                                             \
+            Y[(size_t)m * N + n] = sum;                                                        \
+        }
+
+PK_WIDE static void pk_dots_wide(const float *restrict A, const float *restrict Bt, float *restrict Y, int M,
+                                 int N, int K) {
+    PK_DOTS_BODY(pk_v8, pk_v8u, 8)
 }
 
 static int pk_wide(void) {
@@ -407,7 +446,25 @@ static void pk_block8(const float *restrict A, const float *restrict B, float *r
 }
 static void pk_matmul_wide(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
 static int pk_wide(void) { return 0; }
+static void pk_dots_wide(const float *A, const float *Bt, float *Y, int M, int N, int K) { (void)A; (void)Bt; (void)Y; (void)M; (void)N; (void)K; }
+#define PK_DOTS_BODY(V, VU, W)                                                                 \
+    for (int m = 0; m < M; ++m)                                                                \
+        for (int n = 0; n < N; ++n) {                                                          \
+            float sum = 0.0f;                                                                  \
+            for (int k = 0; k < K; ++k) sum += A[(size_t)m * K + k] * Bt[(size_t)n * K + k];   \
+            Y[(size_t)m * N + n] = sum;                                                        \
+        }
 #endif
+
+/* Y[M,N] = A[M,K] Bt[N,K]^T as dot products: for products too narrow for the blocks (a
+   classifier's last layer), with B stored transposed so both operands are read in order. */
+static void pk_dots(const float *restrict A, const float *restrict Bt, float *restrict Y, int M, int N, int K) {
+    if (pk_wide()) {
+        pk_dots_wide(A, Bt, Y, M, N, K);
+        return;
+    }
+    PK_DOTS_BODY(pk_v4, pk_v4u, 4)
+}
 
 static void pk_matmul(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N, int K) {
     if (pk_wide()) {
@@ -418,7 +475,8 @@ static void pk_matmul(const float *restrict A, const float *restrict B, float *r
     for (; m + 4 <= M; m += 4) {
         int n = 0;
         for (; n + 8 <= N; n += 8) pk_block8(A + (size_t)m * K, B + n, Y + (size_t)m * N + n, N, K);
-        if (n < N) pk_rows(A, B, Y, m, m + 4, n, N, K);
+        if (n < N && N >= 8) pk_block8(A + (size_t)m * K, B + N - 8, Y + (size_t)m * N + N - 8, N, K);
+        else if (n < N) pk_rows(A, B, Y, m, m + 4, n, N, K);
     }
     pk_rows(A, B, Y, m, M, 0, N, K);
 }
@@ -438,10 +496,10 @@ static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, fl
 
 /* Conv with one group as a matrix product: col[C*KH*KW, OH*OW] gathered from X (zeros where the
    window leaves the image), then Y[M, OH*OW] = W[M, C*KH*KW] col + bias. col may be NULL for a
-   1x1 stride-1 unpadded conv, where X already is that matrix. */
+   1x1 stride-1 unpadded conv, where X already is that matrix. relu: a Relu fused in. */
 static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, const float *restrict Bias,
                            float *restrict Y, float *restrict col, int C, int H, int Wd, int M, int OH, int OW,
-                           int KH, int KW, int pt, int pl, int sh, int sw, int dh, int dw) {
+                           int KH, int KW, int pt, int pl, int sh, int sw, int dh, int dw, int relu) {
     const int P = OH * OW;
     if (col) {
         for (int c = 0; c < C; ++c)
@@ -473,5 +531,11 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
                 }
     }
     pk_matmul(W, col ? col : X, Y, M, P, C * KH * KW);
-    if (Bias) pk_bias(Y, Bias, M, P, 1.0f, 1.0f, 4);
+    if (Bias || relu)
+        for (int m = 0; m < M; ++m) {
+            float *restrict y = Y + (size_t)m * P;
+            const float b = Bias ? Bias[m] : 0.0f;
+            if (relu) for (int i = 0; i < P; ++i) y[i] = y[i] + b > 0.0f ? y[i] + b : 0.0f;
+            else for (int i = 0; i < P; ++i) y[i] += b;
+        }
 }

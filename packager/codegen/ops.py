@@ -10,6 +10,8 @@ import numpy as np
 from packager.codegen.graph import Graph, attrs
 from packager.errors import UnsupportedOpError
 
+SKINNY = 16  # products with fewer output columns than one block run as dot products
+
 
 def _int_list(values: list[int] | tuple[int, ...]) -> str:
     return "(const int[]){" + ",".join(str(int(v)) for v in values) + "}"
@@ -29,6 +31,13 @@ def _gemm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
         c_kind = 3 if size == 1 else (2 if size == m * n and m > 1 else (4 if len(sc) == 2 and sc[1] == 1 else 1))
         c = ref(node.input[2])
     b_const = graph.consts.get(node.input[1])
+    if not ta and b_const is not None and n < SKINNY:  # dot products against B stored as [N, K]
+        bt = b_const if tb else np.ascontiguousarray(b_const.T)
+        call = f"pk_dots({ref(node.input[0])}, {graph.weights.add(bt, node.input[1] + '_nk')}, " \
+               f"{ref(node.output[0])}, {m}, {n}, {k});"  # fmt: skip
+        if c_kind or alpha != 1.0:
+            call += f" pk_bias({ref(node.output[0])}, {c}, {m}, {n}, {alpha!r}f, {beta!r}f, {c_kind});"
+        return call
     if ta or (tb and b_const is None):  # the general loop; rare in exported models
         return (f"pk_gemm({ref(node.input[0])}, {ref(node.input[1])}, {c}, {ref(node.output[0])}, {m}, {n}, {k}, "
                 f"{ta}, {tb}, {alpha!r}f, {beta!r}f, {c_kind});")  # fmt: skip
@@ -48,6 +57,10 @@ def _matmul(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     if len(sb) != 2:
         raise UnsupportedOpError(f"static-lib: MatMul with a {len(sb)}-D right operand is not supported")
     m = int(np.prod(sa[:-1])) if len(sa) > 1 else 1
+    b_const = graph.consts.get(node.input[1])
+    if b_const is not None and sb[1] < SKINNY:
+        bt = graph.weights.add(np.ascontiguousarray(b_const.T), node.input[1] + "_nk")
+        return f"pk_dots({ref(node.input[0])}, {bt}, {ref(node.output[0])}, {m}, {sb[1]}, {sb[0]});"
     return f"pk_matmul({ref(node.input[0])}, {ref(node.input[1])}, {ref(node.output[0])}, {m}, {sb[1]}, {sb[0]});"
 
 
@@ -74,6 +87,8 @@ def _broadcast_strides(shape: tuple[int, ...], out: tuple[int, ...]) -> list[int
 
 def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
     def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        if code == 0 and graph.fused_relu.get(node.input[0]) == node.output[0]:
+            return "/* fused into the Conv above */"
         a = attrs(node)
         p0, p1 = float(a.get("alpha", 0.01)), 0.0
         if node.op_type == "Clip":
@@ -116,15 +131,17 @@ def _spatial(graph: Graph, node: Any) -> dict[str, Any]:
     return {"x": x, "y": y, "k": kernel, "s": strides, "d": dil, "p": pads, "a": a}
 
 
-def _per_item(graph: Graph, node: Any, ref: Callable[[str], str], call: str) -> str:
+def _per_item(graph: Graph, node: Any, ref: Callable[[str], str], call: str, out: str | None = None) -> str:
     """NCHW kernels take one item; a static leading dimension above 1 becomes a loop over items.
-    ``call`` uses {x} and {y} for the item's input and output pointers."""
+    ``call`` uses {x} and {y} for the item's input and output pointers; ``out`` writes another
+    tensor of the output's shape instead (a fused activation's)."""
+    target = out or node.output[0]
     items = graph.shapes[node.input[0]][0]
     x_step = graph.size(node.input[0]) // items
     y_step = graph.size(node.output[0]) // items
     if items == 1:
-        return call.format(x=ref(node.input[0]), y=ref(node.output[0]))
-    inner = call.format(x=f"{ref(node.input[0])} + n * {x_step}", y=f"{ref(node.output[0])} + n * {y_step}")
+        return call.format(x=ref(node.input[0]), y=ref(target))
+    inner = call.format(x=f"{ref(node.input[0])} + n * {x_step}", y=f"{ref(target)} + n * {y_step}")
     return f"for (int n = 0; n < {items}; ++n) {inner}"
 
 
@@ -134,14 +151,30 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     bias = ref(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
     group = int(g["a"].get("group", 1))
     if group == 1:  # im2col (skipped for a 1x1 stride-1 unpadded conv) then the blocked matmul
+        relu = graph.fused_relu.get(node.output[0])
         call = (f"pk_conv2d_gemm({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {graph.scratch}, {x[1]}, {x[2]}, "
                 f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, "
-                f"{d[0]}, {d[1]});")  # fmt: skip
-        return _per_item(graph, node, ref, call)
+                f"{d[0]}, {d[1]}, {int(relu is not None)});")  # fmt: skip
+        return _per_item(graph, node, ref, call, out=relu)
     call = (f"pk_conv2d({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {x[1]}, {x[2]}, "
             f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, {d[0]}, {d[1]}, "
             f"{group});")  # fmt: skip
     return _per_item(graph, node, ref, call)
+
+
+def fuse_relus(graph: Graph) -> dict[str, str]:
+    """Conv outputs read only by a Relu: the Conv (one group) writes the Relu's output itself."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    fused = {}
+    for node in graph.nodes:
+        after = readers.get(node.output[0], [])
+        if node.op_type == "Conv" and int(attrs(node).get("group", 1)) == 1 and len(after) == 1 \
+                and after[0].op_type == "Relu" and node.output[0] not in graph.outputs:  # fmt: skip
+            fused[node.output[0]] = after[0].output[0]
+    return fused
 
 
 def temp_floats(graph: Graph, node: Any) -> int:

@@ -181,3 +181,24 @@ def test_static_lib_cross_compiles_for_aarch64(model_dir: Path, tmp_path: Path) 
     library = next((tmp_path / "dist").glob("*/1")) / cross["main_file"]
     assert elf.machine(library) == "aarch64"
     assert set(elf.needs(library)[0]) <= {"libc.so.6", "libm.so.6"}
+
+
+def test_conv_relu_chains_are_fused_without_clobbering_inputs(tmp_path: Path) -> None:
+    # Conv -> Relu pairs are fused (the Conv writes the Relu's output); the second Conv reads an
+    # arena tensor that its own output must not overlap.
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((4, 6, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "cc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 9, 9])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((3, 3, 9, 9)).astype(np.float32)
+    y = _compile_and_run(model, x, tmp_path)
+    assert "fused into the Conv above" in (tmp_path / "model.c").read_text()
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
