@@ -196,41 +196,60 @@ static void pk_concat(const float **parts, const int *axis_sizes, int nparts, fl
 
 /* ---- ai.onnx.ml ---- */
 
-/* Sums (or min/max) the leaf votes of every tree into scores[0..n). Node flags: mode in the low
-   3 bits (0 <=, 1 <, 2 >=, 3 >, 4 ==, 5 !=, 6 leaf), 8 = a missing value goes the true way. For a
-   leaf, yes/no hold the first vote and the vote count. */
-static void pk_trees(const int *feat, const float *thr, const int *yes, const int *no, const unsigned char *flags,
-                     const int *roots, int ntrees, const int *vote, const float *weight, const float *x,
-                     float *scores, int n, int aggregate, int all_leq) {
+/* A tree node: threshold, feature, then the true and false children's indexes (a leaf: itself). */
+typedef struct {
+    float thr;
+    int feat, yes, no;
+} pk_tnode;
+
+#define PK_STEP(i) i = x[nodes[i].feat] <= nodes[i].thr ? nodes[i].yes : nodes[i].no
+
+/* Sums (or min/max) the leaf votes of every tree into scores[0..n), in tree order. Node flags:
+   mode in the low 3 bits (0 <=, 1 <, 2 >=, 3 >, 4 ==, 5 !=, 6 leaf), 8 = a missing value goes
+   the true way. With only <= splits, four trees are walked in lockstep for their deepest depth
+   (leaves point at themselves), so their loads overlap instead of waiting on each other. */
+static void pk_trees(const pk_tnode *nodes, const unsigned char *flags, const int *roots, const int *depth,
+                     int ntrees, const int *vstart, const int *vcount, const int *vote, const float *weight,
+                     const float *x, float *scores, int n, int aggregate, int all_leq) {
     unsigned char seen[256];
+    int leaf[4];
     for (int i = 0; i < n; ++i) { scores[i] = 0.0f; if (i < 256) seen[i] = 0; }
-    for (int t = 0; t < ntrees; ++t) {
-        int i = roots[t];
-        if (all_leq) {
-            while (flags[i] != 6) i = x[feat[i]] <= thr[i] ? yes[i] : no[i];
+    for (int t = 0; t < ntrees; t += 4) {
+        const int group = ntrees - t < 4 ? ntrees - t : 4;
+        if (all_leq && group == 4) {
+            int i0 = roots[t], i1 = roots[t + 1], i2 = roots[t + 2], i3 = roots[t + 3];
+            int d = depth[t];
+            for (int g = 1; g < 4; ++g) d = depth[t + g] > d ? depth[t + g] : d;
+            for (int s = 0; s < d; ++s) { PK_STEP(i0); PK_STEP(i1); PK_STEP(i2); PK_STEP(i3); }
+            leaf[0] = i0, leaf[1] = i1, leaf[2] = i2, leaf[3] = i3;
         } else {
-            while ((flags[i] & 7) != 6) {
-                const float v = x[feat[i]], th = thr[i];
-                int go;
-                switch (flags[i] & 7) {
-                    case 0: go = v <= th; break;
-                    case 1: go = v < th; break;
-                    case 2: go = v >= th; break;
-                    case 3: go = v > th; break;
-                    case 4: go = v == th; break;
-                    default: go = v != th; break;
+            for (int g = 0; g < group; ++g) {
+                int i = roots[t + g];
+                while ((flags[i] & 7) != 6) {
+                    const float v = x[nodes[i].feat], th = nodes[i].thr;
+                    int go;
+                    switch (flags[i] & 7) {
+                        case 0: go = v <= th; break;
+                        case 1: go = v < th; break;
+                        case 2: go = v >= th; break;
+                        case 3: go = v > th; break;
+                        case 4: go = v == th; break;
+                        default: go = v != th; break;
+                    }
+                    if (isnan(v) && (flags[i] & 8)) go = 1;
+                    i = go ? nodes[i].yes : nodes[i].no;
                 }
-                if (isnan(v) && (flags[i] & 8)) go = 1;
-                i = go ? yes[i] : no[i];
+                leaf[g] = i;
             }
         }
-        for (int k = yes[i]; k < yes[i] + no[i]; ++k) {
-            const int c = vote[k];
-            if (aggregate < 2 || (c < 256 && !seen[c])) scores[c] = aggregate < 2 ? scores[c] + weight[k] : weight[k];
-            else if (aggregate == 2) scores[c] = weight[k] < scores[c] ? weight[k] : scores[c];
-            else scores[c] = weight[k] > scores[c] ? weight[k] : scores[c];
-            if (c < 256) seen[c] = 1;
-        }
+        for (int g = 0; g < group; ++g)
+            for (int k = vstart[leaf[g]]; k < vstart[leaf[g]] + vcount[leaf[g]]; ++k) {
+                const int c = vote[k];
+                if (aggregate < 2 || (c < 256 && !seen[c])) scores[c] = aggregate < 2 ? scores[c] + weight[k] : weight[k];
+                else if (aggregate == 2) scores[c] = weight[k] < scores[c] ? weight[k] : scores[c];
+                else scores[c] = weight[k] > scores[c] ? weight[k] : scores[c];
+                if (c < 256) seen[c] = 1;
+            }
     }
 }
 

@@ -119,42 +119,55 @@ def _forest(node: Any, attrs: dict[str, Any], tables: Tables, weight_key: str) -
                   attrs[f"{weight_key}_weights"], strict=True)  # fmt: skip
     for t, n, cls, w in targets:
         leaves.setdefault(index[(t, n)], []).append((int(cls), float(w)))
-    features: list[int] = []
-    values: list[float] = []
-    yes: list[int] = []
-    no: list[int] = []
+    # One 16-byte record per node (threshold, feature, true child, false child) so that a step
+    # down a tree reads one cache line; a leaf points at itself, so extra steps stay on it.
+    records: list[tuple[int, int, int]] = []
     flags: list[int] = []
+    vstart: list[int] = []
+    vcount: list[int] = []
     leaf_ids: list[int] = []
     leaf_weights: list[float] = []
+    floats = _floats([attrs["nodes_values"][i] if m != MODES["LEAF"] else 0.0 for i, m in enumerate(modes)])
     for i, (t, mode) in enumerate(zip(trees, modes, strict=True)):
+        votes = leaves.get(i, []) if mode == MODES["LEAF"] else []
+        vstart.append(len(leaf_ids))
+        vcount.append(len(votes))
+        leaf_ids += [c for c, _ in votes]
+        leaf_weights += [w for _, w in votes]
         if mode == MODES["LEAF"]:
-            votes = leaves.get(i, [])
-            features.append(0)
-            values.append(0.0)
-            yes.append(len(leaf_ids))
-            no.append(len(votes))
-            leaf_ids += [c for c, _ in votes]
-            leaf_weights += [w for _, w in votes]
+            records.append((0, i, i))
         else:
-            features.append(int(attrs["nodes_featureids"][i]))
-            values.append(float(attrs["nodes_values"][i]))
-            yes.append(index[(t, attrs["nodes_truenodeids"][i])])
-            no.append(index[(t, attrs["nodes_falsenodeids"][i])])
+            records.append((int(attrs["nodes_featureids"][i]), index[(t, attrs["nodes_truenodeids"][i])],
+                            index[(t, attrs["nodes_falsenodeids"][i])]))  # fmt: skip
         flags.append(mode | (8 if nan_true[i] else 0))
     children = {(t, c) for t, a, b, m in zip(trees, attrs["nodes_truenodeids"], attrs["nodes_falsenodeids"], modes,
                                               strict=True) if m != MODES["LEAF"] for c in (a, b)}  # fmt: skip
     pairs = list(zip(trees, ids, strict=True))
     roots = [next(index[p] for p in pairs if p[0] == t and p not in children) for t in dict.fromkeys(trees)]
     count = len(ids)
+    packed = ",".join(f"{{{thr},{f},{a},{b}}}" for thr, (f, a, b) in zip(floats.split(","), records, strict=True))
+    depths = [_depth(root, records, modes) for root in roots]
     args = ", ".join([
-        tables.add("int", "feat", count, _ints(features)), tables.add("float", "thr", count, _floats(values)),
-        tables.add("int", "yes", count, _ints(yes)), tables.add("int", "no", count, _ints(no)),
-        tables.add("unsigned char", "mode", count, _ints(flags)), tables.add("int", "root", len(roots), _ints(roots)),
-        str(len(roots)), tables.add("int", "vote", len(leaf_ids), _ints(leaf_ids)),
+        tables.add("pk_tnode", "node", count, packed), tables.add("unsigned char", "mode", count, _ints(flags)),
+        tables.add("int", "root", len(roots), _ints(roots)), tables.add("int", "depth", len(roots), _ints(depths)),
+        str(len(roots)), tables.add("int", "vstart", count, _ints(vstart)),
+        tables.add("int", "vcount", count, _ints(vcount)), tables.add("int", "vote", len(leaf_ids), _ints(leaf_ids)),
         tables.add("float", "weight", len(leaf_weights), _floats(leaf_weights)),
     ])  # fmt: skip
     all_leq = all(m in (MODES["BRANCH_LEQ"], MODES["LEAF"]) for m in modes) and not any(nan_true)
     return args, len(roots), all_leq
+
+
+def _depth(root: int, records: list[tuple[int, int, int]], modes: list[int]) -> int:
+    """Steps from the root to the deepest leaf."""
+    deepest, frontier = 0, [(root, 0)]
+    while frontier:
+        i, d = frontier.pop()
+        if modes[i] == MODES["LEAF"]:
+            deepest = max(deepest, d)
+        else:
+            frontier += [(records[i][1], d + 1), (records[i][2], d + 1)]
+    return deepest
 
 
 def tree_classifier(graph: Any, node: Any, ref: Ref, attrs: dict[str, Any], tables: Tables) -> str:
