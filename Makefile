@@ -12,9 +12,10 @@ AWS_STAMP := $(AWS_VENV)/.installed
 # Browser runtimes (tfjs, onnxruntime-web) and the driver, pinned in package-lock.json, and
 # Debian's Chromium to run them in (the set-up runs as root here; otherwise install it first).
 NODE_STAMP := node_modules/.installed
-# Debian tools the tests drive: CMake (static-lib's CMakeLists.txt) and the aarch64 cross
-# compiler (static-lib's cross = "aarch64" and lambda-zip's native engine for arm64).
-SYSTEM_TOOLS := cmake:cmake aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
+# Debian tools the tests and benches drive: CMake (static-lib's CMakeLists.txt), the aarch64 cross
+# compiler (static-lib's cross = "aarch64", lambda-zip's native engine for arm64), and wrk and
+# nginx (bench/manifest_server.py).
+SYSTEM_TOOLS := cmake:cmake aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu wrk:wrk nginx:nginx-light
 
 .PHONY: setup system-tools demo test lint bench clean
 

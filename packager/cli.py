@@ -300,7 +300,8 @@ def main() -> None:
 # --- registry: publish, rollout, rollback, keys ----------------------------------------------
 
 _REGISTRY_HELP = (
-    "Registry: a folder, or s3://bucket/prefix (endpoint from PACKAGER_S3_ENDPOINT_URL). Env: PACKAGER_REGISTRY."
+    "Registry: a folder, s3://bucket/prefix (endpoint from PACKAGER_S3_ENDPOINT_URL), or a `packager serve` URL "
+    "(http(s)://host, with --token). Env: PACKAGER_REGISTRY."
 )
 _KEYS_HELP = "Signing keys folder from `packager keys init` (needed once the registry is signed). Env: PACKAGER_KEYS."
 
@@ -313,6 +314,24 @@ def _registry_option(func: Any) -> Any:
 def _keys_option(func: Any) -> Any:
     return click.option("--keys", "keys", envvar="PACKAGER_KEYS", type=click.Path(path_type=Path, file_okay=False),
                         help=_KEYS_HELP)(func)  # fmt: skip
+
+
+def _token_option(func: Any) -> Any:
+    return click.option("--token", envvar="PACKAGER_TOKEN", help="Bearer token of a server registry (from `packager "
+                        "token add`). Env: PACKAGER_TOKEN.")(func)  # fmt: skip
+
+
+def _remote(registry: str, token: str | None, keys: Path | None) -> Any:
+    """The write API of a server registry, or None for a folder or S3 registry."""
+    from packager.errors import UsageError
+    from packager.registry.remote import Server, is_server
+
+    if not is_server(registry):
+        return None
+    if keys is not None:
+        raise UsageError("--keys is for a folder or S3 registry",
+                         hint="a server signs with its own keys (packager serve --keys)")  # fmt: skip
+    return Server(registry, token)
 
 
 def _channel_option(func: Any) -> Any:
@@ -332,7 +351,9 @@ def _pointer_line(pointer: Any) -> str:
     "--cloud-url", help="The model's cloud endpoint (Open Inference Protocol v2) for devices no variant fits."
 )
 @_keys_option
-def publish(dist: Path, registry: str, channel: str, cloud_url: str | None, keys: Path | None) -> None:
+@_token_option
+def publish(dist: Path, registry: str, channel: str, cloud_url: str | None, keys: Path | None,
+            token: str | None) -> None:  # fmt: skip
     """Publish the builds in DIST (an --out folder or one <name>/<version> folder) to a registry.
 
     Uploads every file of every variant as a content-addressed artifact (checked against
@@ -346,15 +367,20 @@ def publish(dist: Path, registry: str, channel: str, cloud_url: str | None, keys
       packager publish dist --registry ./registry
       packager keys init --keys ~/.packager-keys --registry s3://models/reg
       packager publish dist --registry s3://models/reg --keys ~/.packager-keys --cloud-url https://api.example.com
+      packager publish dist --registry https://models.example.com --token "$PACKAGER_TOKEN"
     """
     from packager.registry.publish import publish as run_publish
     from packager.registry.store import open_store
     from packager.verify import find_builds
 
-    store = open_store(registry)
+    server = _remote(registry, token, keys)
+    store = open_store(registry) if server is None else None
     console = _console(stderr=False)
     for folder in find_builds(dist):
-        done = run_publish(folder, store, channel=channel, cloud_url=cloud_url, keys=keys)
+        if store is None:
+            done = server.publish(folder, channel=channel, cloud_url=cloud_url)
+        else:
+            done = run_publish(folder, store, channel=channel, cloud_url=cloud_url, keys=keys)
         withheld = f"; withheld (failed validation): {', '.join(done.withheld)}" if done.withheld else ""
         console.print(f"published {done.model} {done.version}: {len(done.variants)} variants, "
                       f"{done.uploaded} new artifacts{_esc(withheld)}", soft_wrap=True)  # fmt: skip
@@ -377,7 +403,9 @@ def publish(dist: Path, registry: str, channel: str, cloud_url: str | None, keys
 )
 @_registry_option
 @_keys_option
-def rollout(model: str, version: str, channel: str, percent: int, registry: str, keys: Path | None) -> None:
+@_token_option
+def rollout(model: str, version: str, channel: str, percent: int, registry: str, keys: Path | None,
+            token: str | None) -> None:  # fmt: skip
     """Offer VERSION of MODEL to a share of a channel's devices, or (100%) make it stable.
 
     \b
@@ -388,7 +416,11 @@ def rollout(model: str, version: str, channel: str, percent: int, registry: str,
     from packager.registry.publish import rollout as run_rollout
     from packager.registry.store import open_store
 
-    pointer = run_rollout(open_store(registry), model, version, channel=channel, percent=percent, keys=keys)
+    server = _remote(registry, token, keys)
+    if server is not None:
+        pointer = server.rollout(model, version, channel=channel, percent=percent)
+    else:
+        pointer = run_rollout(open_store(registry), model, version, channel=channel, percent=percent, keys=keys)
     click.echo(_pointer_line(pointer))
 
 
@@ -397,7 +429,8 @@ def rollout(model: str, version: str, channel: str, percent: int, registry: str,
 @_channel_option
 @_registry_option
 @_keys_option
-def rollback(model: str, channel: str, registry: str, keys: Path | None) -> None:
+@_token_option
+def rollback(model: str, channel: str, registry: str, keys: Path | None, token: str | None) -> None:
     """Stop a running rollout of MODEL, or with none, go back to the previous stable version.
 
     Writes a new pointer generation (signed, when the registry is): nothing is deleted and no
@@ -406,6 +439,10 @@ def rollback(model: str, channel: str, registry: str, keys: Path | None) -> None
     from packager.registry.publish import rollback as run_rollback
     from packager.registry.store import open_store
 
+    server = _remote(registry, token, keys)
+    if server is not None:
+        click.echo(_pointer_line(server.rollback(model, channel=channel)))
+        return
     click.echo(_pointer_line(run_rollback(open_store(registry), model, channel=channel, keys=keys)))
 
 
@@ -430,3 +467,67 @@ def keys_init(keys_dir: Path, registry: str) -> None:
     root = init_keys(keys_dir, open_store(registry))
     click.echo(f"keys: {keys_dir.resolve()} (keep root.pem offline)")
     click.echo(f"root to pin in clients: {root.resolve()}")
+
+
+# --- the manifest server and its tokens ------------------------------------------------------
+
+
+@cli.command()
+@click.option("--registry", required=True, envvar="PACKAGER_REGISTRY", metavar="PATH|s3://…",
+              help="The registry to serve: a folder or s3://bucket/prefix. Env: PACKAGER_REGISTRY.")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--tokens", "tokens", type=click.Path(path_type=Path, dir_okay=False), envvar="PACKAGER_TOKENS",
+              help="Tokens file of the write API (`packager token add`); without it, writes are refused.")  # fmt: skip
+@_keys_option
+@click.option("--base-url", default="", help="Public URL prefix for artifact URLs in resolutions (default: relative).")
+@click.option("--telemetry", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append device telemetry to this JSON Lines file (default: the store's telemetry/).")  # fmt: skip
+def serve(registry: str, host: str, port: int, tokens: Path | None, keys: Path | None, base_url: str,
+          telemetry: Path | None) -> None:  # fmt: skip
+    """Serve a registry over HTTP: catalog, per-device resolve, artifacts, TUF metadata, writes.
+
+    One process, one event loop (uvicorn with uvloop and httptools); the server keeps no state of
+    its own, so run more replicas over the same registry for more throughput. OpenAPI at
+    /openapi.json, Prometheus metrics at /metrics.
+
+    \b
+    Examples:
+      packager serve --registry ./registry
+      packager serve --registry s3://models/reg --tokens tokens.json --keys ~/.packager-keys --port 8080
+      curl -s -X POST localhost:8080/v1/models/digits/resolve -d '{"platform": "linux", "arch": "x86_64",
+           "runtimes": {"onnxruntime": "1.20"}}'
+    """
+    from packager.errors import require
+
+    require("uvicorn", "server")
+    import uvicorn
+
+    from packager.registry.signing import is_signed
+    from packager.registry.store import open_store
+    from packager.server.app import create_app
+
+    store = open_store(registry)
+    app = create_app(store, tokens=tokens, keys=keys, base_url=base_url, telemetry=telemetry)
+    writes = f"writes with tokens from {tokens}" if tokens else "read-only (no --tokens)"
+    signed = "signed" if is_signed(store) else "unsigned"
+    click.echo(f"packager serve: http://{host}:{port} serving {store.url} ({signed}; {writes})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+
+
+@cli.group()
+def token() -> None:
+    """Tokens of a server's write API (publish, rollout, rollback)."""
+
+
+@token.command("add")
+@click.option("--model", required=True, help="The model the token may write, or '*' for every model.")
+@click.option("--tokens", "tokens", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              envvar="PACKAGER_TOKENS", help="The file `packager serve --tokens` reads (made if new).")  # fmt: skip
+@click.option("--note", default="", help="Who or what the token is for (kept in the file).")
+def token_add(model: str, tokens: Path, note: str) -> None:
+    """Make a token for MODEL's write API and print it once (the file keeps only a scrypt hash)."""
+    from packager.server.tokens import add_token
+
+    click.echo(add_token(tokens, model, note=note))
+    click.echo(f"stored (hashed) in {tokens}; it is not shown again", err=True)

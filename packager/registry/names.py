@@ -7,7 +7,8 @@ import re
 from packager.errors import InvalidNameError, RegistryError
 
 MAX_NAME = 64
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Never ending in '.': a version "1." would make the key "1..json".
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_-])?")
 _HEX = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 MAX_KEY = 512
@@ -16,8 +17,9 @@ MAX_KEY = 512
 def check_name(kind: str, value: str) -> str:
     """``value`` when it is a valid model, channel or version name; else InvalidNameError.
 
-    Names start with a letter or digit, hold only letters, digits, '.', '_' and '-', are at
-    most 64 characters, and are never '.' or '..' (they become path segments and URL parts).
+    Names start with a letter or digit, hold only letters, digits, '.', '_' and '-', do not end
+    with '.', hold no '..', and are at most 64 characters (they become path segments, URL parts
+    and, with '.json' appended, file names).
     """
     if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
         shown = value if isinstance(value, str) else type(value).__name__

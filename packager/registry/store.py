@@ -84,8 +84,9 @@ def open_store(url: str, *, endpoint_url: str | None = None) -> Store:
         return S3Store.from_url(url, endpoint_url=endpoint_url or os.environ.get("PACKAGER_S3_ENDPOINT_URL"))
     if url.startswith(("http://", "https://")):
         raise UsageError(
-            f"publishing to a server URL ({url}) is not available yet",
-            hint="pass the registry's folder or s3://bucket/prefix the server reads from",
+            f"{url} is a server, not a store: this command reads or writes the store itself",
+            hint="pass the registry's folder or s3://bucket/prefix the server reads from "
+            "(publish, rollout and rollback also take the server URL with --token)",
         )
     if "://" in url:
         raise UsageError(f"unknown registry URL scheme in {url!r}", hint="use a folder path or s3://bucket/prefix")

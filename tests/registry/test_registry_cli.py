@@ -35,7 +35,9 @@ def test_cli_signed_registry_without_keys_is_a_one_line_error(tmp_path: Path, bu
 
 def test_cli_errors_name_the_problem_and_exit_codes(tmp_path: Path, built_mlp: Path) -> None:
     server = run_cli("publish", built_mlp, "--registry", "https://models.example.com")
-    assert server.code == 2 and "not available yet" in server.error_lines[0]
+    assert server.code == 2 and "needs a token" in server.error_lines[0]
+    store = run_cli("keys", "init", "--keys", tmp_path / "keys", "--registry", "https://models.example.com")
+    assert store.code == 2 and "is a server, not a store" in store.error_lines[0]
     missing = run_cli("rollout", "mlp", "--version", "7", "--percent", "5", "--registry", tmp_path / "reg")
     assert missing.code == 11 and "not published" in missing.error_lines[0]
     bad = run_cli("rollback", "../etc", "--registry", tmp_path / "reg")

@@ -110,7 +110,12 @@ def test_names_accept_ordinary_names() -> None:
     assert names.version_key("mlp_v2", "1.0.3") == "models/mlp_v2/versions/1.0.3.json"
 
 
-def test_open_store_refuses_http_registries_for_now(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="not available yet"):
+def test_names_refuse_a_trailing_dot() -> None:
+    with pytest.raises(InvalidNameError):
+        names.check_name("version", "1.")  # its key would be "1..json"
+
+
+def test_open_store_refuses_server_urls(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="is a server, not a store"):
         open_store("https://models.example.com")
     assert isinstance(open_store(str(tmp_path)), LocalStore)

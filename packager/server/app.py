@@ -1,0 +1,109 @@
+"""The manifest server's Starlette app: stateless over a Store, so any number of replicas serve one
+registry. Routes and their schemas are listed in ``packager.server.openapi``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from packager.errors import PackagerError
+from packager.registry import channels, signing
+from packager.registry.store import Store
+from packager.server import reads, writes
+from packager.server.http import as_service_error, error_response, json_response, settings
+from packager.server.metrics import Metrics, MetricsMiddleware
+from packager.server.openapi import openapi
+from packager.server.service import Service, service
+from packager.server.telemetry import TelemetrySink
+from packager.server.tokens import Tokens
+from packager.server.views import RegistryView
+
+log = logging.getLogger("packager.server")
+
+
+def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = None, base_url: str = "",
+               telemetry: Path | None = None, pointer_seconds: float | None = None) -> Starlette:  # fmt: skip
+    """The HTTP API over ``store``.
+
+    ``tokens``: the tokens file of the write API (None: writes are refused). ``keys``: the
+    signing keys folder, checked against the registry's root now (needed to write to a signed
+    registry). ``base_url``: prefix of artifact URLs in resolutions (default: relative URLs).
+    ``telemetry``: a JSON Lines file for device events (default: the store's telemetry/ prefix).
+    ``pointer_seconds``: how long a read channel pointer is trusted (server.toml's default).
+    """
+    if keys is not None:
+        channels.signers_for(store, signing.read_state(store), keys)  # refuse wrong keys at start-up
+    conf = settings()
+    limits = {**conf["limits"], "artifact_chunk": int(conf["artifacts"]["chunk"])}
+    cache = conf["cache"]
+    view = RegistryView(store, pointer_seconds=float(cache["pointer_seconds"] if pointer_seconds is None
+                                                     else pointer_seconds),
+                        versions=int(cache["versions"]), derived=int(cache["manifests"]),
+                        resolutions=int(cache["resolutions"]))  # fmt: skip
+    metrics = Metrics()
+    routes = _routes(metrics)
+    app = Starlette(routes=routes, exception_handlers={PackagerError: _packager_error, HTTPException: _http_error,
+                                                       Exception: _internal_error},
+                    middleware=[Middleware(MetricsMiddleware, metrics=metrics,
+                                           routes={r.endpoint: r.path for r in routes})])  # fmt: skip
+    app.state.service = Service(view=view, tokens=Tokens(tokens), keys=keys, base_url=base_url.rstrip("/"),
+                                telemetry=TelemetrySink(store, telemetry), limits=limits)  # fmt: skip
+    return app
+
+
+def _routes(metrics: Metrics) -> list[Route]:
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics.render, methods=["GET"]),
+        Route("/openapi.json", openapi_route, methods=["GET"]),
+        Route("/v1/models/{m}/manifest", reads.manifest, methods=["GET"]),
+        Route("/v1/models/{m}/resolve", reads.resolve_route, methods=["POST"]),
+        Route("/v1/models/{m}/versions", writes.publish, methods=["POST"]),
+        Route("/v1/models/{m}/versions/{v}", reads.version_document, methods=["GET"]),
+        Route("/v1/models/{m}/channels/{c}", reads.pointer_document, methods=["GET"]),
+        Route("/v1/models/{m}/channels/{c}", writes.rollout, methods=["PUT"]),
+        Route("/v1/models/{m}/channels/{c}/rollback", writes.rollback, methods=["POST"]),
+        Route("/v1/artifacts/{sha256}", reads.artifact, methods=["GET"]),
+        Route("/v1/tuf/{name}", reads.tuf_metadata, methods=["GET"]),
+        Route("/v1/telemetry", writes.telemetry, methods=["POST"]),
+    ]  # fmt: skip
+
+
+async def healthz(request: Request) -> Response:
+    svc = service(request)
+    signed = await run_in_threadpool(svc.view.signed)
+    return json_response({"status": "ok", "registry": svc.view.store.url, "signed": signed},
+                         headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+async def openapi_route(request: Request) -> Response:
+    return json_response(openapi())
+
+
+async def _packager_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PackagerError)
+    error = as_service_error(exc)
+    if error.status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc.one_line())
+    return error_response(error.status, error.code, error.message, error.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    headers: dict[str, Any] = dict(exc.headers or {})
+    return error_response(exc.status_code, code, str(exc.detail), headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return error_response(500, "internal", f"internal error: {type(exc).__name__}")

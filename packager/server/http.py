@@ -1,0 +1,133 @@
+"""HTTP plumbing shared by the routes: JSON and error responses, bounded bodies, ETags, Range."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from packager.errors import (
+    ConflictError,
+    InvalidNameError,
+    PackagerError,
+    ProfileError,
+    PublishError,
+    ServiceError,
+    SigningError,
+    UsageError,
+)
+from packager.resources import read_toml
+
+JSON = "application/json"
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+@cache
+def settings() -> dict[str, Any]:
+    """packager/resources/server.toml."""
+    return read_toml("server.toml")
+
+
+def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(body, status_code=status, media_type=JSON, headers=dict(headers or {}))
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def as_service_error(exc: PackagerError) -> ServiceError:
+    """A library error as the HTTP status a client can act on."""
+    if isinstance(exc, ServiceError):
+        return exc
+    text = exc.one_line()
+    table: list[tuple[type[PackagerError], int, str]] = [
+        (InvalidNameError, 400, "invalid_name"), (ProfileError, 422, "invalid_profile"),
+        (UsageError, 400, "bad_request"), (PublishError, 422, "unpublishable"),
+        (ConflictError, 409, "conflict"), (SigningError, 500, "signing"),
+    ]  # fmt: skip
+    for kind, status, code in table:
+        if isinstance(exc, kind):
+            return ServiceError(status, code, text)
+    return ServiceError(503, "registry_unavailable", text)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (before reading, when declared)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ServiceError(413, "too_large", f"the body is over the {limit} byte limit of this endpoint")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, "too_large", f"the body is over the {limit} byte limit of this endpoint")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    body = await read_body(request, limit)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ServiceError(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+
+
+def quoted(tag: str) -> str:
+    return f'"{tag}"'
+
+
+def etag_matches(header: str | None, tag: str) -> bool:
+    """Whether an If-None-Match header names ``tag`` (weak or strong) or is ``*``."""
+    if not header:
+        return False
+    for item in header.split(","):
+        item = item.strip()
+        if item == "*" or item.removeprefix("W/") == quoted(tag):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    length: int
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """One byte range of an object of ``size`` bytes; None means send it whole.
+
+    Several ranges, or a header that is not a byte range, are ignored (RFC 9110 allows it) and
+    the whole object is sent; a single range that cannot be satisfied is a 416.
+    """
+    if header is None or "," in header:
+        return None
+    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":  # suffix: the last N bytes
+        length = min(int(last), size)
+        if length == 0:
+            raise _unsatisfiable(size)
+        return ByteRange(size - length, length)
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None  # not a valid range-spec: ignored
+    if start >= size:
+        raise _unsatisfiable(size)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    return ByteRange(start, end - start + 1)
+
+
+def _unsatisfiable(size: int) -> ServiceError:
+    return ServiceError(416, "range_not_satisfiable", f"the range is outside the object's {size} bytes",
+                        headers={"Content-Range": f"bytes */{size}"})  # fmt: skip

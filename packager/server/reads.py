@@ -1,0 +1,177 @@
+"""Read endpoints: catalog (manifest), resolve, artifacts, TUF metadata and signed documents."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from packager.errors import ServiceError
+from packager.registry.names import artifact_key, pointer_key, version_key
+from packager.registry.profile import DeviceProfile
+from packager.registry.resolve import cohort, resolve
+from packager.registry.store import Store
+from packager.server.http import ByteRange, etag_matches, json_response, parse_range, quoted, read_json
+from packager.server.service import (
+    Service,
+    not_found,
+    path_name,
+    path_sha256,
+    query_channel,
+    service,
+)
+from packager.server.views import Channel
+
+_TUF_NAME = re.compile(r"(root|timestamp)\.json|[1-9][0-9]{0,8}\.(root|targets|snapshot)\.json")
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+MANIFEST_SCHEMA = 1
+
+
+async def _channel(svc: Service, model: str, channel: str) -> Channel:
+    hit, found = svc.view.fresh(model, channel)
+    if not hit:
+        found = await run_in_threadpool(svc.view.channel, model, channel)
+    if found is None:
+        raise not_found(f"model {model} has no channel {channel}", "publish a version first")
+    return found
+
+
+def _served_variant(svc: Service, variant: dict[str, Any]) -> dict[str, Any]:
+    files = [{**f, "url": svc.artifact_url(f["sha256"])} for f in variant["files"]]
+    return {**variant, "main": {**variant["main"], "url": svc.artifact_url(variant["main"]["sha256"])},
+            "files": files}  # fmt: skip
+
+
+def manifest_doc(svc: Service, found: Channel) -> dict[str, Any]:
+    """The catalog of a channel: every servable variant of its stable and candidate versions."""
+    pointer = found.pointer
+    versions = {name: {"model": doc["model"], "published": doc["published"], "cloud": doc.get("cloud"),
+                       "document": f"/v1/models/{pointer.model}/versions/{name}",
+                       "variants": [_served_variant(svc, v) for v in doc["variants"]]}
+                for name, doc in found.versions.items()}  # fmt: skip
+    tuf = None
+    if found.signed:
+        tuf = {"root": "/v1/tuf/root.json", "timestamp": "/v1/tuf/timestamp.json", "metadata": "/v1/tuf/{name}",
+               "pointer_target": pointer_key(pointer.model, pointer.channel),
+               "version_targets": {name: version_key(pointer.model, name) for name in found.versions},
+               "artifact_target": "artifacts/sha256/{sha256}"}  # fmt: skip
+    return {"schema": MANIFEST_SCHEMA, "model": pointer.model, "channel": pointer.channel,
+            "generation": pointer.generation, "stable": pointer.stable, "candidate": pointer.candidate,
+            "percent": pointer.percent, "pointer": f"/v1/models/{pointer.model}/channels/{pointer.channel}",
+            "versions": versions, "tuf": tuf}  # fmt: skip
+
+
+async def manifest(request: Request) -> Response:
+    svc = service(request)
+    model, channel = path_name(request, "model", "m"), query_channel(request)
+    found = await _channel(svc, model, channel)
+
+    def make() -> tuple[bytes, str]:
+        body = json_response(manifest_doc(svc, found)).body
+        return bytes(body), hashlib.sha256(body).hexdigest()
+
+    body, tag = svc.view.derived(("manifest", found.key, found.signed), make)
+    headers = {"ETag": quoted(tag), "Cache-Control": REVALIDATE}
+    if etag_matches(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def resolve_route(request: Request) -> Response:
+    svc = service(request)
+    model, channel = path_name(request, "model", "m"), query_channel(request)
+    profile = DeviceProfile.from_json(await read_json(request, svc.limits["json_body"]))
+    found = await _channel(svc, model, channel)
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def make() -> bytes:
+        resolution = resolve(found.pointer, found.versions, profile, now=now, artifact_url=svc.artifact_url)
+        return bytes(json_response(resolution.to_json()).body)
+
+    # A resolution depends on the device id only through its cohort: devices of one class share it
+    # (for the rest of this second, so that `expires` stays exact).
+    facts = json.dumps({**profile.to_json(), "device_id": None}, sort_keys=True)
+    key = (found.key, found.signed, cohort(found.pointer, profile.device_id), facts, now)
+    body = svc.view.resolution(key, make)
+    return Response(body, media_type="application/json", headers={"Cache-Control": "private, no-store"})
+
+
+async def artifact(request: Request) -> Response:
+    svc = service(request)
+    sha = path_sha256(request)
+    key = artifact_key(sha)
+    size = await run_in_threadpool(svc.view.store.size, key)
+    if size is None:
+        raise not_found(f"no artifact {sha}")
+    headers = {"ETag": quoted(sha), "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes"}
+    if etag_matches(request.headers.get("if-none-match"), sha):
+        return Response(status_code=304, headers=headers)
+    wanted = parse_range(request.headers.get("range"), size)
+    part = wanted or ByteRange(0, size)
+    headers["Content-Length"] = str(part.length)
+    status = 200
+    if wanted is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {part.start}-{part.start + part.length - 1}/{size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    chunks = _chunks(svc.view.store, key, part, svc.limits["artifact_chunk"])
+    return StreamingResponse(chunks, status_code=status, headers=headers, media_type="application/octet-stream")
+
+
+def _chunks(store: Store, key: str, part: ByteRange, chunk: int) -> Iterator[bytes]:
+    """The bytes of ``part``, read from the store a chunk at a time (never the whole file)."""
+    offset, left = part.start, part.length
+    while left > 0:
+        data = store.get_range(key, offset, min(chunk, left))
+        if not data:
+            raise ServiceError(500, "artifact_truncated", f"{key} ended early at byte {offset}")
+        offset, left = offset + len(data), left - len(data)
+        yield data
+
+
+async def tuf_metadata(request: Request) -> Response:
+    svc = service(request)
+    name = str(request.path_params["name"])
+    if not _TUF_NAME.fullmatch(name):
+        raise not_found(f"no TUF metadata named {name[:80]!r}",
+                        "names are root.json, timestamp.json and <n>.root|targets|snapshot.json")  # fmt: skip
+    blob = await run_in_threadpool(svc.view.store.get, f"tuf/{name}")
+    if blob is None:
+        raise not_found(f"this registry has no tuf/{name}", "an unsigned registry has no TUF metadata")
+    mutable = name in ("root.json", "timestamp.json")
+    return _document(request, blob.data, REVALIDATE if mutable else IMMUTABLE)
+
+
+async def version_document(request: Request) -> Response:
+    """The version document's exact stored bytes (what the TUF targets metadata signs)."""
+    svc = service(request)
+    model, version = path_name(request, "model", "m"), path_name(request, "version", "v")
+    blob = await run_in_threadpool(svc.view.store.get, version_key(model, version))
+    if blob is None:
+        raise not_found(f"model {model} has no version {version}")
+    return _document(request, blob.data, IMMUTABLE)
+
+
+async def pointer_document(request: Request) -> Response:
+    """The channel pointer of record, as the bytes its signed copy holds."""
+    svc = service(request)
+    model, channel = path_name(request, "model", "m"), path_name(request, "channel", "c")
+    found = await _channel(svc, model, channel)
+    return _document(request, found.key.encode(), REVALIDATE)
+
+
+def _document(request: Request, data: bytes, cache_control: str) -> Response:
+    tag = hashlib.sha256(data).hexdigest()
+    headers = {"ETag": quoted(tag), "Cache-Control": cache_control}
+    if etag_matches(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="application/json", headers=headers)

@@ -1,0 +1,138 @@
+"""What the server reads from a store, cached in memory and kept stateless over it.
+
+Version documents are immutable: cached until evicted. The channel pointer is the one of record
+(the signed one on a signed registry, through ``packager.registry.channels``) and is read again
+once it is older than ``pointer_seconds`` or after this server wrote to the channel; the TUF
+state behind it is re-read only when the timestamp's etag changes. Derived documents (the
+manifest, its ETag) are keyed by the pointer's bytes, so a new generation invalidates them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from packager.errors import ServiceError
+from packager.registry import channels, signing
+from packager.registry.docs import Pointer, canonical_json
+from packager.registry.names import version_key
+from packager.registry.store import Store
+
+
+class _Lru(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Channel:
+    """A channel as served: its pointer, the documents of its versions, and a stable key."""
+
+    pointer: Pointer
+    versions: Mapping[str, Mapping[str, Any]]
+    key: str  # canonical bytes of the pointer: changes with every generation
+    signed: bool  # the registry has TUF metadata
+
+
+class RegistryView:
+    """Cached reads of one store; safe to share between threads."""
+
+    def __init__(self, store: Store, *, pointer_seconds: float, versions: int, derived: int, resolutions: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.store = store
+        self.pointer_seconds = pointer_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._versions = _Lru(versions)
+        self._derived = _Lru(derived)
+        self._resolutions = _Lru(resolutions)
+        self._channels: dict[tuple[str, str], tuple[float, Channel | None]] = {}
+        self._state: tuple[str | None, signing.RepoState | None] = ("", None)
+
+    def signed(self) -> bool:
+        return self._repo_state() is not None
+
+    def _repo_state(self) -> signing.RepoState | None:
+        timestamp = self.store.get(signing.TIMESTAMP_KEY)
+        etag = timestamp.etag if timestamp else None
+        if etag is not None and etag == self._state[0]:
+            return self._state[1]
+        state = signing.read_state(self.store)
+        if etag is not None:  # keys init before its first commit: read again next time
+            self._state = (etag, state)
+        return state
+
+    def version(self, model: str, version: str) -> Mapping[str, Any] | None:
+        key = (model, version)
+        with self._lock:
+            if key in self._versions:
+                return dict.__getitem__(self._versions, key)  # type: ignore[no-any-return]
+        blob = self.store.get(version_key(model, version))
+        if blob is None:
+            return None
+        with self._lock:
+            return self._versions.put(key, json.loads(blob.data))  # type: ignore[no-any-return]
+
+    def fresh(self, model: str, channel: str) -> tuple[bool, Channel | None]:
+        """(True, the cached channel) while the cache is fresh, else (False, None): no store read."""
+        cached = self._channels.get((model, channel))
+        if cached is not None and self.clock() - cached[0] < self.pointer_seconds:
+            return True, cached[1]
+        return False, None
+
+    def channel(self, model: str, channel: str) -> Channel | None:
+        """The channel of record, or None when nothing was published to it."""
+        now = self.clock()
+        cached = self._channels.get((model, channel))
+        if cached is not None and now - cached[0] < self.pointer_seconds:
+            return cached[1]
+        state = self._repo_state()
+        pointer = channels.current(self.store, model, channel, state)[0]
+        found = None
+        if pointer.stable is not None:
+            names = [v for v in (pointer.stable, pointer.candidate) if v is not None]
+            docs = {name: self.version(model, name) for name in names}
+            missing = [name for name, doc in docs.items() if doc is None]
+            if missing:
+                raise ServiceError(503, "registry_inconsistent",
+                                   f"{model}/{channel} points at version {missing[0]}, which is missing")  # fmt: skip
+            found = Channel(pointer=pointer, versions={k: v for k, v in docs.items() if v is not None},
+                            key=canonical_json(pointer.to_json()).decode(), signed=state is not None)  # fmt: skip
+        self._channels[(model, channel)] = (now, found)
+        return found
+
+    def forget(self, model: str) -> None:
+        """Drop the cached pointers of ``model`` (after this server changed one of them)."""
+        for key in [k for k in self._channels if k[0] == model]:
+            self._channels.pop(key, None)
+
+    def resolution(self, key: Any, make: Callable[[], bytes]) -> bytes:
+        """A resolution's bytes, shared by the devices of one class and cohort (see reads.py)."""
+        with self._lock:
+            if key in self._resolutions:
+                return dict.__getitem__(self._resolutions, key)  # type: ignore[no-any-return]
+        value = make()
+        with self._lock:
+            return self._resolutions.put(key, value)  # type: ignore[no-any-return]
+
+    def derived(self, key: Any, make: Callable[[], Any]) -> Any:
+        """A value computed once per ``key`` (e.g. a manifest per pointer generation)."""
+        with self._lock:
+            if key in self._derived:
+                return dict.__getitem__(self._derived, key)
+        value = make()
+        with self._lock:
+            return self._derived.put(key, value)
