@@ -537,8 +537,11 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
                             const int shift = kw * dw - pl;
                             const int lo = shift < 0 ? (-shift < OW ? -shift : OW) : 0;
                             const int hi = Wd - shift < OW ? (Wd - shift > lo ? Wd - shift : lo) : OW;
+                            const float *restrict src = x + (size_t)ih * Wd + shift;
                             for (int ow = 0; ow < lo; ++ow) r[ow] = 0.0f;
-                            memcpy(r + lo, x + (size_t)ih * Wd + lo + shift, (size_t)(hi - lo) * sizeof(float));
+                            /* "+ 0.0f" keeps gcc from turning these short copies into memcpy calls,
+                               which cost more than the copy (it only turns -0.0 into +0.0). */
+                            for (int ow = lo; ow < hi; ++ow) r[ow] = src[ow] + 0.0f;
                             for (int ow = hi; ow < OW; ++ow) r[ow] = 0.0f;
                             continue;
                         }
