@@ -6,7 +6,10 @@
 
 #define PK_MAX_DIMS 8
 
-/* Y[M,N] = alpha * op(A) op(B) + beta * C (C broadcast as [N], [M,N], [1] or absent). */
+static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, float alpha, float beta, int c_kind);
+
+/* Y[M,N] = alpha * op(A) op(B) + beta * C (C broadcast as [N], [M,N], [1], [M,1] or absent):
+   the general loop, for a transposed A or a transposed B that is not a constant. */
 static void pk_gemm(const float *restrict A, const float *restrict B, const float *restrict C, float *restrict Y,
                     int M, int N, int K, int transA, int transB, float alpha, float beta, int c_kind) {
     for (int m = 0; m < M; ++m) {
@@ -21,15 +24,8 @@ static void pk_gemm(const float *restrict A, const float *restrict B, const floa
                 for (int n = 0; n < N; ++n) y[n] += a * b[n];
             }
         }
-        for (int n = 0; n < N; ++n) {
-            float c = 0.0f;
-            if (c_kind == 1) c = C[n];
-            else if (c_kind == 2) c = C[(size_t)m * N + n];
-            else if (c_kind == 3) c = C[0];
-            else if (c_kind == 4) c = C[m];
-            y[n] = alpha * y[n] + beta * c;
-        }
     }
+    pk_bias(Y, C, M, N, alpha, beta, c_kind);
 }
 
 /* Elementwise binary op over a broadcast: strides are 0 along broadcast dims. */
