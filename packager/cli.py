@@ -531,3 +531,75 @@ def token_add(model: str, tokens: Path, note: str) -> None:
 
     click.echo(add_token(tokens, model, note=note))
     click.echo(f"stored (hashed) in {tokens}; it is not shown again", err=True)
+
+
+# --- the device client -----------------------------------------------------------------------
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "packager"
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--server", required=True, envvar="PACKAGER_SERVER", help="The manifest server's URL.")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Cache folder (default: $XDG_CACHE_HOME/packager or ~/.cache/packager).")  # fmt: skip
+@click.option("--profile", "profile_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="A DeviceProfile JSON file (default: this host, detected).")  # fmt: skip
+@click.option("--root", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The registry's TUF root.json to pin: every document and artifact is verified.")  # fmt: skip
+@_channel_option
+@click.option("--predict", "samples", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Load the model and run one prediction on this .npz (input name -> array).")  # fmt: skip
+def fetch(model: str, server: str, cache_dir: Path | None, profile_file: Path | None, root: Path | None,
+          channel: str, samples: Path | None) -> None:  # fmt: skip
+    """Resolve MODEL for this device, download, verify and install the chosen variant.
+
+    \b
+    Examples:
+      packager fetch digits --server http://127.0.0.1:8080 --root keys/root.json
+      packager fetch digits --server http://127.0.0.1:8080 --profile phone.json --cache ./cache
+      packager fetch digits --server http://127.0.0.1:8080 --predict samples.npz
+    """
+    import json
+
+    from packager.client import Client
+
+    profile = None
+    if profile_file is not None:
+        try:
+            profile = json.loads(profile_file.read_text())
+        except ValueError as exc:
+            raise click.BadParameter(f"{profile_file} is not JSON: {exc}", param_hint="--profile") from exc
+    cache = cache_dir or _default_cache()
+    with Client(server, model, cache_dir=cache, profile=profile, channel=channel, root=root) as client:
+        if samples is None:
+            done = client.fetch()
+            click.echo(f"{model} {done.version}: {done.variant['id']} ({done.variant['runtime']['name']}), "
+                       f"{done.downloaded} bytes downloaded")  # fmt: skip
+            for original, path in done.files.paths.items():
+                click.echo(f"  {original} -> {path}")
+            return
+        loaded = client.load()
+        try:
+            _print_prediction(loaded, samples)
+        finally:
+            loaded.close()
+
+
+def _print_prediction(loaded: Any, samples: Path) -> None:
+    import numpy as np
+
+    where = f"{loaded.variant} in {loaded.runtime}" if loaded.source == "local" else loaded.runtime
+    click.echo(f"{loaded.model} {loaded.version}: {loaded.source}, {where}{' (offline)' if loaded.offline else ''}")
+    with np.load(samples) as data:
+        inputs = {name: data[name] for name in data.files}
+    outputs = loaded.predict(inputs)
+    for name, value in outputs.items():
+        line = f"  {name}: {value.dtype} {list(value.shape)}"
+        if value.size and np.issubdtype(value.dtype, np.number):
+            line += f", min {value.min():.4g}, max {value.max():.4g}, mean {value.mean():.4g}"
+        if value.ndim == 2 and value.shape[1] > 1:
+            line += f", argmax of the first rows {value.argmax(axis=1)[:8].tolist()}"
+        click.echo(line)

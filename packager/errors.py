@@ -165,3 +165,46 @@ class ServiceError(PackagerError):
         self.status = status
         self.code = code
         self.headers = headers or {}
+
+
+class ClientError(PackagerError):
+    """The device client could not resolve, download, verify or load a model."""
+
+    exit_code = 14
+    hint = "check --server and that the model is published (`curl SERVER/v1/models/MODEL/manifest`)"
+
+
+class OfflineError(ClientError):
+    """The manifest server cannot be reached and nothing was installed before."""
+
+    hint = "connect once so the client can install a variant; later starts use it when offline"
+
+
+class DownloadError(ClientError):
+    """An artifact download failed or was cut off (what arrived is kept and resumed next time)."""
+
+    hint = "check the network and run it again: the download resumes where it stopped"
+
+
+class IntegrityError(ClientError):
+    """Downloaded bytes whose sha256 or length is not the one the registry promised."""
+
+    hint = "the bytes were corrupted or tampered with on the way or in the store; they were deleted"
+
+
+class LoadError(ClientError):
+    """A variant installed but its runtime could not load or run it."""
+
+    hint = "install the runtime the variant needs, or pass a profile without it so another variant is chosen"
+
+
+class NoVariantError(ClientError):
+    """No variant of the resolution, and no cloud endpoint, could be used."""
+
+    hint = "see the reasons listed; publish a variant this device can run, or configure a cloud endpoint"
+
+
+class CloudError(ClientError):
+    """The cloud inference endpoint (Open Inference Protocol v2) failed or refused a request."""
+
+    hint = "check the endpoint's URL in the published version (publish --cloud-url) and that it is up"
