@@ -47,7 +47,7 @@ def test_digits_example_trains_exports_and_builds(tmp_path: Path) -> None:
 
 
 def _check_samconfig_deploys_the_example(dist: Path, tmp_path: Path) -> None:
-    """The repository's samconfig.toml names the template `make demo` writes; sam reads it."""
+    """The repository's samconfig.toml (its `digits` config) names the template `make demo` writes."""
     import shutil
 
     from packager.tools import sam
@@ -58,7 +58,7 @@ def _check_samconfig_deploys_the_example(dist: Path, tmp_path: Path) -> None:
     (root / "examples" / "digits" / "dist").symlink_to(dist)
     tool = sam.find("sam")
     assert tool is not None, "`make setup` installs the SAM CLI"
-    done = subprocess.run([str(tool), "validate", "--config-file", "samconfig.toml"], cwd=root, env=sam.offline_env(),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    command = [str(tool), "validate", "--config-file", "samconfig.toml", "--config-env", "digits"]
+    done = subprocess.run(command, cwd=root, env=sam.offline_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "is a valid SAM Template" in done.stdout + done.stderr
