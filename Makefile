@@ -1,5 +1,7 @@
 # Two entry points, both from a fresh clone:
-#   make demo   set up .venv, train the digits example, build every target, print the report path
+#   make demo   set up .venv, train the digits example, build every target, publish it into a local
+#               registry and serve it on 127.0.0.1:$(PORT) with a browser demo page (Ctrl-C stops);
+#               make demo SERVE=0 stops after publishing (for scripts), make demo PORT=9000 moves it
 #   make test   set up .venv, lint, type-check and run the test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -16,8 +18,13 @@ NODE_STAMP := node_modules/.installed
 # compiler (static-lib's cross = "aarch64", lambda-zip's native engine for arm64), and wrk and
 # nginx (bench/manifest_server.py).
 SYSTEM_TOOLS := cmake:cmake aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu wrk:wrk nginx:nginx-light
+# The demo's registry (the embedded default: a folder; git-ignored) and where `make demo` serves it.
+DEMO_REGISTRY := examples/digits/registry
+HOST ?= 127.0.0.1
+PORT ?= 8080
+SERVE ?= 1
 
-.PHONY: setup system-tools demo test lint bench clean
+.PHONY: setup system-tools demo demo-build demo-publish test lint bench clean
 
 setup: system-tools $(STAMP) $(AWS_STAMP) $(NODE_STAMP)
 
@@ -46,12 +53,29 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-demo: setup
+demo: demo-publish
+	@if [ "$(SERVE)" != 0 ]; then \
+	  echo ""; \
+	  echo "demo page (the browser loader, /v1/client.js): http://$(HOST):$(PORT)/demo/digits"; \
+	  echo "resolve:  curl -s -X POST http://$(HOST):$(PORT)/v1/models/digits/resolve -d '{\"platform\": \"web\", \"runtimes\": {\"onnxruntime-web\": \"1.30\"}}'"; \
+	  echo "serving until Ctrl-C"; \
+	  exec $(BIN)/packager serve --registry $(DEMO_REGISTRY) --host $(HOST) --port $(PORT); \
+	fi
+
+demo-build: setup
 	cd examples/digits && ../../$(BIN)/python train.py
 	cd examples/digits && ../../$(BIN)/packager build build/digits.keras --samples build/samples.npz --out dist
 
+# Versions are immutable: a rebuild differs from the version already published (timings at
+# least), so a second run keeps the published one (exit 12 is packager's ConflictError).
+demo-publish: demo-build
+	@out=$$($(BIN)/packager publish examples/digits/dist --registry $(DEMO_REGISTRY) 2>&1); status=$$?; \
+	if [ $$status -eq 12 ]; then \
+	  echo "digits is already published in $(DEMO_REGISTRY) by an earlier make demo: kept (rm -rf $(DEMO_REGISTRY) to publish this build)"; \
+	else echo "$$out"; exit $$status; fi
+
 # Size and speed of the demo's variants as ratios to fp32, measured in one run.
-bench: demo
+bench: demo-build
 	$(BIN)/python bench/onnx_variants.py examples/digits/dist/digits/1
 
 lint: setup
@@ -63,4 +87,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) $(AWS_VENV) node_modules examples/digits/build examples/digits/dist
+	rm -rf $(VENV) $(AWS_VENV) node_modules examples/digits/build examples/digits/dist $(DEMO_REGISTRY)

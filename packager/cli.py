@@ -483,8 +483,10 @@ def keys_init(keys_dir: Path, registry: str) -> None:
 @click.option("--base-url", default="", help="Public URL prefix for artifact URLs in resolutions (default: relative).")
 @click.option("--telemetry", type=click.Path(path_type=Path, dir_okay=False),
               help="Append device telemetry to this JSON Lines file (default: the store's telemetry/).")  # fmt: skip
+@click.option("--cors-origin", "cors_origins", multiple=True, default=("*",), show_default=True,
+              help="Origin of pages whose browser loader may call the read API (repeatable).")  # fmt: skip
 def serve(registry: str, host: str, port: int, tokens: Path | None, keys: Path | None, base_url: str,
-          telemetry: Path | None) -> None:  # fmt: skip
+          telemetry: Path | None, cors_origins: tuple[str, ...]) -> None:  # fmt: skip
     """Serve a registry over HTTP: catalog, per-device resolve, artifacts, TUF metadata, writes.
 
     One process, one event loop (uvicorn with uvloop and httptools); the server keeps no state of
@@ -508,7 +510,8 @@ def serve(registry: str, host: str, port: int, tokens: Path | None, keys: Path |
     from packager.server.app import create_app
 
     store = open_store(registry)
-    app = create_app(store, tokens=tokens, keys=keys, base_url=base_url, telemetry=telemetry)
+    app = create_app(store, tokens=tokens, keys=keys, base_url=base_url, telemetry=telemetry,
+                     cors_origins=cors_origins)
     writes = f"writes with tokens from {tokens}" if tokens else "read-only (no --tokens)"
     signed = "signed" if is_signed(store) else "unsigned"
     click.echo(f"packager serve: http://{host}:{port} serving {store.url} ({signed}; {writes})", err=True)

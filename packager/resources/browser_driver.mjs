@@ -3,6 +3,7 @@
 //   {"inputs": {name: {"shape": [...], "dtype": "float32", "data": [...]}}}
 // and one JSON line per request on stdout: {"outputs": {...}} or {"error": "..."}.
 // The first line written is {"ready": {...}} once the page says its model has loaded.
+// {"goto": URL} opens another page in the same profile (caches kept) and answers {"ready": ...}.
 import { createInterface } from "node:readline";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -35,6 +36,11 @@ for await (const line of lines) {
   if (!line.trim()) continue;
   try {
     const request = JSON.parse(line);
+    if (request.goto) {
+      await page.goto(request.goto);
+      write({ ready: await page.evaluate(() => window.packagerReady) });
+      continue;
+    }
     write({ outputs: await page.evaluate((inputs) => window.packagerPredict(inputs), request.inputs) });
   } catch (err) {
     write({ error: err.message, console: consoleLines.slice(-5) });

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from packager.errors import PackagerError
 from packager.registry import channels, signing
 from packager.registry.store import Store
-from packager.server import reads, writes
+from packager.server import browser, reads, writes
 from packager.server.http import as_service_error, error_response, json_response, settings
 from packager.server.metrics import Metrics, MetricsMiddleware
 from packager.server.openapi import openapi
@@ -31,7 +31,8 @@ log = logging.getLogger("packager.server")
 
 
 def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = None, base_url: str = "",
-               telemetry: Path | None = None, pointer_seconds: float | None = None) -> Starlette:  # fmt: skip
+               telemetry: Path | None = None, pointer_seconds: float | None = None,
+               cors_origins: tuple[str, ...] = ("*",)) -> Starlette:  # fmt: skip
     """The HTTP API over ``store``.
 
     ``tokens``: the tokens file of the write API (None: writes are refused). ``keys``: the
@@ -39,6 +40,8 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     registry). ``base_url``: prefix of artifact URLs in resolutions (default: relative URLs).
     ``telemetry``: a JSON Lines file for device events (default: the store's telemetry/ prefix).
     ``pointer_seconds``: how long a read channel pointer is trusted (server.toml's default).
+    ``cors_origins``: the page origins whose browser loaders may call the read API (no cookies
+    are involved, so "*" is the default; writes carry a bearer token and get no CORS grant).
     """
     if keys is not None:
         channels.signers_for(store, signing.read_state(store), keys)  # refuse wrong keys at start-up
@@ -54,10 +57,21 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     app = Starlette(routes=routes, exception_handlers={PackagerError: _packager_error, HTTPException: _http_error,
                                                        Exception: _internal_error},
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics,
-                                           routes={r.endpoint: r.path for r in routes})])  # fmt: skip
+                                           routes={r.endpoint: r.path for r in routes}),
+                                _cors(cors_origins)])  # fmt: skip
     app.state.service = Service(view=view, tokens=Tokens(tokens), keys=keys, base_url=base_url.rstrip("/"),
                                 telemetry=TelemetrySink(store, telemetry), limits=limits)  # fmt: skip
     return app
+
+
+def _cors(origins: tuple[str, ...]) -> Middleware:
+    """Cross-origin reads for browser loaders: resolve (a JSON POST), catalogs, artifacts (ranged)."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    exposed = ["etag", "content-range", "content-length", "accept-ranges"]
+    return Middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
+                      allow_headers=["content-type", "range", "if-none-match"], expose_headers=exposed,
+                      max_age=600)  # fmt: skip
 
 
 def _routes(metrics: Metrics) -> list[Route]:
@@ -75,6 +89,9 @@ def _routes(metrics: Metrics) -> list[Route]:
         Route("/v1/artifacts/{sha256}", reads.artifact, methods=["GET"]),
         Route("/v1/tuf/{name}", reads.tuf_metadata, methods=["GET"]),
         Route("/v1/telemetry", writes.telemetry, methods=["POST"]),
+        Route("/v1/client.js", browser.client_route, methods=["GET"]),
+        Route("/demo/{m}", browser.demo_route, methods=["GET"]),
+        Route("/vendor/{package}/{file}", browser.vendor_route, methods=["GET"]),
     ]  # fmt: skip
 
 

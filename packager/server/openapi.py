@@ -283,6 +283,30 @@ def _writes() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _browser() -> dict[str, Any]:
+    text = {"schema": {"type": "string"}}
+    return {
+        "/v1/client.js": {"get": {
+            "operationId": "clientJs", "summary": "The browser loader: window.Packager.load(model, {server})",
+            "parameters": [_header("If-None-Match")],
+            "responses": {"200": {"description": "the script", "headers": ETAG, "content": {"text/javascript": text}},
+                          **NOT_MODIFIED}}},
+        "/demo/{m}": {"get": {
+            "operationId": "demoPage", "summary": "A page that loads the model with the runtime and /v1/client.js",
+            "parameters": [_path("m", NAME), {"name": "runtime", "in": "query", "required": False,
+                                              "schema": {"type": "string", "enum": ["tfjs", "onnxruntime-web"]}}],
+            "responses": {"200": {"description": "the page", "content": {"text/html": text}}, **_errors(400)}}},
+        "/vendor/{package}/{file}": {"get": {
+            "operationId": "vendorRuntime",
+            "summary": "For the demo page only: tf.js or onnxruntime-web from this checkout's node_modules",
+            "parameters": [_path("package", {"type": "string", "enum": ["tfjs", "onnxruntime-web"]}),
+                           _path("file", {"type": "string", "maxLength": 64})],
+            "responses": {"200": {"description": "the runtime file", "content": {
+                "text/javascript": text, "application/wasm": {"schema": {"type": "string", "format": "binary"}}}},
+                          **_errors(404)}}},
+    }  # fmt: skip
+
+
 def _service() -> dict[str, Any]:
     return {
         "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness and the registry it serves",
@@ -303,7 +327,7 @@ def openapi() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "packager manifest server", "version": __version__,
                  "description": "Catalog, per-device resolution, artifacts, TUF metadata, rollouts, telemetry."},
-        "paths": {**_reads(), **_writes(), **_service()},
+        "paths": {**_reads(), **_writes(), **_browser(), **_service()},
         "components": {"schemas": _schemas(),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }  # fmt: skip

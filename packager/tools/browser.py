@@ -78,18 +78,22 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 class BrowserPage:
-    """A static folder served on 127.0.0.1 and one page of it open in headless Chromium."""
+    """A static folder served on 127.0.0.1 and one page of it open in headless Chromium; or, with
+    ``folder=None``, the page at the URL ``page`` (served by someone else)."""
 
-    def __init__(self, folder: Path, page: str) -> None:
+    def __init__(self, folder: Path | None, page: str) -> None:
         chromium, node = find_chromium(), shutil.which("node")
         if chromium is None:
             raise RuntimeUnavailable("no Chromium here (apt-get install chromium) to run the page in")
         if node is None or node_modules() is None:
             raise RuntimeUnavailable("no Node.js with playwright-core here (npm ci) to drive Chromium")
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        self.server = QuietServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{self.server.server_address[1]}/{page}"
+        self.server: QuietServer | None = None
+        url = page
+        if folder is not None:
+            handler = functools.partial(_QuietHandler, directory=str(folder))
+            self.server = QuietServer(("127.0.0.1", 0), handler)
+            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+            url = f"http://127.0.0.1:{self.server.server_address[1]}/{page}"
         self.process = subprocess.Popen([node, str(DRIVER), url, chromium], cwd=ROOT, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         first = self._read()
@@ -98,6 +102,20 @@ class BrowserPage:
             raise RuntimeError(first.get("error", "the browser page failed") + _console(first))
         self.ready: dict[str, Any] = first["ready"]
         self.chromium = chromium_version(chromium)
+
+    def goto(self, url: str) -> dict[str, Any]:
+        """Open ``url`` in the same browser profile (its caches and storage kept); its ready value."""
+        answer = self._ask({"goto": url})
+        if "ready" not in answer:
+            raise RuntimeError(answer.get("error", "the browser page failed") + _console(answer))
+        self.ready = answer["ready"]
+        return self.ready
+
+    def _ask(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        return self._read()
 
     def _read(self) -> dict[str, Any]:
         assert self.process.stdout is not None
@@ -108,12 +126,9 @@ class BrowserPage:
         return json.loads(line)
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        assert self.process.stdin is not None
         payload = {name: {"shape": list(a.shape), "dtype": a.dtype.name, "data": a.reshape(-1).tolist()}
                    for name, a in inputs.items()}  # fmt: skip
-        self.process.stdin.write(json.dumps({"inputs": payload}) + "\n")
-        self.process.stdin.flush()
-        answer = self._read()
+        answer = self._ask({"inputs": payload})
         if "outputs" not in answer:
             raise RuntimeError(answer.get("error", "no answer from the page") + _console(answer))
         return {name: np.asarray(o["data"], dtype=o.get("dtype", "float32")).reshape(o["shape"])
@@ -127,8 +142,9 @@ class BrowserPage:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        self.server.shutdown()
-        self.server.server_close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
 
 
 def _console(answer: Mapping[str, Any]) -> str:

@@ -137,3 +137,14 @@ def test_healthz_and_metrics_count_requests_by_route_and_status(served: Served) 
     assert 'packager_http_requests_total{method="POST",route="/v1/models/{m}/resolve",status="200"}' in text
     assert 'packager_http_requests_total{method="POST",route="/v1/models/{m}/resolve",status="422"}' in text
     assert 'packager_http_request_seconds_bucket{le="0.005",method="POST",route="/v1/models/{m}/resolve"}' in text
+
+
+def test_cross_origin_reads_are_allowed_for_browser_loaders(served: Served) -> None:
+    origin = {"Origin": "https://app.example.com"}
+    asks = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    preflight = served.client.options("/v1/models/mlp/resolve", headers={**origin, **asks})
+    assert preflight.status_code == 200 and "POST" in preflight.headers["access-control-allow-methods"]
+    entry = _largest(served)
+    ranged = served.client.get(f"/v1/artifacts/{entry['sha256']}", headers={**origin, "Range": "bytes=0-9"})
+    assert ranged.status_code == 206 and ranged.headers["access-control-allow-origin"] == "*"
+    assert "content-range" in ranged.headers["access-control-expose-headers"].lower()

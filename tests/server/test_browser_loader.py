@@ -1,0 +1,235 @@
+"""The browser loader (/v1/client.js) in headless Chromium against a real server on 127.0.0.1.
+
+The registry holds a real ``-t ort-web`` build of the digits MLP (fp32 only, so that tampering
+with its one model file leaves no device fallback). The page is the server's own demo page: the
+runtime's script tag and client.js's, nothing else loaded. The cloud endpoint is a test double
+of the Open Inference Protocol: a Starlette app that runs the build's canonical ONNX in
+onnxruntime (with CORS, as a cross-origin endpoint must answer a browser).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import run_cli
+from server_helpers import run_server
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from packager.registry.names import artifact_key
+from packager.registry.publish import publish
+from packager.registry.store import LocalStore
+from packager.resources import template_path
+from packager.server import create_app
+from packager.tools import browser
+
+pytestmark = pytest.mark.skipif(browser.find_chromium() is None or browser.node_modules() is None,
+                                reason="needs Chromium and npm ci (playwright-core, onnxruntime-web)")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def web_build(tmp_path_factory: pytest.TempPathFactory, mlp_onnx: Path, mlp_samples: Path) -> Path:
+    out = tmp_path_factory.mktemp("web") / "dist"
+    result = run_cli("build", mlp_onnx, "-t", "ort-web", "--precision", "fp32", "--samples", mlp_samples,
+                     "--out", out)  # fmt: skip
+    assert result.code == 0, result.err
+    return out / "mlp" / "1"
+
+
+@pytest.fixture(scope="session")
+def tfjs_build(tmp_path_factory: pytest.TempPathFactory, mlp_onnx: Path, mlp_samples: Path) -> Path:
+    out = tmp_path_factory.mktemp("tfjs") / "dist"
+    result = run_cli("build", mlp_onnx, "-t", "tfjs", "--precision", "fp32", "--samples", mlp_samples, "--out", out)
+    assert result.code == 0, result.err
+    return out / "mlp" / "1"
+
+
+@dataclass
+class Oip:
+    url: str
+    calls: list[str]
+
+
+@pytest.fixture(scope="module")
+def oip(web_build: Path) -> Iterator[Oip]:
+    """A stand-in for the cloud endpoint: OIP v2 infer over the source model in onnxruntime."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(web_build / "source" / "model.onnx"), providers=["CPUExecutionProvider"])
+    calls: list[str] = []
+
+    async def infer(request: Request) -> JSONResponse:
+        calls.append(request.path_params["m"])
+        body = await request.json()
+        feeds = {t["name"]: np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]) for t in body["inputs"]}
+        names = [o.name for o in session.get_outputs()]
+        outputs = session.run(names, feeds)
+        return JSONResponse({"model_name": request.path_params["m"], "outputs": [
+            {"name": n, "shape": list(y.shape), "datatype": "FP32", "data": y.reshape(-1).tolist()}
+            for n, y in zip(names, outputs, strict=True)]})  # fmt: skip
+
+    app = Starlette(routes=[Route("/v2/models/{m}/infer", infer, methods=["POST"])],
+                    middleware=[Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["POST"],
+                                           allow_headers=["content-type"])])  # fmt: skip
+    with run_server(app) as url:
+        yield Oip(url=url, calls=calls)
+
+
+@dataclass
+class Web:
+    url: str
+    registry: Path
+    client: httpx.Client
+    paths: list[str]  # every request's path, in order
+
+    def downloads(self, sha256: str) -> int:
+        return self.paths.count(f"/v1/artifacts/{sha256}")
+
+
+def recording(app: Any, paths: list[str]) -> Any:
+    """``app`` behind an ASGI wrapper that records each request's path."""
+
+    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            paths.append(scope["path"])
+        await app(scope, receive, send)
+
+    return wrapper
+
+
+@pytest.fixture
+def web(web_build: Path, oip: Oip, tmp_path: Path) -> Iterator[Web]:
+    """A server of its own (tests change the store) over the build, cloud endpoint = the double."""
+    registry, paths = tmp_path / "registry", []
+    publish(web_build, LocalStore(registry), cloud_url=f"{oip.url}/v2/models/mlp")
+    with run_server(recording(create_app(LocalStore(registry)), paths)) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:  # fmt: skip
+        yield Web(url=url, registry=registry, client=client, paths=paths)
+
+
+@pytest.fixture
+def page(web: Web) -> Iterator[browser.BrowserPage]:
+    opened = browser.BrowserPage(None, f"{web.url}/demo/mlp?runtime=onnxruntime-web")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def reference(build: Path, count: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    samples, ref = np.load(build / "validation" / "samples.npz"), np.load(build / "validation" / "reference.npz")
+    return {k: v[:count] for k, v in samples.items()}, {k: v[:count] for k, v in ref.items()}
+
+
+def model_artifacts(web_build: Path) -> list[str]:
+    build = json.loads((web_build / "build.json").read_text())
+    return [f["sha256"] for v in build["variants"] for f in v["files"] if f["path"].endswith(".onnx")]
+
+
+def test_demo_page_has_only_the_runtime_and_loader_script_tags(web: Web) -> None:
+    html = web.client.get("/demo/mlp", params={"runtime": "onnxruntime-web"}).text
+    sources = re.findall(r'<script src="([^"]+)"></script>', html)
+    assert sources == ["/vendor/onnxruntime-web/ort.wasm.min.js", "/v1/client.js"]
+    assert html.count("<script") == 3  # the two tags and the page's own inline script
+
+
+def test_browser_loader_predicts_like_the_reference(web: Web, web_build: Path, page: browser.BrowserPage) -> None:
+    ready = page.ready
+    assert (ready["variant"], ready["runtime"], ready["source"]) == ("ort-web-fp32", "onnxruntime-web", "network")
+    assert ready["errors"] == []
+    inputs, expected = reference(web_build, 16)
+    got = page.predict(inputs)
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, atol=1e-4, rtol=1e-4)
+    assert (got[name].argmax(1) == want.argmax(1)).all()
+
+
+def test_browser_loader_loads_a_tfjs_graph_model_from_its_shards(tfjs_build: Path, tmp_path: Path) -> None:
+    publish(tfjs_build, LocalStore(tmp_path / "registry"))
+    with run_server(create_app(LocalStore(tmp_path / "registry"))) as url:
+        opened = browser.BrowserPage(None, f"{url}/demo/mlp?runtime=tfjs")
+        try:
+            assert (opened.ready["variant"], opened.ready["runtime"]) == ("tfjs-fp32", "tfjs")
+            inputs, expected = reference(tfjs_build, 4)  # a batch, though the graph model takes one row
+            got = opened.predict(inputs)
+        finally:
+            opened.close()
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, atol=1e-4, rtol=1e-4)
+
+
+def test_browser_loader_refuses_tampered_bytes_and_uses_the_cloud(web: Web, web_build: Path, oip: Oip) -> None:
+    for sha in model_artifacts(web_build):
+        path = web.registry / artifact_key(sha)
+        path.chmod(0o644)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    calls = len(oip.calls)
+    opened = browser.BrowserPage(None, f"{web.url}/demo/mlp?runtime=onnxruntime-web")
+    try:
+        ready = opened.ready
+        assert (ready["source"], ready["variant"]) == ("cloud", None)
+        assert len(ready["errors"]) == 1 and "sha256 mismatch" in ready["errors"][0], ready["errors"]
+        inputs, expected = reference(web_build, 4)
+        got = opened.predict(inputs)
+    finally:
+        opened.close()
+    assert len(oip.calls) > calls
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, atol=1e-4, rtol=1e-4)
+
+
+def test_browser_loader_second_load_comes_from_cache_storage(web: Web, web_build: Path,
+                                                            page: browser.BrowserPage) -> None:  # fmt: skip
+    (model,) = model_artifacts(web_build)
+    assert page.ready["source"] == "network"
+    assert web.downloads(model) == 1
+    resolves = web.paths.count("/v1/models/mlp/resolve")
+    again = page.goto(f"{web.url}/demo/mlp?runtime=onnxruntime-web")
+    assert (again["source"], again["variant"]) == ("cache", "ort-web-fp32")
+    assert web.paths.count("/v1/models/mlp/resolve") == resolves + 1  # the page did load again
+    assert web.downloads(model) == 1  # verified from Cache Storage: no second download
+
+
+def test_client_js_route_serves_the_template_with_an_etag(web: Web) -> None:
+    response = web.client.get("/v1/client.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.content == template_path("browser", "client.js").read_bytes()
+    tag = response.headers["etag"]
+    assert tag == f'"{hashlib.sha256(response.content).hexdigest()}"'
+    assert "max-age" in response.headers["cache-control"]
+    assert web.client.get("/v1/client.js", headers={"If-None-Match": tag}).status_code == 304
+
+
+@pytest.mark.parametrize("path", ["/vendor/onnxruntime-web/package.json", "/vendor/left-pad/index.js",
+                                  "/vendor/tfjs/..%2F..%2Fpackage.json"])  # fmt: skip
+def test_vendor_route_serves_only_the_listed_runtime_files(web: Web, path: str) -> None:
+    response = web.client.get(path)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_vendor_route_serves_wasm_with_its_media_type(web: Web) -> None:
+    response = web.client.get("/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/wasm"
+
+
+def test_openapi_lists_the_browser_routes(web: Web) -> None:
+    paths: dict[str, Any] = web.client.get("/openapi.json").json()["paths"]
+    assert {"/v1/client.js", "/demo/{m}", "/vendor/{package}/{file}"} <= set(paths)
