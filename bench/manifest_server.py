@@ -8,7 +8,9 @@ BUILD_DIR is a version folder holding build.json (default: a tiny onnx + static-
 tests' MLP, made in a temp folder). Both servers run one worker on 127.0.0.1; wrk (one thread)
 drives each in turn for the same duration and connections. Ours answers POST /resolve with a
 device profile (a wrk Lua script); nginx answers GET of a file holding the same response bytes.
-Needs wrk and nginx (`make system-tools`).
+A third server frames the result: a bare ASGI app on the same uvicorn (uvloop + httptools) that
+answers the same POST with the same bytes and does nothing else, the ceiling of any Python
+service on this stack with one worker. Needs wrk and nginx (`make system-tools`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = {"platform": "linux", "arch": "x86_64", "device_id": "bench-device", "memory_mb": 2048,
            "runtimes": {"onnxruntime": "1.20", "c": "c99"}, "latency_budget_ms": 5}  # fmt: skip
+FLOOR_APP = """
+RESPONSE = open(__file__.replace("floor.py", "www/resolve.json"), "rb").read()
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(RESPONSE)).encode())]
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": RESPONSE})
+"""
 NGINX_CONF = """daemon off;
 worker_processes 1;
 pid {tmp}/nginx.pid;
@@ -116,7 +132,7 @@ def main() -> None:
         ours_port, nginx_port = free_port(), free_port()
         serve = subprocess.Popen([sys.executable, "-m", "packager", "serve", "--registry", str(registry),
                                   "--port", str(ours_port)], env={**os.environ, "PYTHONHASHSEED": "0"})  # fmt: skip
-        nginx = None
+        nginx = floor = None
         try:
             url = f"http://127.0.0.1:{ours_port}/v1/models/mlp/resolve"
             body = json.dumps(PROFILE)
@@ -127,14 +143,23 @@ def main() -> None:
             nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)])
             static = f"http://127.0.0.1:{nginx_port}/resolve.json"
             assert wait_for(static, nginx) == response
+            (tmp / "floor.py").write_text(FLOOR_APP)
+            floor_port = free_port()
+            floor = subprocess.Popen([sys.executable, "-m", "uvicorn", "floor:app", "--app-dir", str(tmp), "--host",
+                                      "127.0.0.1", "--port", str(floor_port), "--loop", "uvloop", "--http",
+                                      "httptools", "--no-access-log", "--log-level", "warning"])  # fmt: skip
+            bare = f"http://127.0.0.1:{floor_port}/"
+            assert wait_for(bare, floor, body.encode()) == response
             script = tmp / "post.lua"
             script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
                               'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
             wrk(url, 2, args.connections, script)  # warm-up
             ours = wrk(url, args.seconds, args.connections, script)
             theirs = wrk(static, args.seconds, args.connections, None)
+            wrk(bare, 2, args.connections, script)
+            ceiling = wrk(bare, args.seconds, args.connections, script)
         finally:
-            for proc in (serve, nginx):
+            for proc in (serve, nginx, floor):
                 if proc is not None:
                     proc.terminate()
                     proc.wait(15)
@@ -146,6 +171,9 @@ def main() -> None:
         "ours": {k: v for k, v in ours.items() if k != "wrk"}, "nginx": {k: v for k, v in theirs.items() if k != "wrk"},
         "ratio_requests_per_s": round(ours["requests_per_s"] / theirs["requests_per_s"], 3),
         "ratio_p99": round(ours["p99_ms"] / theirs["p99_ms"], 3), "goal_ratio_requests_per_s": 0.5,
+        "python_floor": {k: v for k, v in ceiling.items() if k != "wrk"},
+        "ratio_python_floor_to_nginx": round(ceiling["requests_per_s"] / theirs["requests_per_s"], 3),
+        "ratio_ours_to_python_floor": round(ours["requests_per_s"] / ceiling["requests_per_s"], 3),
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
