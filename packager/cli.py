@@ -510,8 +510,7 @@ def serve(registry: str, host: str, port: int, tokens: Path | None, keys: Path |
     from packager.server.app import create_app
 
     store = open_store(registry)
-    app = create_app(store, tokens=tokens, keys=keys, base_url=base_url, telemetry=telemetry,
-                     cors_origins=cors_origins)
+    app = create_app(store, tokens=tokens, keys=keys, base_url=base_url, telemetry=telemetry, cors_origins=cors_origins)
     writes = f"writes with tokens from {tokens}" if tokens else "read-only (no --tokens)"
     signed = "signed" if is_signed(store) else "unsigned"
     click.echo(f"packager serve: http://{host}:{port} serving {store.url} ({signed}; {writes})", err=True)
