@@ -469,6 +469,27 @@ def keys_init(keys_dir: Path, registry: str) -> None:
     click.echo(f"root to pin in clients: {root.resolve()}")
 
 
+@keys.command("refresh")
+@click.option("--keys", "keys_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The folder `packager keys init` wrote.")  # fmt: skip
+@_registry_option
+def keys_refresh(keys_dir: Path, registry: str) -> None:
+    """Re-sign the registry's metadata with new expiry dates, changing nothing else.
+
+    The timestamp expires after 7 days (packager/resources/registry.toml), and clients then
+    refuse the registry as frozen. Publish, rollout and rollback re-sign it; for a registry that
+    sees none of those, run this from a schedule (daily), or let `packager serve --keys` do it.
+    """
+    from datetime import UTC, datetime
+
+    from packager.registry.signing import expires_at, refresh
+    from packager.registry.store import open_store
+
+    store = open_store(registry)
+    version = refresh(store, keys_dir, datetime.now(UTC))
+    click.echo(f"re-signed {store.url}: timestamp version {version}, expires {expires_at(store)}")
+
+
 # --- the manifest server and its tokens ------------------------------------------------------
 
 

@@ -205,3 +205,44 @@ def _existing_versions(store: Store) -> dict[str, int]:
         if match:
             found[match.group(2)] = max(found[match.group(2)], int(match.group(1)))
     return found
+
+
+def expires_at(store: Store) -> datetime | None:
+    """When the registry's signed state expires for clients (its timestamp's expiry), or None
+    when the registry is not signed or has no timestamp yet."""
+    from tuf.api.metadata import Metadata, Timestamp
+
+    timestamp = store.get(TIMESTAMP_KEY)
+    if timestamp is None:
+        return None
+    expires: datetime = Metadata[Timestamp].from_bytes(timestamp.data).signed.expires
+    return expires
+
+
+def refresh(store: Store, keys_dir: Path, now: datetime, *, attempts: int = 5) -> int:
+    """Re-sign the current targets, snapshot and timestamp with new versions and expiry dates.
+
+    Nothing a client is offered changes; only the dates move, so a registry that nobody
+    publishes to keeps verifying. Returns the new timestamp version.
+    """
+    from packager.errors import ConflictError
+
+    for _ in range(attempts):
+        state = read_state(store)
+        if state is None:
+            raise SigningError(f"{store.url} is not signed: there is nothing to refresh",
+                               hint="sign it first with `packager keys init`")  # fmt: skip
+        try:
+            return commit(store, load_signers(keys_dir, state.root), state, {}, now)
+        except ConflictError:
+            continue
+    raise SigningError(f"{store.url}: other writers kept changing the registry; refresh gave up")
+
+
+def needs_refresh(store: Store, now: datetime) -> bool:
+    """True when less than half of the timestamp's lifetime is left."""
+    expires = expires_at(store)
+    if expires is None:
+        return False
+    lifetime = timedelta(days=int(facts()["expiry_days"]["timestamp"]))
+    return expires - now < lifetime / 2

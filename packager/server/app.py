@@ -3,7 +3,11 @@ registry. Routes and their schemas are listed in ``packager.server.openapi``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +58,47 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
                         resolutions=int(cache["resolutions"]))  # fmt: skip
     metrics = Metrics()
     routes = _routes(metrics)
-    app = Starlette(routes=routes, exception_handlers={PackagerError: _packager_error, HTTPException: _http_error,
-                                                       Exception: _internal_error},
+    lifespan = _resigning(store, keys, float(conf["signing"]["refresh_check_seconds"])) if keys else None
+    handlers = {PackagerError: _packager_error, HTTPException: _http_error, Exception: _internal_error}
+    app = Starlette(lifespan=lifespan, routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics,
                                            routes={r.endpoint: r.path for r in routes}),
                                 _cors(cors_origins)])  # fmt: skip
     app.state.service = Service(view=view, tokens=Tokens(tokens), keys=keys, base_url=base_url.rstrip("/"),
                                 telemetry=TelemetrySink(store, telemetry), limits=limits)  # fmt: skip
     return app
+
+
+def _resigning(store: Store, keys: Path, every: float) -> Any:
+    """A lifespan that keeps the registry's TUF timestamp fresh while the server runs: checked
+    once before the first request, then every ``every`` seconds."""
+
+    async def once() -> None:
+        try:
+            if await run_in_threadpool(signing.needs_refresh, store, datetime.now(UTC)):
+                version = await run_in_threadpool(signing.refresh, store, keys, datetime.now(UTC))
+                log.warning("re-signed %s before its timestamp expired (timestamp version %d)", store.url, version)
+        except PackagerError as exc:  # logged and retried at the next check; serving goes on
+            log.error("could not re-sign %s: %s", store.url, exc)
+
+    async def forever() -> None:
+        while True:
+            await asyncio.sleep(every)
+            await once()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = None
+        if signing.is_signed(store):
+            await once()
+            task = asyncio.create_task(forever())
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+
+    return lifespan
 
 
 def _cors(origins: tuple[str, ...]) -> Middleware:

@@ -133,3 +133,45 @@ def test_verify_rejects_metadata_signed_by_another_root(signed: tuple[LocalStore
     other = init_keys(tmp_path / "other-keys", LocalStore(tmp_path / "other")).read_bytes()
     with pytest.raises(VerificationError):
         verify_metadata(store_fetch(store), other)
+
+
+def test_refresh_moves_expiry_and_changes_no_target(signed: tuple[LocalStore, Path, bytes]) -> None:
+    from packager.registry.signing import expires_at, needs_refresh, read_state, refresh
+
+    store, keys, root = signed
+    before = read_state(store)
+    assert not needs_refresh(store, NOW) and needs_refresh(store, NOW + timedelta(days=4))
+    refresh(store, keys, NOW + timedelta(days=5))
+    after = read_state(store)
+    assert after.targets.targets == before.targets.targets  # type: ignore[union-attr]
+    assert after.timestamp_version == before.timestamp_version + 1  # type: ignore[union-attr]
+    assert expires_at(store) > NOW + timedelta(days=11)  # type: ignore[operator]
+    # Without the refresh this is frozen metadata (the test above); with it, it verifies.
+    assert verify_store(store, root, now=NOW + timedelta(days=10)).timestamp_version == after.timestamp_version
+
+
+def test_refresh_needs_a_signed_registry_and_its_keys(signed: tuple[LocalStore, Path, bytes], tmp_path: Path) -> None:
+    from packager.registry.signing import refresh
+
+    with pytest.raises(SigningError, match="not signed"):
+        refresh(LocalStore(tmp_path / "empty"), tmp_path / "nokeys", NOW)
+    store, _, _ = signed
+    init_keys(tmp_path / "other", LocalStore(tmp_path / "other-reg"))
+    with pytest.raises(SigningError, match="not the one this registry's root trusts"):
+        refresh(store, tmp_path / "other", NOW)
+
+
+def test_server_with_keys_resigns_a_timestamp_past_half_its_life(built_mlp: Path, tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from packager.registry.signing import TIMESTAMP_KEY, expires_at
+    from packager.server.app import create_app
+
+    store = LocalStore(tmp_path / "reg")
+    keys = tmp_path / "keys"
+    init_keys(keys, store, now=NOW - timedelta(days=5))  # signed five days ago: two days left
+    old = store.get(TIMESTAMP_KEY).data  # type: ignore[union-attr]
+    with TestClient(create_app(store, keys=keys)) as client:  # the lifespan runs its first check
+        assert client.get("/healthz").status_code == 200
+    assert store.get(TIMESTAMP_KEY).data != old  # type: ignore[union-attr]
+    assert expires_at(store) > NOW + timedelta(days=6)  # type: ignore[operator]
