@@ -7,7 +7,8 @@ Version document (``models/<m>/versions/<v>.json``, schema 1)::
      "variants": [{"id", "target", "precision", "runtime": {"name", "min_version"},
                    "platforms": [...], "arch": [...] | null, "device": bool,
                    "main": {"path", "sha256", "bytes"}, "files": [{"path", "sha256", "bytes"}],
-                   "bytes", "fidelity", "latency_ms" | null, "peak_memory_mb" | null}],
+                   "bytes", "device_bytes" (what a device downloads), "fidelity", "latency_ms" | null,
+                   "peak_memory_mb" | null}],
      "withheld": [{"id", "reason"}]}
 
 Channel pointer (``models/<m>/channels/<c>.json``, schema 1)::
@@ -81,9 +82,21 @@ def variant_entry(variant: Mapping[str, Any]) -> dict[str, Any]:
         "runtime": {"name": variant["runtime"]["name"], "min_version": str(variant["runtime"]["min_version"])},
         "platforms": platforms, "arch": arch, "device": platforms != ["cloud"],
         "main": main, "files": files, "bytes": sum(f["bytes"] for f in files),
+        "device_bytes": sum(f["bytes"] for f in device_files(variant["runtime"]["name"], main, files)),
         "fidelity": variant["fidelity"], "latency_ms": variant.get("latency_ms"),
         "peak_memory_mb": variant.get("peak_memory_mb"),
     }  # fmt: skip
+
+
+def device_files(runtime: str, main: Mapping[str, Any], files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files of a variant a device downloads (registry.toml's device_files)."""
+    import fnmatch
+
+    patterns = facts()["device_files"].get(runtime)
+    if patterns is None:
+        return files
+    return [f for f in files if f is main or f["path"] == main["path"]
+            or any(fnmatch.fnmatch(f["path"].rsplit("/", 1)[-1], p) for p in patterns)]  # fmt: skip
 
 
 def version_document(build: Mapping[str, Any], *, cloud_url: str | None, published: datetime) -> dict[str, Any]:

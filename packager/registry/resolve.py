@@ -90,11 +90,16 @@ def failures(variant: Mapping[str, Any], profile: DeviceProfile) -> list[str]:
     memory = variant.get("peak_memory_mb")
     if profile.memory_mb is not None and memory is not None and memory > profile.memory_mb:
         failed.append("memory")
-    if profile.max_download_mb is not None and variant["bytes"] > profile.max_download_mb * MIB:
+    if profile.max_download_mb is not None and download_bytes(variant) > profile.max_download_mb * MIB:
         failed.append("download size")
-    if profile.storage_free_mb is not None and variant["bytes"] > profile.storage_free_mb * MIB:
+    if profile.storage_free_mb is not None and download_bytes(variant) > profile.storage_free_mb * MIB:
         failed.append("free storage")
     return failed
+
+
+def download_bytes(variant: Mapping[str, Any]) -> int:
+    """What a device downloads of a variant (documents published before device_bytes: all of it)."""
+    return int(variant.get("device_bytes", variant["bytes"]))
 
 
 def estimated_latency_ms(variant: Mapping[str, Any], profile: DeviceProfile) -> float | None:
@@ -112,7 +117,7 @@ def rank_key(variant: Mapping[str, Any], profile: DeviceProfile) -> tuple[Any, .
     fidelity = variant.get("fidelity") or {}
     err = fidelity.get("max_abs_err")
     return (not meets, fidelity.get("status") != "verified", math.inf if err is None else float(err),
-            variant["bytes"], variant["id"])  # fmt: skip
+            download_bytes(variant), variant["id"])  # fmt: skip
 
 
 def _default_url(sha256: str) -> str:
@@ -164,7 +169,8 @@ def _reason_fit(variant: Mapping[str, Any], profile: DeviceProfile, fit: int, to
     fidelity = variant["fidelity"]
     err = fidelity.get("max_abs_err")
     quality = fidelity["status"] + ("" if err is None else f", max abs err {err:.3g}")
-    return f"{variant['id']}: {fit} of {total} device variants fit; {timing}; {quality}; {variant['bytes']} bytes"
+    size = f"{download_bytes(variant)} bytes to download"
+    return f"{variant['id']}: {fit} of {total} device variants fit; {timing}; {quality}; {size}"
 
 
 def _reason_none(variants: list[Mapping[str, Any]], profile: DeviceProfile) -> str:

@@ -250,3 +250,27 @@ def test_resolve_chosen_variant_satisfies_every_constraint(data: dict[str, Any])
     if result.variant is None:
         assert result.cloud == CLOUD and result.reason
     assert resolve(POINTER, versions(), prof, now=NOW) == result  # deterministic
+
+
+def test_size_limits_count_what_a_device_downloads_not_the_demo_page() -> None:
+    from packager.registry.docs import variant_entry
+
+    def entry(path: str, size: int) -> dict[str, Any]:
+        return {"path": f"ort-web/ort-web-fp32/{path}", "sha256": (path.encode().hex() * 64)[:64], "bytes": size}
+
+    build_variant = {
+        "id": "ort-web-fp32", "target": "ort-web", "precision": "fp32",
+        "runtime": {"name": "onnxruntime-web", "min_version": "1.17"}, "main_file": "ort-web/ort-web-fp32/model.onnx",
+        "files": [entry("model.onnx", 60_000), entry("index.html", 3_000), entry("ort.wasm.min.js", 14_000_000)],
+        "fidelity": {"status": "verified", "max_abs_err": 1e-6}, "latency_ms": {"p50": 0.1},
+    }  # fmt: skip
+    doc = variant_entry(build_variant)
+    assert doc["device_bytes"] == 60_000 and doc["bytes"] == 14_063_000
+    profile = DeviceProfile.from_json({"platform": "web", "runtimes": {"onnxruntime-web": "1.30"},
+                                       "max_download_mb": 1})  # fmt: skip
+    assert failures(doc, profile) == []
+    tfjs = {**build_variant, "id": "tfjs-fp32", "runtime": {"name": "tfjs", "min_version": "4.0"},
+            "main_file": "ort-web/ort-web-fp32/model.json",
+            "files": [entry("model.json", 2_000), entry("group1-shard1of1.bin", 50_000), entry("layout.json", 100),
+                      entry("index.html", 3_000), entry("tf.min.js", 1_400_000)]}  # fmt: skip
+    assert variant_entry(tfjs)["device_bytes"] == 52_100
