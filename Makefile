@@ -15,9 +15,10 @@ AWS_STAMP := $(AWS_VENV)/.installed
 # Debian's Chromium to run them in (the set-up runs as root here; otherwise install it first).
 NODE_STAMP := node_modules/.installed
 # Debian tools the tests and benches drive: CMake (static-lib's CMakeLists.txt), the aarch64 cross
-# compiler (static-lib's cross = "aarch64", lambda-zip's native engine for arm64), and wrk and
-# nginx (bench/manifest_server.py).
-SYSTEM_TOOLS := cmake:cmake aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu wrk:wrk nginx:nginx-light
+# compiler and QEMU to run what it builds (static-lib's cross = "aarch64", lambda-zip's native
+# engine for arm64), and wrk and nginx (bench/manifest_server.py).
+SYSTEM_TOOLS := cmake:cmake aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user wrk:wrk \
+	nginx:nginx-light
 # The demo's registry (the embedded default: a folder; git-ignored) and where `make demo` serves it.
 DEMO_REGISTRY := examples/digits/registry
 HOST ?= 127.0.0.1

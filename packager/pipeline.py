@@ -249,7 +249,8 @@ def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelS
     batched = all(t.batched for t in spec.signature.inputs)
     try:
         fidelity = validate.fidelity(runner, spec.samples, spec.reference, tolerance, spec.task, batched)
-        latency = validate.latency(runner, spec.samples) if settings.latency else None
+        timed = settings.latency and getattr(runner, "measures_latency", True)  # not under an emulator
+        latency = validate.latency(runner, spec.samples) if timed else None
         details = runner.details() if hasattr(runner, "details") else {}
     except Exception as exc:  # the variant does not run: that is its verdict, not a crash
         fidelity = {"status": "failed", "runtime": runner.runtime_label,

@@ -5,8 +5,8 @@ Emits ``model.c`` (packager's own ONNX → C99 generator, see packager/codegen),
 by default), ``<prefix>.pc``, a ``Makefile`` and a ``CMakeLists.txt`` to rebuild from source, and
 ``example/main.c``. The library needs libc and libm only (checked). Validation loads the ``.so``
 with ctypes and runs the samples through ``<prefix>_run``. With ``cross = "aarch64"`` a second
-variant is compiled with Debian's aarch64-linux-gnu-gcc: a compile and link check only here,
-recorded as unverified.
+variant is compiled with Debian's aarch64-linux-gnu-gcc and validated under qemu-aarch64's
+user-mode emulation (unverified, with the reason, where QEMU is not installed).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from packager.spec import ModelSpec
 from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
 from packager.tools import elf
 from targets import onnx as onnx_target
+from targets._emulated import EmulatedRunner
 
 ALLOWED_LIBS = ("linux-vdso", "libc.so", "libm.so", "ld-linux")
 # Cross targets: the Debian cross compiler and a -march every such CPU runs (Armv8.0-A: a
@@ -83,20 +84,24 @@ class StaticLibTarget(Target):
             steps.append(_cross_step(options.cross, variant.main_file))
         return steps
 
-    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> CRunner:
-        built_for = elf.machine(variant_dir / main_file)
-        if built_for != host_arch():
-            raise RuntimeUnavailable(f"the library is built for {built_for} and this host is {host_arch()}: "
-                                     "compiled and linked only, its outputs are not checked")  # fmt: skip
-        return CRunner(variant_dir / main_file)
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> CRunner | EmulatedRunner:
+        library = variant_dir / main_file
+        built_for = elf.machine(library)
+        if built_for == host_arch():
+            return CRunner(library)
+        if built_for not in CROSS:
+            raise RuntimeUnavailable(f"the library is built for {built_for} and this host is {host_arch()}")
+        prefix = library.stem.removeprefix("lib")
+        outputs = header_outputs(prefix, (library.parent / f"{prefix}.h").read_text())
+        return EmulatedRunner(library, built_for, CROSS[built_for]["cc"], outputs)
 
 
 def _cross_step(arch: str, main_file: str) -> Step:
     facts = CROSS[arch]
-    note = f"cross-compiled with {facts['cc']}: compiled and linked here, not run"
+    note = f"cross-compiled with {facts['cc']}; checked here under qemu-user emulation when installed (no latency)"
     variant = VariantInfo(id=f"static-lib-{arch}-fp32", precision="fp32", runtime="c", min_version="c99",
                           main_file=main_file, arch=arch, notes=note)  # fmt: skip
-    description = f"compile with {facts['cc']} -O3 -march={facts['march']} (not run here)"
+    description = f"compile with {facts['cc']} -O3 -march={facts['march']}, run it under qemu-{arch}"
     return Step(name=variant.id, variant=variant, run=_cross_library, requires=("static-lib-model",),
                 description=description)  # fmt: skip
 
@@ -215,6 +220,12 @@ def shared_libs(library: Path) -> list[str]:
     return sorted(lines)
 
 
+def header_outputs(prefix: str, header: str) -> list[tuple[str, int, np.dtype]]:
+    """Every output the generated header lists: (name, values per sample, dtype), in order."""
+    pattern = rf"#define {prefix.upper()}_OUTPUT\d+_SIZE (\d+) /\* '(.*)' (int64|float32) \*/"
+    return [(name, int(size), np.dtype(dtype)) for size, name, dtype in re.findall(pattern, header)]
+
+
 class CRunner:
     """The compiled .so loaded with ctypes, called through its C API (``<prefix>_run``: every output)."""
 
@@ -229,9 +240,7 @@ class CRunner:
         self.run_fn = getattr(self.lib, f"{prefix}_run")
         self.run_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
         self.run_fn.restype = ctypes.c_int
-        header = (library.parent / f"{prefix}.h").read_text()
-        pattern = rf"#define {prefix.upper()}_OUTPUT\d+_SIZE (\d+) /\* '(.*)' (int64|float32) \*/"
-        self.outputs = [(name, int(size), np.dtype(dtype)) for size, name, dtype in re.findall(pattern, header)]
+        self.outputs = header_outputs(prefix, (library.parent / f"{prefix}.h").read_text())
         self.signature = json.loads(ctypes.c_char_p(self._call_str(f"{prefix}_signature")).value or b"{}")
         self.runtime_label = f"C library via ctypes ({_compiler()})"
 

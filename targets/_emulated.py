@@ -1,0 +1,102 @@
+"""A library compiled for another CPU, run here under QEMU's user-mode emulation.
+
+A cross-compiled static-lib variant (aarch64 on an x86_64 host) cannot be loaded into this
+process, but its machine code can run: a small harness is compiled with the same cross compiler,
+linked statically with ``lib<prefix>.a``, and run by ``qemu-<arch>`` on the samples, which it
+reads and writes as raw arrays. The emulator's timings say nothing about the real CPU, so the
+runner reports no latency.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from packager.target import RuntimeUnavailable
+
+EMULATORS = {"aarch64": "qemu-aarch64"}
+PACKAGES = {"aarch64": "qemu-user"}
+
+
+def _harness(prefix: str, outputs: list[tuple[str, int, np.dtype]]) -> str:
+    """C source: `harness` prints the signature; `harness IN OUT N` runs N samples."""
+    kinds = ["int64_t" if dtype == np.int64 else "float" for _, _, dtype in outputs]
+    up = prefix.upper()
+    lines = [
+        "#include <stdint.h>", "#include <stdio.h>", "#include <stdlib.h>", f'#include "{prefix}.h"',
+        "int main(int argc, char **argv) {",
+        f"    if (argc == 1) {{ puts({prefix}_signature()); return 0; }}",
+        "    if (argc != 4) return 2;",
+        "    const size_t n = strtoul(argv[3], 0, 10);",
+        f"    float *in = malloc(n * {up}_INPUT_SIZE * sizeof(float));",
+        "    FILE *f = fopen(argv[1], \"rb\");",
+        f"    if (!in || !f || fread(in, sizeof(float), n * {up}_INPUT_SIZE, f) != n * {up}_INPUT_SIZE) return 3;",
+        "    fclose(f);",
+    ]  # fmt: skip
+    for k, ((_, size, _), kind) in enumerate(zip(outputs, kinds, strict=True)):
+        lines.append(f"    {kind} *o{k} = malloc(n * {size} * sizeof({kind}));")
+    pointers = ", ".join(f"o{k}" for k in range(len(outputs)))
+    lines += [f"    void *outs[] = {{{pointers}}};", f"    if ({prefix}_run(in, n, outs, NULL) != 0) return 4;",
+              "    FILE *g = fopen(argv[2], \"wb\");", "    if (!g) return 5;"]  # fmt: skip
+    for k, ((_, size, _), kind) in enumerate(zip(outputs, kinds, strict=True)):
+        lines.append(f"    fwrite(o{k}, sizeof({kind}), n * {size}, g);")
+    lines += ["    return fclose(g) != 0;", "}", ""]
+    return "\n".join(lines)
+
+
+class EmulatedRunner:
+    """Runs ``lib<prefix>.a`` of another arch through a static harness under qemu-user."""
+
+    measures_latency = False
+
+    def __init__(self, library: Path, arch: str, cc: str, outputs: list[tuple[str, int, np.dtype]]) -> None:
+        emulator = shutil.which(EMULATORS.get(arch, f"qemu-{arch}"))
+        if emulator is None:
+            raise RuntimeUnavailable(f"the library is built for {arch}; running it here needs {EMULATORS.get(arch)} "
+                                     f"(apt-get install {PACKAGES.get(arch, 'qemu-user')}): compiled and linked only, "
+                                     "its outputs are not checked")  # fmt: skip
+        if shutil.which(cc) is None:
+            raise RuntimeUnavailable(f"the library is built for {arch}; its test harness needs {cc}")
+        prefix = library.stem.removeprefix("lib")
+        self.work = Path(tempfile.mkdtemp(prefix="packager-emulated-"))
+        self.outputs = outputs
+        (self.work / "harness.c").write_text(_harness(prefix, outputs))
+        done = subprocess.run([cc, "-std=c99", "-O2", "-static", f"-I{library.parent}", "-o", "harness", "harness.c",
+                               str(library.with_suffix(".a")), "-lm"], cwd=self.work, capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeUnavailable(f"the {arch} test harness did not build: {done.stderr.strip()[:200]}")
+        self.command = [emulator, str(self.work / "harness")]
+        self.signature = json.loads(self._run([]).stdout or "{}")
+        version = subprocess.run([emulator, "--version"], capture_output=True, text=True, check=False)
+        self.runtime_label = (f"C library for {arch} under {version.stdout.split(chr(10))[0].strip()} "
+                              f"user-mode emulation ({cc})")  # fmt: skip
+
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*self.command, *args], capture_output=True, text=True, check=False, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"the emulated harness failed ({done.returncode}): {done.stderr.strip()[:200]}")
+        return done
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        (x,) = inputs.values()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        (self.work / "in.bin").write_bytes(x.tobytes())
+        self._run([str(self.work / "in.bin"), str(self.work / "out.bin"), str(len(x))])
+        raw, offset, results = (self.work / "out.bin").read_bytes(), 0, {}
+        shapes = {o["name"]: o["shape"] for o in self.signature.get("outputs", [])}
+        for name, size, dtype in self.outputs:
+            count = len(x) * size
+            values = np.frombuffer(raw, dtype, count, offset)
+            offset += count * dtype.itemsize
+            results[name] = values.reshape([len(x), *shapes.get(name, ["batch", size])[1:]])
+        return results
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
