@@ -89,14 +89,15 @@ def variant_entry(variant: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def device_files(runtime: str, main: Mapping[str, Any], files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The files of a variant a device downloads (registry.toml's device_files)."""
+    """The files of a variant a device downloads (registry.toml's device_files; the main file
+    when no pattern matches)."""
     import fnmatch
 
     patterns = facts()["device_files"].get(runtime)
     if patterns is None:
         return files
-    return [f for f in files if f is main or f["path"] == main["path"]
-            or any(fnmatch.fnmatch(f["path"].rsplit("/", 1)[-1], p) for p in patterns)]  # fmt: skip
+    chosen = [f for f in files if any(fnmatch.fnmatch(f["path"].rsplit("/", 1)[-1], p) for p in patterns)]
+    return chosen or [dict(main)]
 
 
 def version_document(build: Mapping[str, Any], *, cloud_url: str | None, published: datetime) -> dict[str, Any]:

@@ -50,6 +50,7 @@ def test_publish_writes_the_version_document_schema(built_mlp: Path, tmp_path: P
     assert fp32["platforms"] == ["linux", "macos", "windows", "android", "ios"] and fp32["arch"] is None
     assert fp32["main"]["path"] == "onnx/onnx-fp32/model.onnx" and fp32["device"] is True
     assert fp32["fidelity"]["status"] == "verified" and fp32["bytes"] == fp32["main"]["bytes"]
+    assert fp32["device_bytes"] == fp32["main"]["bytes"]
 
 
 def test_publish_withholds_variants_that_failed_validation(build_with_failed_int8: Path, tmp_path: Path) -> None:

@@ -260,7 +260,7 @@ def test_size_limits_count_what_a_device_downloads_not_the_demo_page() -> None:
 
     build_variant = {
         "id": "ort-web-fp32", "target": "ort-web", "precision": "fp32",
-        "runtime": {"name": "onnxruntime-web", "min_version": "1.17"}, "main_file": "ort-web/ort-web-fp32/model.onnx",
+        "runtime": {"name": "onnxruntime-web", "min_version": "1.17"}, "main_file": "ort-web/ort-web-fp32/index.html",
         "files": [entry("model.onnx", 60_000), entry("index.html", 3_000), entry("ort.wasm.min.js", 14_000_000)],
         "fidelity": {"status": "verified", "max_abs_err": 1e-6}, "latency_ms": {"p50": 0.1},
     }  # fmt: skip
@@ -270,7 +270,7 @@ def test_size_limits_count_what_a_device_downloads_not_the_demo_page() -> None:
                                        "max_download_mb": 1})  # fmt: skip
     assert failures(doc, profile) == []
     tfjs = {**build_variant, "id": "tfjs-fp32", "runtime": {"name": "tfjs", "min_version": "4.0"},
-            "main_file": "ort-web/ort-web-fp32/model.json",
+            "main_file": "ort-web/ort-web-fp32/index.html",
             "files": [entry("model.json", 2_000), entry("group1-shard1of1.bin", 50_000), entry("layout.json", 100),
                       entry("index.html", 3_000), entry("tf.min.js", 1_400_000)]}  # fmt: skip
     assert variant_entry(tfjs)["device_bytes"] == 52_100
