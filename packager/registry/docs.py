@@ -77,27 +77,31 @@ def variant_entry(variant: Mapping[str, Any]) -> dict[str, Any]:
     main = next((f for f in files if f["path"] == main_path), None)
     if main is None:
         raise PublishError(f"variant {variant['id']}: main_file {main_path!r} is not in its files")
+    device = device_files(variant["runtime"]["name"], main, files)
+    if main not in device:  # a browser variant's main file is its demo page: devices load the model
+        main = device[0]
     return {
         "id": variant["id"], "target": variant["target"], "precision": variant["precision"],
         "runtime": {"name": variant["runtime"]["name"], "min_version": str(variant["runtime"]["min_version"])},
         "platforms": platforms, "arch": arch, "device": platforms != ["cloud"],
         "main": main, "files": files, "bytes": sum(f["bytes"] for f in files),
-        "device_bytes": sum(f["bytes"] for f in device_files(variant["runtime"]["name"], main, files)),
+        "device_bytes": sum(f["bytes"] for f in device),
         "fidelity": variant["fidelity"], "latency_ms": variant.get("latency_ms"),
         "peak_memory_mb": variant.get("peak_memory_mb"),
     }  # fmt: skip
 
 
 def device_files(runtime: str, main: Mapping[str, Any], files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The files of a variant a device downloads (registry.toml's device_files; the main file
-    when no pattern matches)."""
+    """The files of a variant a device downloads (registry.toml's device_files, in pattern order,
+    so the first is what it loads; the main file when no pattern matches)."""
     import fnmatch
 
     patterns = facts()["device_files"].get(runtime)
     if patterns is None:
         return files
-    chosen = [f for f in files if any(fnmatch.fnmatch(f["path"].rsplit("/", 1)[-1], p) for p in patterns)]
-    return chosen or [dict(main)]
+    name = {id(f): f["path"].rsplit("/", 1)[-1] for f in files}
+    chosen = [f for p in patterns for f in files if fnmatch.fnmatch(name[id(f)], p)]  # in pattern order
+    return list({f["path"]: f for f in chosen}.values()) or [dict(main)]
 
 
 def version_document(build: Mapping[str, Any], *, cloud_url: str | None, published: datetime) -> dict[str, Any]:

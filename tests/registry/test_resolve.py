@@ -266,6 +266,7 @@ def test_size_limits_count_what_a_device_downloads_not_the_demo_page() -> None:
     }  # fmt: skip
     doc = variant_entry(build_variant)
     assert doc["device_bytes"] == 60_000 and doc["bytes"] == 14_063_000
+    assert doc["main"]["path"].endswith("/model.onnx")  # what a device loads, not the demo page
     profile = DeviceProfile.from_json({"platform": "web", "runtimes": {"onnxruntime-web": "1.30"},
                                        "max_download_mb": 1})  # fmt: skip
     assert failures(doc, profile) == []
@@ -274,3 +275,4 @@ def test_size_limits_count_what_a_device_downloads_not_the_demo_page() -> None:
             "files": [entry("model.json", 2_000), entry("group1-shard1of1.bin", 50_000), entry("layout.json", 100),
                       entry("index.html", 3_000), entry("tf.min.js", 1_400_000)]}  # fmt: skip
     assert variant_entry(tfjs)["device_bytes"] == 52_100
+    assert variant_entry(tfjs)["main"]["path"].endswith("/model.json")
