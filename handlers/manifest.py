@@ -36,14 +36,13 @@ import os
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from manifest_core.catalog import Channel, Lru, manifest_doc
 from manifest_core.docs import Pointer, canonical_json
 from manifest_core.errors import InvalidNameError, PackagerError, ProfileError, ServiceError, UsageError
 from manifest_core.names import artifact_key, check_name, check_sha256, pointer_copy_key, pointer_key, version_key
@@ -56,7 +55,6 @@ from manifest_core.telemetry import TelemetrySink, check_batch
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
-MANIFEST_SCHEMA = 1
 PRESIGN_SECONDS = 3600
 _TUF_NAME = re.compile(r"(root|timestamp)\.json|[1-9][0-9]{0,8}\.(root|targets|snapshot)\.json")
 _SETTINGS = read_toml("server.toml")
@@ -64,29 +62,6 @@ LIMITS = {k: int(v) for k, v in _SETTINGS["limits"].items()}
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "packager-manifest"))
 app = APIGatewayHttpResolver()
-
-
-class _Lru(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: Any, value: Any) -> Any:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-        return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class Channel:
-    """A channel as served: its pointer, its versions' documents, and the pointer's bytes."""
-
-    pointer: Pointer
-    versions: Mapping[str, Mapping[str, Any]]
-    key: str
-    signed: bool
 
 
 class Registry:
@@ -104,11 +79,11 @@ class Registry:
         self.store, self.ttl, self.clock = store, ttl, clock
         self.artifacts_base = artifacts_base.rstrip("/")
         self._lock = threading.Lock()
-        self._immutable = _Lru(int(_SETTINGS["cache"]["versions"]))  # key -> bytes
-        self._derived = _Lru(int(_SETTINGS["cache"]["manifests"]))
+        self._immutable = Lru(int(_SETTINGS["cache"]["versions"]))  # key -> bytes
+        self._derived = Lru(int(_SETTINGS["cache"]["manifests"]))
         self._channels: dict[tuple[str, str], tuple[float, Channel | None]] = {}
         self._tuf: tuple[float, bool, str | None, Mapping[str, Any] | None] = (-float("inf"), False, None, None)
-        self._artifacts = _Lru(4096)  # sha256 -> True: known to be in the store
+        self._artifacts = Lru(4096)  # sha256 -> True: known to be in the store
 
     def artifact_url(self, sha256: str) -> str:
         if self.artifacts_base:
@@ -296,37 +271,12 @@ def _channel(model: str, channel: str) -> Channel:
 # --- routes ----------------------------------------------------------------------------------------
 
 
-def _served_variant(variant: Mapping[str, Any]) -> dict[str, Any]:
-    url = REGISTRY.artifact_url
-    files = [{**f, "url": url(f["sha256"])} for f in variant["files"]]
-    return {**variant, "main": {**variant["main"], "url": url(variant["main"]["sha256"])}, "files": files}
-
-
-def manifest_doc(found: Channel) -> dict[str, Any]:
-    """The catalog of a channel, as the server's ``reads.manifest_doc`` writes it."""
-    pointer = found.pointer
-    versions = {name: {"model": doc["model"], "published": doc["published"], "cloud": doc.get("cloud"),
-                       "document": f"/v1/models/{pointer.model}/versions/{name}",
-                       "variants": [_served_variant(v) for v in doc["variants"]]}
-                for name, doc in found.versions.items()}  # fmt: skip
-    tuf = None
-    if found.signed:
-        tuf = {"root": "/v1/tuf/root.json", "timestamp": "/v1/tuf/timestamp.json", "metadata": "/v1/tuf/{name}",
-               "pointer_target": pointer_key(pointer.model, pointer.channel),
-               "version_targets": {name: version_key(pointer.model, name) for name in found.versions},
-               "artifact_target": "artifacts/sha256/{sha256}"}  # fmt: skip
-    return {"schema": MANIFEST_SCHEMA, "model": pointer.model, "channel": pointer.channel,
-            "generation": pointer.generation, "stable": pointer.stable, "candidate": pointer.candidate,
-            "percent": pointer.percent, "pointer": f"/v1/models/{pointer.model}/channels/{pointer.channel}",
-            "versions": versions, "tuf": tuf}  # fmt: skip
-
-
 @app.get("/v1/models/<m>/manifest")
 def manifest(m: str) -> Response:
     found = _channel(_name("model", m), _channel_param())
 
     def make() -> tuple[str, str]:
-        body = json.dumps(manifest_doc(found), separators=(",", ":"), ensure_ascii=False)
+        body = json.dumps(manifest_doc(found, REGISTRY.artifact_url), separators=(",", ":"), ensure_ascii=False)
         return body, hashlib.sha256(body.encode()).hexdigest()
 
     body, tag = REGISTRY.derived(("manifest", found.key, found.signed), make)

@@ -7,14 +7,14 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from packager.errors import ServiceError
-from packager.registry.names import artifact_key, pointer_key, version_key
+from packager.registry.catalog import Channel, manifest_doc
+from packager.registry.names import artifact_key, version_key
 from packager.registry.profile import DeviceProfile
 from packager.registry.resolve import cohort, resolve
 from packager.registry.store import Store
@@ -27,12 +27,10 @@ from packager.server.service import (
     query_channel,
     service,
 )
-from packager.server.views import Channel
 
 _TUF_NAME = re.compile(r"(root|timestamp)\.json|[1-9][0-9]{0,8}\.(root|targets|snapshot)\.json")
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
-MANIFEST_SCHEMA = 1
 
 
 async def _channel(svc: Service, model: str, channel: str) -> Channel:
@@ -44,38 +42,13 @@ async def _channel(svc: Service, model: str, channel: str) -> Channel:
     return found
 
 
-def _served_variant(svc: Service, variant: dict[str, Any]) -> dict[str, Any]:
-    files = [{**f, "url": svc.artifact_url(f["sha256"])} for f in variant["files"]]
-    return {**variant, "main": {**variant["main"], "url": svc.artifact_url(variant["main"]["sha256"])},
-            "files": files}  # fmt: skip
-
-
-def manifest_doc(svc: Service, found: Channel) -> dict[str, Any]:
-    """The catalog of a channel: every servable variant of its stable and candidate versions."""
-    pointer = found.pointer
-    versions = {name: {"model": doc["model"], "published": doc["published"], "cloud": doc.get("cloud"),
-                       "document": f"/v1/models/{pointer.model}/versions/{name}",
-                       "variants": [_served_variant(svc, v) for v in doc["variants"]]}
-                for name, doc in found.versions.items()}  # fmt: skip
-    tuf = None
-    if found.signed:
-        tuf = {"root": "/v1/tuf/root.json", "timestamp": "/v1/tuf/timestamp.json", "metadata": "/v1/tuf/{name}",
-               "pointer_target": pointer_key(pointer.model, pointer.channel),
-               "version_targets": {name: version_key(pointer.model, name) for name in found.versions},
-               "artifact_target": "artifacts/sha256/{sha256}"}  # fmt: skip
-    return {"schema": MANIFEST_SCHEMA, "model": pointer.model, "channel": pointer.channel,
-            "generation": pointer.generation, "stable": pointer.stable, "candidate": pointer.candidate,
-            "percent": pointer.percent, "pointer": f"/v1/models/{pointer.model}/channels/{pointer.channel}",
-            "versions": versions, "tuf": tuf}  # fmt: skip
-
-
 async def manifest(request: Request) -> Response:
     svc = service(request)
     model, channel = path_name(request, "model", "m"), query_channel(request)
     found = await _channel(svc, model, channel)
 
     def make() -> tuple[bytes, str]:
-        body = json_response(manifest_doc(svc, found)).body
+        body = json_response(manifest_doc(found, svc.artifact_url)).body
         return bytes(body), hashlib.sha256(body).hexdigest()
 
     body, tag = svc.view.derived(("manifest", found.key, found.signed), make)

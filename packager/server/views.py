@@ -12,39 +12,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from packager.errors import ServiceError
 from packager.registry import channels, signing
-from packager.registry.docs import Pointer, canonical_json
+from packager.registry.catalog import Channel, Lru
+from packager.registry.docs import canonical_json
 from packager.registry.names import version_key
 from packager.registry.store import Store
-
-
-class _Lru(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: Any, value: Any) -> Any:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-        return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class Channel:
-    """A channel as served: its pointer, the documents of its versions, and a stable key."""
-
-    pointer: Pointer
-    versions: Mapping[str, Mapping[str, Any]]
-    key: str  # canonical bytes of the pointer: changes with every generation
-    signed: bool  # the registry has TUF metadata
 
 
 class RegistryView:
@@ -56,9 +32,9 @@ class RegistryView:
         self.pointer_seconds = pointer_seconds
         self.clock = clock
         self._lock = threading.Lock()
-        self._versions = _Lru(versions)
-        self._derived = _Lru(derived)
-        self._resolutions = _Lru(resolutions)
+        self._versions = Lru(versions)
+        self._derived = Lru(derived)
+        self._resolutions = Lru(resolutions)
         self._channels: dict[tuple[str, str], tuple[float, Channel | None]] = {}
         self._state: tuple[str | None, signing.RepoState | None] = ("", None)
 
