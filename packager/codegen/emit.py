@@ -10,7 +10,7 @@ from typing import Any
 from packager.codegen import render
 from packager.codegen.graph import ALIGN, Graph, Shared, attrs, plan, prepare
 from packager.codegen.ml import ML_EMITTERS
-from packager.codegen.ops import EMITTERS, fuse_relus, temp_floats
+from packager.codegen.ops import EMITTERS, fuse_pools, fuse_relus, temp_floats
 from packager.errors import UnsupportedOpError
 
 TILE = 16  # samples per call of the batch-tile function (Gemm/MatMul see M = TILE)
@@ -92,6 +92,7 @@ def _count(graph: Graph) -> dict[str, int]:
 def _body(graph: Graph) -> Body:
     _check(graph)
     graph.fused_relu = fuse_relus(graph)
+    graph.fused_pool = fuse_pools(graph)
     temps = {i: temp_floats(graph, node) for i, node in enumerate(graph.nodes)}
     offsets, scratch, arena = plan(graph, {i: n for i, n in temps.items() if n})
     parked = {}

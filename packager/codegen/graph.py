@@ -96,6 +96,7 @@ class Graph:
         self.shared = shared
         self.scratch = "0"  # C expression for the running node's scratch (set while emitting)
         self.fused_relu: dict[str, str] = {}  # Conv output -> the Relu output it writes instead
+        self.fused_pool: dict[str, str] = {}  # Conv (or fused Relu) output -> the MaxPool output it writes
         self.tables = shared.tables
         self.weights = shared.weights
         self.nodes = [n for n in graph.node if n.op_type != "Constant"]
@@ -105,6 +106,11 @@ class Graph:
                     if name and (name not in self.shapes or 0 in self.shapes[name] or not self.shapes[name]):
                         self.shapes[name] = shape
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
+
+    def written(self, name: str) -> str:
+        """The tensor a node producing ``name`` really writes, once fusions are applied."""
+        name = self.fused_relu.get(name, name)
+        return self.fused_pool.get(name, name)
 
     def size(self, name: str) -> int:
         return int(np.prod(self.shapes[name])) if self.shapes[name] else 1
@@ -141,9 +147,8 @@ def plan(graph: Graph, temps: dict[int, int]) -> tuple[dict[str, int], dict[int,
             free.append((offset + size, s - size))
         return offset
 
-    fused = graph.fused_relu  # a fused Conv writes its Relu's output: allocate that at the Conv
-    for i, node in enumerate(graph.nodes):
-        for name in [fused.get(n, n) for n in node.output]:
+    for i, node in enumerate(graph.nodes):  # a fused Conv writes its Relu's or pool's output: allocated there
+        for name in [graph.written(n) for n in node.output]:
             if name in skip or not name or name in offsets:
                 continue
             size = -(-graph.size(name) // ALIGN) * ALIGN

@@ -200,13 +200,14 @@ typedef struct {
 
 #define PK_STEP(i) i = x[nodes[i].feat] <= nodes[i].thr ? nodes[i].yes : nodes[i].no
 
-/* Sums (or min/max) the leaf votes of every tree into scores[0..n), in tree order. Node flags:
+/* Sums (or min/max) the leaf votes of every tree into scores[0..n), in tree order (dense: each
+   leaf's votes are n weights from weight + vstart[leaf]; else vcount (class, weight) pairs). Node flags:
    mode in the low 3 bits (0 <=, 1 <, 2 >=, 3 >, 4 ==, 5 !=, 6 leaf), 8 = a missing value goes
    the true way. With only <= splits, four trees are walked in lockstep for their deepest depth
    (leaves point at themselves), so their loads overlap instead of waiting on each other. */
 static void pk_trees(const pk_tnode *nodes, const unsigned char *flags, const int *roots, const int *depth,
                      int ntrees, const int *vstart, const int *vcount, const int *vote, const float *weight,
-                     const float *x, float *scores, int n, int aggregate, int all_leq) {
+                     int dense, const float *x, float *scores, int n, int aggregate, int all_leq) {
     unsigned char seen[256];
     int leaf[4];
     for (int i = 0; i < n; ++i) { scores[i] = 0.0f; if (i < 256) seen[i] = 0; }
@@ -237,6 +238,21 @@ static void pk_trees(const pk_tnode *nodes, const unsigned char *flags, const in
                 }
                 leaf[g] = i;
             }
+        }
+        if (dense) { /* each leaf: n weights, zeros where it casts no vote (sum and average only) */
+            for (int g = 0; g < group; ++g) {
+                const float *restrict w = weight + vstart[leaf[g]];
+                for (int k = 0; k < n; ++k) scores[k] += w[k];
+            }
+            continue;
+        }
+        if (aggregate < 2) { /* sum and average: no first-vote bookkeeping */
+            for (int g = 0; g < group; ++g) {
+                const int *restrict v = vote + vstart[leaf[g]];
+                const float *restrict w = weight + vstart[leaf[g]];
+                for (int k = 0, count = vcount[leaf[g]]; k < count; ++k) scores[v[k]] += w[k];
+            }
+            continue;
         }
         for (int g = 0; g < group; ++g)
             for (int k = vstart[leaf[g]]; k < vstart[leaf[g]] + vcount[leaf[g]]; ++k) {
@@ -346,14 +362,27 @@ static void pk_normalize(const float *X, float *Y, int rows, int cols, int kind)
    AVX2+FMA version is chosen at run time when the CPU has it, as onnxruntime's MLAS does, so the
    portable x86-64-v2 library is not left at SSE speed. Define PK_PLAIN_C for other compilers. */
 
+/* Sums over K are taken in chunks of PK_KC terms, each added to the total: a float error that
+   grows with the K terms of a long sum grows with about PK_KC + K / PK_KC instead. */
+#define PK_KC 32
+
 #define PK_ROWS_BODY                                                                           \
     for (; m < M; ++m) {                                                                       \
         float *restrict y = Y + (size_t)m * N;                                                 \
-        for (int j = n0; j < N; ++j) y[j] = 0.0f;                                              \
-        for (int k = 0; k < K; ++k) {                                                          \
-            const float a = A[(size_t)m * K + k];                                              \
-            const float *restrict b = B + (size_t)k * N;                                       \
-            for (int j = n0; j < N; ++j) y[j] += a * b[j];                                     \
+        for (int n = n0; n < N; n += 64) {                                                     \
+            const int w = N - n < 64 ? N - n : 64;                                             \
+            float t[64];                                                                       \
+            for (int j = 0; j < w; ++j) y[n + j] = 0.0f;                                       \
+            for (int k0 = 0; k0 < K; k0 += PK_KC) {                                            \
+                const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                \
+                for (int j = 0; j < w; ++j) t[j] = 0.0f;                                       \
+                for (int k = k0; k < k1; ++k) {                                                \
+                    const float a = A[(size_t)m * K + k];                                      \
+                    const float *restrict b = B + (size_t)k * N + n;                           \
+                    for (int j = 0; j < w; ++j) t[j] += a * b[j];                              \
+                }                                                                              \
+                for (int j = 0; j < w; ++j) y[n + j] += t[j];                                  \
+            }                                                                                  \
         }                                                                                      \
     }
 
@@ -363,28 +392,101 @@ static void pk_rows(const float *restrict A, const float *restrict B, float *res
     PK_ROWS_BODY
 }
 
+/* Where a stride-1 conv reads its input: C channels of HW floats each (the zero-padded image),
+   and in each channel the T taps of the kernel at offsets taps[t] (kh * dh * Wp + kw * dw). */
+#define PK_MAX_TAPS 64
+typedef struct {
+    int C, T, HW;
+    int taps[PK_MAX_TAPS];
+} pk_igeom;
+
+#define PK_IROWS_BODY                                                                          \
+    const size_t K = (size_t)g->C * g->T;                                                      \
+    const int cc = g->T >= PK_KC ? 1 : PK_KC / g->T;                                           \
+    for (; m < M; ++m) {                                                                       \
+        float *restrict y = Y + (size_t)m * N;                                                 \
+        for (int n = n0; n < N; n += 64) {                                                     \
+            const int w = N - n < 64 ? N - n : 64;                                             \
+            const float *restrict a = A + (size_t)m * K;                                       \
+            float t[64];                                                                       \
+            for (int j = 0; j < w; ++j) y[n + j] = 0.0f;                                       \
+            for (int c0 = 0; c0 < g->C; c0 += cc) {                                            \
+                for (int j = 0; j < w; ++j) t[j] = 0.0f;                                       \
+                for (int c = c0; c < g->C && c < c0 + cc; ++c)                                 \
+                    for (int tap = 0; tap < g->T; ++tap, ++a) {                                \
+                        const float *restrict b = B + (size_t)c * g->HW + g->taps[tap] + n;    \
+                        for (int j = 0; j < w; ++j) t[j] += *a * b[j];                         \
+                    }                                                                          \
+                for (int j = 0; j < w; ++j) y[n + j] += t[j];                                  \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+static void pk_irows(const float *restrict A, const float *restrict B, float *restrict Y, int m, int M, int n0,
+                     int N, const pk_igeom *g) {
+    PK_IROWS_BODY
+}
+
 #if defined(__GNUC__) && !defined(PK_PLAIN_C)
 typedef float pk_v4 __attribute__((vector_size(16)));
 typedef float pk_v4u __attribute__((vector_size(16), aligned(4)));
 typedef float pk_v8 __attribute__((vector_size(32)));
 typedef float pk_v8u __attribute__((vector_size(32), aligned(4)));
 
-#define PK_BLOCK_BODY(V, VU, W)                                                                \
-    V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}; \
-    for (int k = 0; k < K; ++k) {                                                              \
-        const V b0 = *(const VU *)(B + (size_t)k * N), b1 = *(const VU *)(B + (size_t)k * N + W); \
-        const float a0 = A[k], a1 = A[(size_t)K + k], a2 = A[2 * (size_t)K + k], a3 = A[3 * (size_t)K + k]; \
-        c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;                       \
-        c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;                       \
+#define PK_BLOCK_STORE(VU, W)                                                                  \
+    if (chunk) {                                                                               \
+        c00 += *(VU *)Y; c01 += *(VU *)(Y + W);                                                \
+        c10 += *(VU *)(Y + N); c11 += *(VU *)(Y + N + W);                                      \
+        c20 += *(VU *)(Y + 2 * (size_t)N); c21 += *(VU *)(Y + 2 * (size_t)N + W);             \
+        c30 += *(VU *)(Y + 3 * (size_t)N); c31 += *(VU *)(Y + 3 * (size_t)N + W);             \
     }                                                                                          \
     *(VU *)Y = c00; *(VU *)(Y + W) = c01;                                                      \
     *(VU *)(Y + N) = c10; *(VU *)(Y + N + W) = c11;                                            \
     *(VU *)(Y + 2 * (size_t)N) = c20; *(VU *)(Y + 2 * (size_t)N + W) = c21;                    \
     *(VU *)(Y + 3 * (size_t)N) = c30; *(VU *)(Y + 3 * (size_t)N + W) = c31;
 
+#define PK_BLOCK_BODY(V, VU, W)                                                                \
+    for (int k0 = 0, chunk = 0; k0 < K; k0 += PK_KC, chunk = 1) {                              \
+        const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
+        V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}; \
+        for (int k = k0; k < k1; ++k) {                                                        \
+            const V b0 = *(const VU *)(B + (size_t)k * N), b1 = *(const VU *)(B + (size_t)k * N + W); \
+            const float a0 = A[k], a1 = A[(size_t)K + k], a2 = A[2 * (size_t)K + k], a3 = A[3 * (size_t)K + k]; \
+            c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;                   \
+            c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;                   \
+        }                                                                                      \
+        PK_BLOCK_STORE(VU, W)                                                                  \
+    }
+
 /* Y[0..4, 0..8) with 16-byte vectors. */
 static void pk_block8(const float *restrict A, const float *restrict B, float *restrict Y, int N, int K) {
     PK_BLOCK_BODY(pk_v4, pk_v4u, 4)
+}
+
+/* The same block for a stride-1 conv read in place (see pk_conv2d_gemm): row k = (c, kh, kw) of
+   the virtual im2col matrix starts at B + c * HW + kh * dh * Wp + kw * dw. */
+#define PK_IBLOCK_BODY(V, VU, W)                                                               \
+    const size_t K = (size_t)g->C * g->T;                                                      \
+    const int cc = g->T >= PK_KC ? 1 : PK_KC / g->T;                                           \
+    const float *restrict a = A;                                                               \
+    for (int c0 = 0, chunk = 0; c0 < g->C; c0 += cc, chunk = 1) {                              \
+        V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}; \
+        for (int c = c0; c < g->C && c < c0 + cc; ++c) {                                       \
+            const float *restrict bc = B + (size_t)c * g->HW;                                  \
+            for (int tap = 0; tap < g->T; ++tap, ++a) {                                        \
+                const float *restrict b = bc + g->taps[tap];                                   \
+                const V b0 = *(const VU *)b, b1 = *(const VU *)(b + W);                        \
+                const float a0 = a[0], a1 = a[K], a2 = a[2 * K], a3 = a[3 * K];                \
+                c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;               \
+                c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;               \
+            }                                                                                  \
+        }                                                                                      \
+        PK_BLOCK_STORE(VU, W)                                                                  \
+    }
+
+static void pk_iblock8(const float *restrict A, const float *restrict B, float *restrict Y, int N,
+                       const pk_igeom *g) {
+    PK_IBLOCK_BODY(pk_v4, pk_v4u, 4)
 }
 
 #if defined(__x86_64__) && !defined(__AVX2__)
@@ -405,6 +507,20 @@ PK_WIDE static void pk_rows_wide(const float *restrict A, const float *restrict 
     PK_ROWS_BODY
 }
 
+/* One row of the product, Y[0, 0..64), in eight registers: a batch of one meets every layer here. */
+PK_WIDE static void pk_strip64(const float *restrict A, const float *restrict B, float *restrict Y, int N, int K) {
+    for (int k0 = 0; k0 < K; k0 += PK_KC) {
+        const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;
+        pk_v8 c[8] = {{0}};
+        for (int k = k0; k < k1; ++k) {
+            const float a = A[k];
+            const float *restrict b = B + (size_t)k * N;
+            for (int i = 0; i < 8; ++i) c[i] += a * *(const pk_v8u *)(b + 8 * i);
+        }
+        for (int i = 0; i < 8; ++i) *(pk_v8u *)(Y + 8 * i) = k0 ? *(const pk_v8u *)(Y + 8 * i) + c[i] : c[i];
+    }
+}
+
 PK_WIDE static void pk_matmul_wide(const float *restrict A, const float *restrict B, float *restrict Y, int M,
                                    int N, int K) {
     int m = 0;
@@ -416,7 +532,38 @@ PK_WIDE static void pk_matmul_wide(const float *restrict A, const float *restric
         if (n < N && N >= 16) pk_block16(A + (size_t)m * K, B + N - 16, Y + (size_t)m * N + N - 16, N, K);
         else if (n < N) pk_rows_wide(A, B, Y, m, m + 4, n, N, K);
     }
-    pk_rows_wide(A, B, Y, m, M, 0, N, K);
+    if (N < 64) {
+        pk_rows_wide(A, B, Y, m, M, 0, N, K);
+        return;
+    }
+    for (; m < M; ++m) {
+        int n = 0;
+        for (; n + 64 <= N; n += 64) pk_strip64(A + (size_t)m * K, B + n, Y + (size_t)m * N + n, N, K);
+        if (n < N) pk_strip64(A + (size_t)m * K, B + N - 64, Y + (size_t)m * N + N - 64, N, K);
+    }
+}
+
+PK_WIDE static void pk_iblock16(const float *restrict A, const float *restrict B, float *restrict Y, int N,
+                                const pk_igeom *g) {
+    PK_IBLOCK_BODY(pk_v8, pk_v8u, 8)
+}
+
+PK_WIDE static void pk_irows_wide(const float *restrict A, const float *restrict B, float *restrict Y, int m,
+                                  int M, int n0, int N, const pk_igeom *g) {
+    PK_IROWS_BODY
+}
+
+PK_WIDE static void pk_imatmul_wide(const float *restrict A, const float *restrict B, float *restrict Y, int M,
+                                    int N, const pk_igeom *g) {
+    const size_t K = (size_t)g->C * g->T;
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        int n = 0;
+        for (; n + 16 <= N; n += 16) pk_iblock16(A + m * K, B + n, Y + (size_t)m * N + n, N, g);
+        if (n < N && N >= 16) pk_iblock16(A + m * K, B + N - 16, Y + (size_t)m * N + N - 16, N, g);
+        else if (n < N) pk_irows_wide(A, B, Y, m, m + 4, n, N, g);
+    }
+    pk_irows_wide(A, B, Y, m, M, 0, N, g);
 }
 
 #define PK_DOTS_BODY(V, VU, W)                                                                 \
@@ -460,6 +607,21 @@ static void pk_block8(const float *restrict A, const float *restrict B, float *r
         for (int j = 0; j < 8; ++j) Y[(size_t)i * N + j] = acc[i][j];
 }
 static void pk_matmul_wide(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
+static void pk_iblock8(const float *restrict A, const float *restrict B, float *restrict Y, int N,
+                       const pk_igeom *g) {
+    float acc[4][8] = {{0}};
+    const size_t K = (size_t)g->C * g->T;
+    size_t k = 0;
+    for (int c = 0; c < g->C; ++c)
+        for (int tap = 0; tap < g->T; ++tap, ++k) {
+            const float *b = B + (size_t)c * g->HW + g->taps[tap];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 8; ++j) acc[i][j] += A[i * K + k] * b[j];
+        }
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 8; ++j) Y[(size_t)i * N + j] = acc[i][j];
+}
+static void pk_imatmul_wide(const float *A, const float *B, float *Y, int M, int N, const pk_igeom *g) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)g; }
 static int pk_wide(void) { return 0; }
 static void pk_dots_wide(const float *A, const float *Bt, float *Y, int M, int N, int K) { (void)A; (void)Bt; (void)Y; (void)M; (void)N; (void)K; }
 #define PK_DOTS_BODY(V, VU, W)                                                                 \
@@ -496,6 +658,24 @@ static void pk_matmul(const float *restrict A, const float *restrict B, float *r
     pk_rows(A, B, Y, m, M, 0, N, K);
 }
 
+/* pk_matmul over the virtual im2col matrix of a stride-1 conv (pk_igeom): Y[M,N] = A[M,K] B. */
+static void pk_imatmul(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N,
+                       const pk_igeom *g) {
+    if (pk_wide()) {
+        pk_imatmul_wide(A, B, Y, M, N, g);
+        return;
+    }
+    const size_t K = (size_t)g->C * g->T;
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        int n = 0;
+        for (; n + 8 <= N; n += 8) pk_iblock8(A + m * K, B + n, Y + (size_t)m * N + n, N, g);
+        if (n < N && N >= 8) pk_iblock8(A + m * K, B + N - 8, Y + (size_t)m * N + N - 8, N, g);
+        else if (n < N) pk_irows(A, B, Y, m, m + 4, n, N, g);
+    }
+    pk_irows(A, B, Y, m, M, 0, N, g);
+}
+
 /* Y = alpha * Y + beta * C, C as in pk_gemm. */
 static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, float alpha, float beta, int c_kind) {
     for (int m = 0; m < M; ++m)
@@ -511,11 +691,66 @@ static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, fl
 
 /* Conv with one group as a matrix product: col[C*KH*KW, OH*OW] gathered from X (zeros where the
    window leaves the image), then Y[M, OH*OW] = W[M, C*KH*KW] col + bias. col may be NULL for a
-   1x1 stride-1 unpadded conv, where X already is that matrix. relu: a Relu fused in. */
+   1x1 stride-1 unpadded conv, where X already is that matrix. relu: a Relu fused in.
+   inplace (stride 1, KH * KW <= PK_MAX_TAPS): no im2col; col holds the zero-padded image (and
+   KW * dw floats after it), then the product's rows at the padded width; the product reads each
+   window in place, and the first OW columns of its rows are the output. pool (in place only): a
+   2x2 stride-2 max pool of the output is written instead. */
 static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, const float *restrict Bias,
                            float *restrict Y, float *restrict col, int C, int H, int Wd, int M, int OH, int OW,
-                           int KH, int KW, int pt, int pl, int sh, int sw, int dh, int dw, int relu) {
+                           int KH, int KW, int pt, int pl, int sh, int sw, int dh, int dw, int relu, int inplace,
+                           int pool) {
     const int P = OH * OW;
+    if (inplace) {
+        const int Hp = OH + (KH - 1) * dh, Wp = OW + (KW - 1) * dw;
+        const size_t HW = (size_t)Hp * Wp, image = (size_t)C * HW + (size_t)(KW - 1) * dw;
+        float *restrict xp = col, *restrict yp = col + ((image + 15) & ~(size_t)15);
+        for (int c = 0; c < C; ++c)
+            for (int i = 0; i < Hp; ++i) {
+                float *restrict row = xp + c * HW + (size_t)i * Wp;
+                const int ih = i - pt;
+                if (ih < 0 || ih >= H) {
+                    for (int j = 0; j < Wp; ++j) row[j] = 0.0f;
+                    continue;
+                }
+                const float *restrict src = X + ((size_t)c * H + ih) * Wd;
+                for (int j = 0; j < pl; ++j) row[j] = 0.0f;
+                for (int j = 0; j < Wd; ++j) row[pl + j] = src[j] + 0.0f;
+                for (int j = pl + Wd; j < Wp; ++j) row[j] = 0.0f;
+            }
+        for (size_t i = (size_t)C * HW; i < image; ++i) xp[i] = 0.0f; /* read only for unused columns */
+        pk_igeom g = {C, KH * KW, (int)HW, {0}};
+        for (int kh = 0; kh < KH; ++kh)
+            for (int kw = 0; kw < KW; ++kw) g.taps[kh * KW + kw] = kh * dh * Wp + kw * dw;
+        pk_imatmul(W, xp, yp, M, OH * Wp, &g);
+        if (pool) { /* a 2x2 stride-2 max pool fused in: Y is [M, OH / 2, OW / 2] */
+            const int PH = OH / 2, PW = OW / 2;
+            for (int m = 0; m < M; ++m) {
+                const float b = Bias ? Bias[m] : 0.0f;
+                for (int i = 0; i < PH; ++i) {
+                    const float *restrict s0 = yp + ((size_t)m * OH + 2 * i) * Wp, *restrict s1 = s0 + Wp;
+                    float *restrict y = Y + ((size_t)m * PH + i) * PW;
+                    for (int j = 0; j < PW; ++j) {
+                        const float u = s0[2 * j] > s0[2 * j + 1] ? s0[2 * j] : s0[2 * j + 1];
+                        const float v = s1[2 * j] > s1[2 * j + 1] ? s1[2 * j] : s1[2 * j + 1];
+                        const float top = (u > v ? u : v) + b;
+                        y[j] = relu && !(top > 0.0f) ? 0.0f : top;
+                    }
+                }
+            }
+            return;
+        }
+        for (int m = 0; m < M; ++m) {
+            const float b = Bias ? Bias[m] : 0.0f;
+            for (int oh = 0; oh < OH; ++oh) {
+                const float *restrict s = yp + ((size_t)m * OH + oh) * Wp;
+                float *restrict y = Y + ((size_t)m * OH + oh) * OW;
+                if (relu) for (int ow = 0; ow < OW; ++ow) y[ow] = s[ow] + b > 0.0f ? s[ow] + b : 0.0f;
+                else for (int ow = 0; ow < OW; ++ow) y[ow] = s[ow] + b;
+            }
+        }
+        return;
+    }
     if (col) {
         for (int c = 0; c < C; ++c)
             for (int kh = 0; kh < KH; ++kh)

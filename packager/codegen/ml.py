@@ -105,8 +105,11 @@ class Tables:
         return cname
 
 
-def _forest(node: Any, attrs: dict[str, Any], tables: Tables, weight_key: str) -> tuple[str, int, bool]:
-    """Emit node and leaf tables; returns (call arguments, tree count, all-LEQ)."""
+def _forest(
+    node: Any, attrs: dict[str, Any], tables: Tables, weight_key: str, width: int, *, dense_ok: bool
+) -> tuple[str, int, bool]:
+    """Emit node and leaf tables for scores of ``width`` columns; returns (call arguments up to
+    the dense flag, tree count, all-LEQ)."""
     for key in ("nodes_values_as_tensor", "base_values_as_tensor", f"{weight_key}_weights_as_tensor"):
         if attrs.get(key) is not None:
             raise UnsupportedOpError(f"static-lib: {node.op_type} with double thresholds ({key}) is not supported")
@@ -128,12 +131,24 @@ def _forest(node: Any, attrs: dict[str, Any], tables: Tables, weight_key: str) -
     leaf_ids: list[int] = []
     leaf_weights: list[float] = []
     floats = _floats([attrs["nodes_values"][i] if m != MODES["LEAF"] else 0.0 for i, m in enumerate(modes)])
+    # Summed votes are stored as one row of `width` weights per leaf (zeros where a leaf has no
+    # vote: adding them changes no sum) when that takes at most 1.5x the room of (class, weight)
+    # pairs, as for a random forest whose leaves all vote every class: the sum then vectorizes.
+    nleaves = sum(m == MODES["LEAF"] for m in modes)
+    dense = dense_ok and nleaves * width <= 1.5 * sum(len(v) for v in leaves.values()) and all(
+        len({c for c, _ in v}) == len(v) and all(0 <= c < width for c, _ in v) for v in leaves.values())  # fmt: skip
     for i, (t, mode) in enumerate(zip(trees, modes, strict=True)):
         votes = leaves.get(i, []) if mode == MODES["LEAF"] else []
-        vstart.append(len(leaf_ids))
+        vstart.append(len(leaf_weights))
         vcount.append(len(votes))
         leaf_ids += [c for c, _ in votes]
-        leaf_weights += [w for _, w in votes]
+        if dense and mode == MODES["LEAF"]:
+            row = [0.0] * width
+            for c, w in votes:
+                row[c] = w
+            leaf_weights += row
+        else:
+            leaf_weights += [w for _, w in votes]
         if mode == MODES["LEAF"]:
             records.append((0, i, i))
         else:
@@ -155,7 +170,7 @@ def _forest(node: Any, attrs: dict[str, Any], tables: Tables, weight_key: str) -
         tables.add("float", "weight", len(leaf_weights), _floats(leaf_weights)),
     ])  # fmt: skip
     all_leq = all(m in (MODES["BRANCH_LEQ"], MODES["LEAF"]) for m in modes) and not any(nan_true)
-    return args, len(roots), all_leq
+    return f"{args}, {int(dense)}", len(roots), all_leq
 
 
 def _depth(root: int, records: list[tuple[int, int, int]], modes: list[int]) -> int:
@@ -173,10 +188,10 @@ def _depth(root: int, records: list[tuple[int, int, int]], modes: list[int]) -> 
 def tree_classifier(graph: Any, node: Any, ref: Ref, attrs: dict[str, Any], tables: Tables) -> str:
     labels = _labels(node, attrs)
     post = _post(node, attrs)
-    args, _, all_leq = _forest(node, attrs, tables, "class")
     classes = {int(c) for c in attrs["class_ids"]}
     binary = len(labels) == 2 and len(classes) == 1
     columns = 1 if binary else len(labels)
+    args, _, all_leq = _forest(node, attrs, tables, "class", columns, dense_ok=True)
     base = list(attrs.get("base_values") or [])
     if base and len(base) != columns and not (binary and len(base) == 2):
         raise UnsupportedOpError(f"static-lib: {node.op_type} with {len(base)} base values is not supported")
@@ -207,7 +222,7 @@ def tree_regressor(graph: Any, node: Any, ref: Ref, attrs: dict[str, Any], table
     aggregate = _text(attrs.get("aggregate_function"), "SUM")
     if aggregate in ("MIN", "MAX") and targets > 256:
         raise UnsupportedOpError("static-lib: MIN/MAX tree aggregation over more than 256 targets is not supported")
-    args, trees, all_leq = _forest(node, attrs, tables, "target")
+    args, trees, all_leq = _forest(node, attrs, tables, "target", targets, dense_ok=aggregate in ("SUM", "AVERAGE"))
     base = list(attrs.get("base_values") or [])
     base_table = tables.add("float", "base", len(base), _floats(base)) if base else "0"
     rows, features = _rows(graph, node)

@@ -138,7 +138,7 @@ def _per_item(graph: Graph, node: Any, ref: Callable[[str], str], call: str, out
     target = out or node.output[0]
     items = graph.shapes[node.input[0]][0]
     x_step = graph.size(node.input[0]) // items
-    y_step = graph.size(node.output[0]) // items
+    y_step = graph.size(target) // items
     if items == 1:
         return call.format(x=ref(node.input[0]), y=ref(target))
     inner = call.format(x=f"{ref(node.input[0])} + n * {x_step}", y=f"{ref(target)} + n * {y_step}")
@@ -150,12 +150,14 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     x, y, k, s, d, p = g["x"], g["y"], g["k"], g["s"], g["d"], g["p"]
     bias = ref(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
     group = int(g["a"].get("group", 1))
-    if group == 1:  # im2col (skipped for a 1x1 stride-1 unpadded conv) then the blocked matmul
-        relu = graph.fused_relu.get(node.output[0])
+    if group == 1:  # the blocked matmul over im2col, over the padded image in place, or over X itself
+        relu = node.output[0] in graph.fused_relu
+        written = graph.written(node.output[0])
+        pool = written != graph.fused_relu.get(node.output[0], node.output[0])
         call = (f"pk_conv2d_gemm({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {graph.scratch}, {x[1]}, {x[2]}, "
                 f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, "
-                f"{d[0]}, {d[1]}, {int(relu is not None)});")  # fmt: skip
-        return _per_item(graph, node, ref, call, out=relu)
+                f"{d[0]}, {d[1]}, {int(relu)}, {int(_conv_mode(g) == 'inplace')}, {int(pool)});")  # fmt: skip
+        return _per_item(graph, node, ref, call, out=written)
     call = (f"pk_conv2d({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {x[1]}, {x[2]}, "
             f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, {d[0]}, {d[1]}, "
             f"{group});")  # fmt: skip
@@ -177,18 +179,74 @@ def fuse_relus(graph: Graph) -> dict[str, str]:
     return fused
 
 
+def _conv_mode(g: dict[str, Any]) -> str:
+    """How a one-group Conv feeds the matrix product: ``direct`` (a 1x1 stride-1 unpadded conv:
+    X already is the matrix), ``inplace`` or ``im2col``.
+
+    ``inplace`` (stride 1 only) reads each window straight from a zero-padded copy of X, at the
+    price of Wp - OW unused output columns per row for each of the M output channels; im2col
+    instead writes C*KH*KW rows of OH*OW floats. An FMA per 8 floats runs about twice as fast
+    as a store, so in place wins while M * (Wp - OW) <= 4 * OW: small channel counts, wide
+    images (the first layers of a CNN)."""
+    if g["k"] == [1, 1] and g["s"] == [1, 1] and not any(g["p"]):
+        return "direct"
+    if g["s"] != [1, 1] or g["k"][0] * g["k"][1] > 64:  # 64: PK_MAX_TAPS in kernels.c
+        return "im2col"
+    unused = (g["k"][1] - 1) * g["d"][1]
+    return "inplace" if g["y"][1] * unused <= 4 * g["y"][3] else "im2col"
+
+
+def fuse_pools(graph: Graph) -> dict[str, str]:
+    """A 2x2 stride-2 MaxPool that alone reads a Conv computed in place (or its fused Relu): the
+    Conv's last pass takes the max of each window as it adds the bias, and writes the pooled
+    tensor (max and bias commute, as do max and Relu, so the values are the same)."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    fused = {}
+    for node in graph.nodes:
+        if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1:
+            continue
+        if _conv_mode(_spatial(graph, node)) != "inplace":
+            continue
+        tensor = graph.fused_relu.get(node.output[0], node.output[0])
+        after = readers.get(tensor, [])
+        if tensor in graph.outputs or len(after) != 1 or after[0].op_type != "MaxPool":
+            continue
+        pool, a = after[0], attrs(after[0])
+        simple = (
+            list(a.get("kernel_shape", [])) == [2, 2] and list(a.get("strides", [1, 1])) == [2, 2]
+            and not any(a.get("pads", [0, 0, 0, 0])) and list(a.get("dilations", [1, 1])) == [1, 1]
+            and a.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID") and not int(a.get("ceil_mode", 0))
+            and len([o for o in pool.output if o]) == 1
+        )  # fmt: skip
+        if simple:
+            fused[tensor] = pool.output[0]
+    return fused
+
+
 def temp_floats(graph: Graph, node: Any) -> int:
-    """Scratch floats a node needs while it runs: the im2col matrix of a grouped-once Conv."""
+    """Scratch floats a node needs while it runs: a one-group Conv's im2col matrix, or its padded
+    image (plus the unused columns' tail) and its output rows at the padded width."""
     if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1:
         return 0
     g = _spatial(graph, node)
-    if g["k"] == [1, 1] and g["s"] == [1, 1] and not any(g["p"]):
+    mode = _conv_mode(g)
+    (channels, outs, oh, ow), (kh, kw), (dh, dw) = (g["x"][1], *g["y"][1:]), g["k"], g["d"]
+    if mode == "direct":
         return 0
-    return int(g["x"][1] * g["k"][0] * g["k"][1] * g["y"][2] * g["y"][3])
+    if mode == "im2col":
+        return int(channels * kh * kw * oh * ow)
+    hp, wp = oh + (kh - 1) * dh, ow + (kw - 1) * dw
+    image = channels * hp * wp + (kw - 1) * dw
+    return int(-(-image // 16) * 16 + outs * oh * wp)
 
 
 def _pool(kind: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
     def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        if kind == 0 and graph.fused_pool.get(node.input[0]) == node.output[0]:
+            return "/* fused into the Conv above */"
         g = _spatial(graph, node)
         x, y, k, s, d, p = g["x"], g["y"], g["k"], g["s"], g["d"], g["p"]
         include = int(g["a"].get("count_include_pad", 0))

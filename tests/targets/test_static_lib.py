@@ -119,35 +119,41 @@ def test_gemm_kernel_matches_onnxruntime(m: int, k: int, n: int, trans_b: bool, 
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=12, deadline=None)
-@given(c=st.integers(1, 4), mult=st.integers(1, 3), hw=st.integers(3, 9), kernel=st.integers(1, 3),
-       stride=st.integers(1, 2), pad=st.integers(0, 1), dilation=st.integers(1, 2), depthwise=st.booleans(),
+@settings(max_examples=30, deadline=None)
+@given(c=st.integers(1, 4), mult=st.integers(1, 6), h=st.integers(3, 20), w=st.integers(3, 20),
+       kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.integers(1, 2),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), dilation=st.integers(1, 2), depthwise=st.booleans(),
        seed=st.integers(0, 99))  # fmt: skip
 def test_conv_kernel_matches_onnxruntime(
     c: int,
     mult: int,
-    hw: int,
-    kernel: int,
+    h: int,
+    w: int,
+    kernel: tuple[int, int],
     stride: int,
-    pad: int,
+    pads: tuple[int, int, int, int],
     dilation: int,
     depthwise: bool,
     seed: int,
     tmp_path_factory,
 ) -> None:
-    assume((kernel - 1) * dilation + 1 <= hw + 2 * pad)  # an output of at least one pixel
+    # Covers each way a one-group conv reaches the blocked product (im2col, the padded image read
+    # in place, X itself) with outputs wider and narrower than one 16-column block, and row
+    # counts that leave rows over after the 4-row blocks.
+    assume((kernel[0] - 1) * dilation + 1 <= h + pads[0] + pads[2])  # an output of at least one pixel
+    assume((kernel[1] - 1) * dilation + 1 <= w + pads[1] + pads[3])
     rng = np.random.default_rng(seed)
     group = c if depthwise else 1
     m = c * mult
-    w = rng.standard_normal((m, c // group, kernel, kernel)).astype(np.float32)
+    weights = rng.standard_normal((m, c // group, *kernel)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[stride, stride], pads=[pad] * 4,
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[stride, stride], pads=list(pads),
                             dilations=[dilation, dilation], group=group)  # fmt: skip
-    graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, hw, hw])],
+    graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])  # fmt: skip
+                              [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(b, "b")])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    x = rng.standard_normal((2, c, hw, hw)).astype(np.float32)
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
     y = _compile_and_run(model, x, tmp_path_factory.mktemp("conv"))
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
@@ -204,3 +210,29 @@ def test_conv_relu_chains_are_fused_without_clobbering_inputs(tmp_path: Path) ->
     assert "fused into the Conv above" in (tmp_path / "model.c").read_text()
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("hw", [9, 12])  # odd: the pool drops the last row and column
+def test_conv_max_pool_pairs_are_fused(relu: bool, hw: int, tmp_path: Path) -> None:
+    # Conv (-> Relu) -> 2x2 MaxPool: a conv computed in place writes the pooled tensor itself;
+    # the values must be those of the three ops run apart, negatives and odd sizes included.
+    rng = np.random.default_rng(hw)
+    w1 = rng.standard_normal((5, 2, 3, 3)).astype(np.float32)
+    b1 = rng.standard_normal(5).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1])]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c1"], ["r1"]))
+    nodes += [helper.make_node("MaxPool", ["r1" if relu else "c1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("Flatten", ["p1"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "cp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((3, 2, hw, hw)).astype(np.float32)
+    y = _compile_and_run(model, x, tmp_path)
+    code = (tmp_path / "model.c").read_text()
+    assert code.count("fused into the Conv above") == (2 if relu else 1)
+    assert "pk_pool2d(0," not in code.split("static void k_one")[-1]
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
