@@ -489,6 +489,7 @@ static void pk_iblock8(const float *restrict A, const float *restrict B, float *
     PK_IBLOCK_BODY(pk_v4, pk_v4u, 4)
 }
 
+#define PK_INLINE __attribute__((always_inline)) inline /* one call per block costs more than its setup */
 #if defined(__x86_64__) && !defined(__AVX2__)
 #define PK_DISPATCH 1
 #define PK_WIDE __attribute__((target("avx2,fma")))
@@ -498,8 +499,31 @@ static void pk_iblock8(const float *restrict A, const float *restrict B, float *
 #endif
 
 /* Y[0..4, 0..16) with 32-byte vectors: one AVX register each on x86. */
-PK_WIDE static void pk_block16(const float *restrict A, const float *restrict B, float *restrict Y, int N, int K) {
+PK_WIDE PK_INLINE static void pk_block16(const float *restrict A, const float *restrict B, float *restrict Y, int N, int K) {
     PK_BLOCK_BODY(pk_v8, pk_v8u, 8)
+}
+
+/* Y[0..4, 0..24) in twelve accumulators, three column vectors and one broadcast: the sixteen
+   AVX registers, and fewer loads per multiply-add than 4 x 16. */
+PK_WIDE PK_INLINE static void pk_block24(const float *restrict A, const float *restrict B, float *restrict Y, int N,
+                                         int K) {
+    for (int k0 = 0; k0 < K; k0 += PK_KC) {
+        const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;
+        pk_v8 acc[4][3] = {{{0}}};
+        for (int k = k0; k < k1; ++k) {
+            const float *restrict b = B + (size_t)k * N;
+            const pk_v8 b0 = *(const pk_v8u *)b, b1 = *(const pk_v8u *)(b + 8), b2 = *(const pk_v8u *)(b + 16);
+            for (int i = 0; i < 4; ++i) {
+                const float ai = A[(size_t)i * K + k];
+                acc[i][0] += ai * b0; acc[i][1] += ai * b1; acc[i][2] += ai * b2;
+            }
+        }
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 3; ++j) {
+                pk_v8u *y = (pk_v8u *)(Y + (size_t)i * N + 8 * j);
+                *y = k0 ? *y + acc[i][j] : acc[i][j];
+            }
+    }
 }
 
 PK_WIDE static void pk_rows_wide(const float *restrict A, const float *restrict B, float *restrict Y, int m, int M,
@@ -526,6 +550,7 @@ PK_WIDE static void pk_matmul_wide(const float *restrict A, const float *restric
     int m = 0;
     for (; m + 4 <= M; m += 4) {
         int n = 0;
+        for (; n + 24 <= N; n += 24) pk_block24(A + (size_t)m * K, B + n, Y + (size_t)m * N + n, N, K);
         for (; n + 16 <= N; n += 16) pk_block16(A + (size_t)m * K, B + n, Y + (size_t)m * N + n, N, K);
         /* Columns left over: one more block ending at N when N allows (it rewrites some columns
            with the very same sums), else the row loop. */
@@ -543,9 +568,36 @@ PK_WIDE static void pk_matmul_wide(const float *restrict A, const float *restric
     }
 }
 
-PK_WIDE static void pk_iblock16(const float *restrict A, const float *restrict B, float *restrict Y, int N,
+PK_WIDE PK_INLINE static void pk_iblock16(const float *restrict A, const float *restrict B, float *restrict Y, int N,
                                 const pk_igeom *g) {
     PK_IBLOCK_BODY(pk_v8, pk_v8u, 8)
+}
+
+/* pk_block24 over a stride-1 conv's padded image (pk_iblock16). */
+PK_WIDE PK_INLINE static void pk_iblock24(const float *restrict A, const float *restrict B, float *restrict Y, int N,
+                                          const pk_igeom *g) {
+    const size_t K = (size_t)g->C * g->T;
+    const int cc = g->T >= PK_KC ? 1 : PK_KC / g->T;
+    const float *restrict a = A;
+    for (int c0 = 0; c0 < g->C; c0 += cc) {
+        pk_v8 acc[4][3] = {{{0}}};
+        for (int c = c0; c < g->C && c < c0 + cc; ++c) {
+            const float *restrict bc = B + (size_t)c * g->HW;
+            for (int tap = 0; tap < g->T; ++tap, ++a) {
+                const float *restrict b = bc + g->taps[tap];
+                const pk_v8 b0 = *(const pk_v8u *)b, b1 = *(const pk_v8u *)(b + 8), b2 = *(const pk_v8u *)(b + 16);
+                for (int i = 0; i < 4; ++i) {
+                    const float ai = a[i * K];
+                    acc[i][0] += ai * b0; acc[i][1] += ai * b1; acc[i][2] += ai * b2;
+                }
+            }
+        }
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 3; ++j) {
+                pk_v8u *y = (pk_v8u *)(Y + (size_t)i * N + 8 * j);
+                *y = c0 ? *y + acc[i][j] : acc[i][j];
+            }
+    }
 }
 
 PK_WIDE static void pk_irows_wide(const float *restrict A, const float *restrict B, float *restrict Y, int m,
@@ -559,6 +611,7 @@ PK_WIDE static void pk_imatmul_wide(const float *restrict A, const float *restri
     int m = 0;
     for (; m + 4 <= M; m += 4) {
         int n = 0;
+        for (; n + 24 <= N; n += 24) pk_iblock24(A + m * K, B + n, Y + (size_t)m * N + n, N, g);
         for (; n + 16 <= N; n += 16) pk_iblock16(A + m * K, B + n, Y + (size_t)m * N + n, N, g);
         if (n < N && N >= 16) pk_iblock16(A + m * K, B + N - 16, Y + (size_t)m * N + N - 16, N, g);
         else if (n < N) pk_irows_wide(A, B, Y, m, m + 4, n, N, g);
@@ -589,7 +642,9 @@ PK_WIDE static void pk_dots_wide(const float *restrict A, const float *restrict 
 }
 
 static int pk_wide(void) {
-#if PK_DISPATCH
+#if defined(PK_NARROW) /* the 16-byte kernels only, as on a CPU without AVX2 */
+    return 0;
+#elif PK_DISPATCH
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #elif defined(__AVX__) || defined(__aarch64__)
     return 1;
@@ -689,6 +744,38 @@ static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, fl
         }
 }
 
+/* A conv's output rows (Wp floats apart, before bias) to Y = its 2x2 stride-2 max pool plus bias
+   (then Relu): max and bias commute, as do max and Relu. */
+#define PK_POOL_ROWS_BODY                                                                      \
+    const int PH = OH / 2, PW = OW / 2;                                                        \
+    for (int m = 0; m < M; ++m) {                                                              \
+        const float b = Bias ? Bias[m] : 0.0f;                                                 \
+        for (int i = 0; i < PH; ++i) {                                                         \
+            const float *restrict s0 = S + ((size_t)m * OH + 2 * i) * Wp, *restrict s1 = s0 + Wp; \
+            float *restrict y = Y + ((size_t)m * PH + i) * PW;                                 \
+            for (int j = 0; j < PW; ++j) {                                                     \
+                const float u = s0[2 * j] > s0[2 * j + 1] ? s0[2 * j] : s0[2 * j + 1];         \
+                const float v = s1[2 * j] > s1[2 * j + 1] ? s1[2 * j] : s1[2 * j + 1];         \
+                const float top = (u > v ? u : v) + b;                                         \
+                y[j] = relu && !(top > 0.0f) ? 0.0f : top;                                     \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+static void pk_pool_rows(const float *restrict S, const float *restrict Bias, float *restrict Y, int M, int OH, int OW,
+                         int Wp, int relu) {
+    PK_POOL_ROWS_BODY
+}
+
+#if defined(__GNUC__) && !defined(PK_PLAIN_C)
+PK_WIDE static void pk_pool_rows_wide(const float *restrict S, const float *restrict Bias, float *restrict Y, int M,
+                                      int OH, int OW, int Wp, int relu) {
+    PK_POOL_ROWS_BODY
+}
+#else
+#define pk_pool_rows_wide pk_pool_rows
+#endif
+
 /* Conv with one group as a matrix product: col[C*KH*KW, OH*OW] gathered from X (zeros where the
    window leaves the image), then Y[M, OH*OW] = W[M, C*KH*KW] col + bias. col may be NULL for a
    1x1 stride-1 unpadded conv, where X already is that matrix. relu: a Relu fused in.
@@ -724,20 +811,8 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
             for (int kw = 0; kw < KW; ++kw) g.taps[kh * KW + kw] = kh * dh * Wp + kw * dw;
         pk_imatmul(W, xp, yp, M, OH * Wp, &g);
         if (pool) { /* a 2x2 stride-2 max pool fused in: Y is [M, OH / 2, OW / 2] */
-            const int PH = OH / 2, PW = OW / 2;
-            for (int m = 0; m < M; ++m) {
-                const float b = Bias ? Bias[m] : 0.0f;
-                for (int i = 0; i < PH; ++i) {
-                    const float *restrict s0 = yp + ((size_t)m * OH + 2 * i) * Wp, *restrict s1 = s0 + Wp;
-                    float *restrict y = Y + ((size_t)m * PH + i) * PW;
-                    for (int j = 0; j < PW; ++j) {
-                        const float u = s0[2 * j] > s0[2 * j + 1] ? s0[2 * j] : s0[2 * j + 1];
-                        const float v = s1[2 * j] > s1[2 * j + 1] ? s1[2 * j] : s1[2 * j + 1];
-                        const float top = (u > v ? u : v) + b;
-                        y[j] = relu && !(top > 0.0f) ? 0.0f : top;
-                    }
-                }
-            }
+            if (pk_wide()) pk_pool_rows_wide(yp, Bias, Y, M, OH, OW, Wp, relu);
+            else pk_pool_rows(yp, Bias, Y, M, OH, OW, Wp, relu);
             return;
         }
         for (int m = 0; m < M; ++m) {

@@ -86,7 +86,7 @@ def test_static_lib_compiles_sklearn_models_exactly(maker: str, model_dir: Path,
     assert "_OUTPUT1_SIZE 10 /* 'probabilities' float32 */" in header
 
 
-def _compile_and_run(model: onnx.ModelProto, x: np.ndarray, tmp: Path) -> np.ndarray:
+def _compile_and_run(model: onnx.ModelProto, x: np.ndarray, tmp: Path, flags: tuple[str, ...] = ()) -> np.ndarray:
     import ctypes
 
     onnx.save(model, str(tmp / "m.onnx"))
@@ -94,8 +94,8 @@ def _compile_and_run(model: onnx.ModelProto, x: np.ndarray, tmp: Path) -> np.nda
                                                              "signature": "{}"})  # fmt: skip
     (tmp / "k.h").write_text(source.header)
     (tmp / "model.c").write_text(source.code)
-    subprocess.run(["gcc", "-std=c99", "-O2", "-fPIC", "-shared", "-o", "libk.so", "model.c", "-lm"], cwd=tmp,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(["gcc", "-std=c99", "-O2", *flags, "-fPIC", "-shared", "-o", "libk.so", "model.c", "-lm"],
+                   cwd=tmp, check=True, capture_output=True)  # fmt: skip
     lib = ctypes.CDLL(str(tmp / "libk.so"))
     y = np.zeros(len(x) * source.output_size, np.float32)
     lib.k_predict(ctypes.c_void_p(x.ctypes.data), ctypes.c_size_t(len(x)), ctypes.c_void_p(y.ctypes.data))
@@ -236,3 +236,28 @@ def test_conv_max_pool_pairs_are_fused(relu: bool, hw: int, tmp_path: Path) -> N
     assert "pk_pool2d(0," not in code.split("static void k_one")[-1]
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags", [("-ffp-contract=fast",), ("-DPK_NARROW",), ("-DPK_PLAIN_C",)],
+                         ids=["avx2-dispatch", "16-byte", "plain-c"])  # fmt: skip
+def test_every_kernel_family_matches_onnxruntime(flags: tuple[str, ...], tmp_path: Path) -> None:
+    # The wide kernels chosen at run time, the 16-byte ones (a CPU without AVX2) and the plain C
+    # ones (-DPK_PLAIN_C, for compilers without vector extensions) on one model that reaches each
+    # product: stride-1 convs read in place (24-, 16-column and leftover blocks) with a fused
+    # pool, a strided conv through im2col, a wide Gemm with a batch tile, a narrow one.
+    rng = np.random.default_rng(7)
+    w1, w2 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32), rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+    fc1, fc2 = rng.standard_normal((6 * 4 * 4, 70)).astype(np.float32), rng.standard_normal((70, 5)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Flatten", ["c2"], ["f"]), helper.make_node("MatMul", ["f", "fc1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "fc2"], ["y"])]  # fmt: skip
+    weights = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (fc1, "fc1"), (fc2, "fc2"))]
+    graph = helper.make_graph(nodes, "k", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 15, 15])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], weights)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((21, 3, 15, 15)).astype(np.float32)
+    y = _compile_and_run(model, x, tmp_path, flags)
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
