@@ -233,7 +233,8 @@ def temp_floats(graph: Graph, node: Any) -> int:
         return 0
     g = _spatial(graph, node)
     mode = _conv_mode(g)
-    (channels, outs, oh, ow), (kh, kw), (dh, dw) = (g["x"][1], *g["y"][1:]), g["k"], g["d"]
+    channels, outs, oh, ow = int(g["x"][1]), int(g["y"][1]), int(g["y"][2]), int(g["y"][3])
+    (kh, kw), (dh, dw) = g["k"], g["d"]
     if mode == "direct":
         return 0
     if mode == "im2col":
