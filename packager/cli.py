@@ -510,9 +510,9 @@ def serve(registry: str, host: str, port: int, tokens: Path | None, keys: Path |
           telemetry: Path | None, cors_origins: tuple[str, ...]) -> None:  # fmt: skip
     """Serve a registry over HTTP: catalog, per-device resolve, artifacts, TUF metadata, writes.
 
-    One process, one event loop (uvicorn with uvloop and httptools); the server keeps no state of
-    its own, so run more replicas over the same registry for more throughput. OpenAPI at
-    /openapi.json, Prometheus metrics at /metrics.
+    One worker: a granian process, whose Rust HTTP server hands requests to one Python event loop;
+    the server keeps no state of its own, so run more replicas over the same registry for more
+    throughput. OpenAPI at /openapi.json, Prometheus metrics at /metrics.
 
     \b
     Examples:
@@ -523,19 +523,18 @@ def serve(registry: str, host: str, port: int, tokens: Path | None, keys: Path |
     """
     from packager.errors import require
 
-    require("uvicorn", "server")
-    import uvicorn
-
+    require("granian", "server")
     from packager.registry.signing import is_signed
-    from packager.registry.store import open_store
-    from packager.server.app import create_app
+    from packager.server.serving import Options, build, check_port, run
 
-    store = open_store(registry)
-    app = create_app(store, tokens=tokens, keys=keys, base_url=base_url, telemetry=telemetry, cors_origins=cors_origins)
+    check_port(host, port)
+    options = Options(registry=registry, tokens=tokens, keys=keys, base_url=base_url, telemetry=telemetry,
+                      cors_origins=cors_origins)  # fmt: skip
+    store = build(options).state.service.view.store  # a wrong registry or --keys fails here, before anything listens
     writes = f"writes with tokens from {tokens}" if tokens else "read-only (no --tokens)"
     signed = "signed" if is_signed(store) else "unsigned"
     click.echo(f"packager serve: http://{host}:{port} serving {store.url} ({signed}; {writes})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    run(options, host=host, port=port)
 
 
 @cli.group()

@@ -63,6 +63,11 @@ class DeviceProfile:
         return out
 
 
+def device_id_field(value: Any) -> str | None:
+    """The ``device_id`` field checked as ``from_json`` checks it (ProfileError otherwise)."""
+    return _text("device_id", value)
+
+
 def _text(key: str, value: Any) -> str | None:
     if value is None:
         return None

@@ -1,5 +1,6 @@
-"""The manifest server: a Starlette app over a registry store (``create_app``), served by
-``packager serve``. Endpoints and schemas: ``packager.server.openapi`` (``GET /openapi.json``)."""
+"""The manifest server: a Starlette app over a registry store behind a front door that answers
+resolve itself (``create_app``), served by ``packager serve`` on granian. Endpoints and schemas:
+``packager.server.openapi`` (``GET /openapi.json``)."""
 
 from __future__ import annotations
 

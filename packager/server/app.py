@@ -1,5 +1,6 @@
-"""The manifest server's Starlette app: stateless over a Store, so any number of replicas serve one
-registry. Routes and their schemas are listed in ``packager.server.openapi``."""
+"""The manifest server's app: Starlette behind a front door that answers resolve itself
+(``packager.server.front``); stateless over a Store, so any number of replicas serve one registry.
+Routes and their schemas are listed in ``packager.server.openapi``."""
 
 from __future__ import annotations
 
@@ -23,21 +24,24 @@ from packager.errors import PackagerError
 from packager.registry import channels, signing
 from packager.registry.store import Store
 from packager.server import browser, reads, writes
+from packager.server.front import Front
 from packager.server.http import as_service_error, error_response, json_response, settings
 from packager.server.metrics import Metrics, MetricsMiddleware
 from packager.server.openapi import openapi
+from packager.server.resolver import Resolver, resolve_route
 from packager.server.service import Service, service
 from packager.server.telemetry import TelemetrySink
 from packager.server.tokens import Tokens
 from packager.server.views import RegistryView
 
 log = logging.getLogger("packager.server")
+CORS_EXPOSED = ("etag", "content-range", "content-length", "accept-ranges")
 
 
 def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = None, base_url: str = "",
                telemetry: Path | None = None, pointer_seconds: float | None = None,
-               cors_origins: tuple[str, ...] = ("*",)) -> Starlette:  # fmt: skip
-    """The HTTP API over ``store``.
+               cors_origins: tuple[str, ...] = ("*",)) -> Front:  # fmt: skip
+    """The HTTP API over ``store``: an ASGI app, and an RSGI app for granian (``packager serve``).
 
     ``tokens``: the tokens file of the write API (None: writes are refused). ``keys``: the
     signing keys folder, checked against the registry's root now (needed to write to a signed
@@ -54,8 +58,7 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     cache = conf["cache"]
     view = RegistryView(store, pointer_seconds=float(cache["pointer_seconds"] if pointer_seconds is None
                                                      else pointer_seconds),
-                        versions=int(cache["versions"]), derived=int(cache["manifests"]),
-                        resolutions=int(cache["resolutions"]))  # fmt: skip
+                        versions=int(cache["versions"]), derived=int(cache["manifests"]))  # fmt: skip
     metrics = Metrics()
     routes = _routes(metrics)
     lifespan = _resigning(store, keys, float(conf["signing"]["refresh_check_seconds"])) if keys else None
@@ -64,9 +67,11 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics,
                                            routes={r.endpoint: r.path for r in routes}),
                                 _cors(cors_origins)])  # fmt: skip
-    app.state.service = Service(view=view, tokens=Tokens(tokens), keys=keys, base_url=base_url.rstrip("/"),
-                                telemetry=TelemetrySink(store, telemetry), limits=limits)  # fmt: skip
-    return app
+    svc = Service(view=view, tokens=Tokens(tokens), keys=keys, base_url=base_url.rstrip("/"),
+                  telemetry=TelemetrySink(store, telemetry), limits=limits)  # fmt: skip
+    app.state.service = svc
+    app.state.resolver = Resolver(svc, classes=int(cache["profiles"]), answers=int(cache["resolutions"]))
+    return Front(app, app.state.resolver, metrics, cors_origins=cors_origins, cors_exposed=CORS_EXPOSED)
 
 
 def _resigning(store: Store, keys: Path, every: float) -> Any:
@@ -105,9 +110,8 @@ def _cors(origins: tuple[str, ...]) -> Middleware:
     """Cross-origin reads for browser loaders: resolve (a JSON POST), catalogs, artifacts (ranged)."""
     from starlette.middleware.cors import CORSMiddleware
 
-    exposed = ["etag", "content-range", "content-length", "accept-ranges"]
     return Middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
-                      allow_headers=["content-type", "range", "if-none-match"], expose_headers=exposed,
+                      allow_headers=["content-type", "range", "if-none-match"], expose_headers=CORS_EXPOSED,
                       max_age=600)  # fmt: skip
 
 
@@ -117,7 +121,7 @@ def _routes(metrics: Metrics) -> list[Route]:
         Route("/metrics", metrics.render, methods=["GET"]),
         Route("/openapi.json", openapi_route, methods=["GET"]),
         Route("/v1/models/{m}/manifest", reads.manifest, methods=["GET"]),
-        Route("/v1/models/{m}/resolve", reads.resolve_route, methods=["POST"]),
+        Route("/v1/models/{m}/resolve", resolve_route, methods=["POST"]),
         Route("/v1/models/{m}/versions", writes.publish, methods=["POST"]),
         Route("/v1/models/{m}/versions/{v}", reads.version_document, methods=["GET"]),
         Route("/v1/models/{m}/channels/{c}", reads.pointer_document, methods=["GET"]),

@@ -34,9 +34,12 @@ def settings() -> dict[str, Any]:
     return read_toml("server.toml")
 
 
+def json_body(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    return Response(body, status_code=status, media_type=JSON, headers=dict(headers or {}))
+    return Response(json_body(doc), status_code=status, media_type=JSON, headers=dict(headers or {}))
 
 
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -74,7 +77,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    body = await read_body(request, limit)
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

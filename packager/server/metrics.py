@@ -1,18 +1,28 @@
-"""Prometheus metrics: request count and latency by route template, method and status."""
+"""Prometheus metrics: request count and latency by route template, method and status.
+
+The numbers are plain dicts and lists that a request adds to on the event loop's thread (two dict
+updates and a bisect: a fraction of a microsecond, where prometheus_client's Counter and
+Histogram take a lock and walk the buckets in Python per request); a collector turns them into
+the usual families when /metrics is scraped, on that same thread.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_LE = [*(floatToGoString(b) for b in _BUCKETS), "+Inf"]
 
 
 class Metrics:
@@ -20,12 +30,43 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("packager_http_requests", "HTTP requests served", ("route", "method", "status"),
-                                registry=self.registry)  # fmt: skip
-        self.latency = Histogram("packager_http_request_seconds", "Time to the response's first byte",
-                                 ("route", "method"), buckets=_BUCKETS, registry=self.registry)  # fmt: skip
+        self._requests: dict[tuple[str, str, int], int] = {}
+        self._latency: dict[tuple[str, str], list[float]] = {}  # a count per bucket (+Inf last), then the sum
+        self.registry.register(self)  # a collector: collect() below
 
-    def render(self, request: Request) -> Response:
+    def observe(self, route: str, method: str, seconds: float) -> None:
+        """One request's time to its first byte."""
+        counts = self._latency.get((route, method))
+        if counts is None:
+            counts = self._latency[(route, method)] = [0.0] * (len(_BUCKETS) + 2)
+        counts[bisect_left(_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        counts[-1] += seconds
+
+    def count(self, route: str, method: str, status: int) -> None:
+        key = (route, method, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.observe(route, method, seconds)
+        self.count(route, method, status)
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("packager_http_requests", "HTTP requests served",
+                                       labels=("route", "method", "status"))  # fmt: skip
+        for (route, method, status), n in sorted(self._requests.items()):
+            requests.add_metric([route, method, str(status)], n)
+        latency = HistogramMetricFamily("packager_http_request_seconds", "Time to the response's first byte",
+                                        labels=("route", "method"))  # fmt: skip
+        for (route, method), counts in sorted(self._latency.items()):
+            cumulative, buckets = 0.0, []
+            for le, hits in zip(_LE, counts[:-1], strict=True):
+                cumulative += hits
+                buckets.append((le, cumulative))
+            latency.add_metric([route, method], buckets, counts[-1])
+        yield requests
+        yield latency
+
+    async def render(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -48,11 +89,11 @@ class MetricsMiddleware:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 route = self.routes.get(scope.get("endpoint"), "unmatched")
-                self.metrics.latency.labels(route, scope["method"]).observe(time.perf_counter() - start)
+                self.metrics.observe(route, scope["method"], time.perf_counter() - start)
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
             route = self.routes.get(scope.get("endpoint"), "unmatched")
-            self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
+            self.metrics.count(route, scope["method"], status[0])

@@ -1,12 +1,11 @@
-"""Read endpoints: catalog (manifest), resolve, artifacts, TUF metadata and signed documents."""
+"""Read endpoints: catalog (manifest), artifacts, TUF metadata and signed documents (resolve:
+``packager.server.resolver``)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -15,10 +14,8 @@ from starlette.responses import Response, StreamingResponse
 from packager.errors import ServiceError
 from packager.registry.catalog import Channel, manifest_doc
 from packager.registry.names import artifact_key, version_key
-from packager.registry.profile import DeviceProfile
-from packager.registry.resolve import cohort, resolve
 from packager.registry.store import Store
-from packager.server.http import ByteRange, etag_matches, json_response, parse_range, quoted, read_json
+from packager.server.http import ByteRange, etag_matches, json_response, parse_range, quoted
 from packager.server.service import (
     Service,
     not_found,
@@ -33,7 +30,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 
 
-async def _channel(svc: Service, model: str, channel: str) -> Channel:
+async def served_channel(svc: Service, model: str, channel: str) -> Channel:
+    """The channel as the view has it (read in the threadpool once its pointer is stale), or a 404."""
     hit, found = svc.view.fresh(model, channel)
     if not hit:
         found = await run_in_threadpool(svc.view.channel, model, channel)
@@ -45,7 +43,7 @@ async def _channel(svc: Service, model: str, channel: str) -> Channel:
 async def manifest(request: Request) -> Response:
     svc = service(request)
     model, channel = path_name(request, "model", "m"), query_channel(request)
-    found = await _channel(svc, model, channel)
+    found = await served_channel(svc, model, channel)
 
     def make() -> tuple[bytes, str]:
         body = json_response(manifest_doc(found, svc.artifact_url)).body
@@ -56,25 +54,6 @@ async def manifest(request: Request) -> Response:
     if etag_matches(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
-
-
-async def resolve_route(request: Request) -> Response:
-    svc = service(request)
-    model, channel = path_name(request, "model", "m"), query_channel(request)
-    profile = DeviceProfile.from_json(await read_json(request, svc.limits["json_body"]))
-    found = await _channel(svc, model, channel)
-    now = datetime.now(UTC).replace(microsecond=0)
-
-    def make() -> bytes:
-        resolution = resolve(found.pointer, found.versions, profile, now=now, artifact_url=svc.artifact_url)
-        return bytes(json_response(resolution.to_json()).body)
-
-    # A resolution depends on the device id only through its cohort: devices of one class share it
-    # (for the rest of this second, so that `expires` stays exact).
-    facts = json.dumps({**profile.to_json(), "device_id": None}, sort_keys=True)
-    key = (found.key, found.signed, cohort(found.pointer, profile.device_id), facts, now)
-    body = svc.view.resolution(key, make)
-    return Response(body, media_type="application/json", headers={"Cache-Control": "private, no-store"})
 
 
 async def artifact(request: Request) -> Response:
@@ -138,7 +117,7 @@ async def pointer_document(request: Request) -> Response:
     """The channel pointer of record, as the bytes its signed copy holds."""
     svc = service(request)
     model, channel = path_name(request, "model", "m"), path_name(request, "channel", "c")
-    found = await _channel(svc, model, channel)
+    found = await served_channel(svc, model, channel)
     return _document(request, found.key.encode(), REVALIDATE)
 
 

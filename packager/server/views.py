@@ -26,7 +26,7 @@ from packager.registry.store import Store
 class RegistryView:
     """Cached reads of one store; safe to share between threads."""
 
-    def __init__(self, store: Store, *, pointer_seconds: float, versions: int, derived: int, resolutions: int,
+    def __init__(self, store: Store, *, pointer_seconds: float, versions: int, derived: int,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.store = store
         self.pointer_seconds = pointer_seconds
@@ -34,7 +34,6 @@ class RegistryView:
         self._lock = threading.Lock()
         self._versions = Lru(versions)
         self._derived = Lru(derived)
-        self._resolutions = Lru(resolutions)
         self._channels: dict[tuple[str, str], tuple[float, Channel | None]] = {}
         self._state: tuple[str | None, signing.RepoState | None] = ("", None)
 
@@ -94,15 +93,6 @@ class RegistryView:
         """Drop the cached pointers of ``model`` (after this server changed one of them)."""
         for key in [k for k in self._channels if k[0] == model]:
             self._channels.pop(key, None)
-
-    def resolution(self, key: Any, make: Callable[[], bytes]) -> bytes:
-        """A resolution's bytes, shared by the devices of one class and cohort (see reads.py)."""
-        with self._lock:
-            if key in self._resolutions:
-                return dict.__getitem__(self._resolutions, key)  # type: ignore[no-any-return]
-        value = make()
-        with self._lock:
-            return self._resolutions.put(key, value)  # type: ignore[no-any-return]
 
     def derived(self, key: Any, make: Callable[[], Any]) -> Any:
         """A value computed once per ``key`` (e.g. a manifest per pointer generation)."""

@@ -1,9 +1,10 @@
-"""The server tests' parts: uvicorn on 127.0.0.1 with a free port in a thread, a real
+"""The server tests' parts: granian on 127.0.0.1 with a free port in a thread, a real
 two-runtime build (onnx + static-lib), signed registries, tokens. Test modules import the
 fixtures they use by name (pytest finds them in the module's namespace)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import socket
@@ -13,12 +14,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from conftest import run_cli
-from starlette.applications import Starlette
+from granian.constants import Interfaces
+from granian.log import LogLevels
+from granian.server.embed import Server as EmbeddedServer
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "registry"))
 
@@ -28,30 +31,45 @@ from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, run_seaweed
 from packager.registry.publish import init_keys, publish
 from packager.registry.store import LocalStore
 from packager.server import create_app
+from packager.server.rsgi import RsgiApp
 from packager.server.tokens import add_token
 
 
 @contextlib.contextmanager
-def run_server(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+def run_server(app: Any) -> Iterator[str]:
+    """Serve ``app`` on granian (what `packager serve` runs) until the block ends; yields its base
+    URL. The embedded server runs in a thread of this process on an event loop of its own; an app
+    without ``__rsgi__`` (a plain ASGI app) goes through packager's ASGI-over-RSGI bridge."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    target = app if hasattr(app, "__rsgi__") else RsgiApp(app)
+    server = EmbeddedServer(target, address="127.0.0.1", port=port, interface=Interfaces.RSGI, websockets=False,
+                            log_level=LogLevels.warning)  # fmt: skip
+    loop = asyncio.new_event_loop()
+
+    def serve() -> None:
+        loop.run_until_complete(server.serve())
+        left = asyncio.all_tasks(loop)  # the app's lifespan shutdown, started as the server stopped
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=10))
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
-    while not server.started:
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        loop.call_soon_threadsafe(server.stop)
         thread.join(10)
-        sock.close()
+        loop.close()
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -1,0 +1,177 @@
+"""The manifest server's front door, what ``create_app`` returns. POST /v1/models/{m}/resolve, the
+route every device calls at every start, is answered here without Starlette's request object,
+routing and middleware stack; every other request, and the lifespan, go to the Starlette app.
+
+It speaks ASGI (any ASGI server, Starlette's TestClient) and RSGI (granian, which ``packager
+serve`` runs): over RSGI a request reaches Python as one call with its body in one piece, and
+the other routes are bridged to ASGI (``packager.server.rsgi``). The answer is the resolver's
+(``route``, then ``answer_body``), as on the Starlette route; this module adds what Starlette
+adds there: the body bound, the metrics (route template, method, status, time to the first
+byte), the CORS headers as CORSMiddleware writes them for a simple request, and the error bodies
+``{"error": {"code", "message"}}`` of the app's exception handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Collection
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from packager.errors import PackagerError, ServiceError
+from packager.server.http import JSON, as_service_error, json_body
+from packager.server.metrics import Metrics
+from packager.server.resolver import NO_STORE, Resolver
+from packager.server.rsgi import RsgiApp
+
+log = logging.getLogger("packager.server")
+ROUTE = "/v1/models/{m}/resolve"
+_PATH = re.compile(r"/v1/models/([^/]+)/resolve")
+_VARY = [("vary", "Origin")]
+_OK = [("cache-control", NO_STORE)]
+Headers = list[tuple[str, str]]
+
+
+class Front:
+    """The ASGI and RSGI app: resolve here, the rest in ``app``."""
+
+    def __init__(self, app: Starlette, resolver: Resolver, metrics: Metrics, *, cors_origins: Collection[str],
+                 cors_exposed: Collection[str]) -> None:  # fmt: skip
+        self.app = app
+        self.resolver = resolver
+        self.metrics = metrics
+        self._origins = frozenset(cors_origins)
+        self._allow_all = "*" in self._origins
+        self._simple: Headers = [("access-control-allow-origin", "*")] if self._allow_all else []
+        if cors_exposed:
+            self._simple.append(("access-control-expose-headers", ", ".join(cors_exposed)))
+        self.rsgi = RsgiApp(app)  # every other RSGI request, and the lifespan
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    # --- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            match = _PATH.fullmatch(scope["path"])
+            if match is not None:
+                await self._asgi_resolve(match.group(1), scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _asgi_resolve(self, model: str, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        declared = origin = None
+        for name, value in scope["headers"]:
+            if name == b"content-length" and declared is None:
+                declared = value.decode("latin-1")
+            elif name == b"origin" and origin is None:
+                origin = value.decode("latin-1")
+        try:
+            model, channel = self.resolver.route(model, scope["query_string"].decode("latin-1"))
+            limit, chunks, size, more = self._limit(declared), [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # nobody to answer
+                chunks.append(message.get("body", b""))
+                size, more = size + len(chunks[-1]), message.get("more_body", False)
+                if size > limit:
+                    raise _too_large(limit)
+            status, first, body = 200, _OK, await self.resolver.answer_body(model, channel, b"".join(chunks))
+        except Exception as exc:
+            status, first, body = _failure(exc, scope["path"])
+        headers = [*first, ("content-length", str(len(body))), ("content-type", JSON), *self._cors(origin)]
+        self.metrics.record(ROUTE, "POST", status, time.perf_counter() - start)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    # --- RSGI (granian) -------------------------------------------------------------------------
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return  # no websockets here (packager serve turns them off)
+        if scope.method == "POST":
+            match = _PATH.fullmatch(scope.path)
+            if match is not None:
+                await self._rsgi_resolve(match.group(1), scope, proto)
+                return
+        await self.rsgi.__rsgi__(scope, proto)
+
+    async def _rsgi_resolve(self, model: str, scope: Any, proto: Any) -> None:
+        start = time.perf_counter()
+        try:
+            model, channel = self.resolver.route(model, scope.query_string)
+            declared = scope.headers.get("content-length")
+            limit = self._limit(declared)
+            try:
+                # with a declared length (checked above), the server holds the body to it
+                body = await proto() if declared is not None else await _chunks(proto, limit)
+            except RuntimeError:  # RSGIProtocolClosed / RSGIProtocolError: the client went away
+                return
+            status, first, body = 200, _OK, await self.resolver.answer_body(model, channel, body)
+        except Exception as exc:
+            status, first, body = _failure(exc, scope.path)
+        self.metrics.record(ROUTE, "POST", status, time.perf_counter() - start)
+        proto.response_bytes(status, [*first, ("content-type", JSON), *self._cors(scope.headers.get("origin"))], body)
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        self.rsgi.__rsgi_init__(loop)
+
+    def __rsgi_del__(self, loop: Any) -> None:
+        self.rsgi.__rsgi_del__(loop)
+
+    # --- shared -----------------------------------------------------------------------------------
+
+    def _limit(self, declared: str | None) -> int:
+        """The body limit, after refusing a declared length over it (before reading, like read_body)."""
+        limit = self.resolver.limit
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise _too_large(limit)
+        return limit
+
+    def _cors(self, origin: str | None) -> Headers:
+        """CORSMiddleware's headers for a simple request: the grant, and ``Vary: Origin`` always."""
+        if origin is None:
+            return _VARY
+        if self._allow_all or origin not in self._origins:
+            return [*self._simple, *_VARY]
+        return [*self._simple, ("access-control-allow-origin", origin), *_VARY]
+
+
+async def _chunks(proto: Any, limit: int) -> bytes:
+    """A body without a declared length, refused past ``limit`` bytes as it arrives."""
+    chunks, size = [], 0
+    async for chunk in proto:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _failure(exc: Exception, path: str) -> tuple[int, Headers, bytes]:
+    """(status, the headers before content-type, body) of a failed resolve, as the app's exception
+    handlers answer it."""
+    if isinstance(exc, PackagerError):
+        error = as_service_error(exc)
+        if error.status >= 500:
+            log.error("POST %s: %s", path, exc.one_line())
+        return error.status, [(k.lower(), v) for k, v in error.headers.items()], _error_body(error.code, error.message)
+    log.exception("POST %s failed", path)
+    return 500, [], _error_body("internal", f"internal error: {type(exc).__name__}")
+
+
+def _too_large(limit: int) -> ServiceError:
+    return ServiceError(413, "too_large", f"the body is over the {limit} byte limit of this endpoint")
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json_body({"error": {"code": code, "message": message}})

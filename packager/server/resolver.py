@@ -1,0 +1,151 @@
+"""Resolve, the route every device calls at every start: its answer as bytes, computed once per
+device class and cohort in each channel generation.
+
+A resolution is a pure function of the channel (pointer and version documents), the device's
+profile and its cohort; the device id matters only through the cohort, a sticky hash computed
+for every request. So the profile's JSON without ``device_id`` (keys sorted) names a device
+class. A class is validated once: its DeviceProfile is kept, and a class that fails is never
+kept, so a later request of it fails the same way. The answer of (pointer, class, cohort) is kept
+as its bytes up to ``expires``, the one field that moves with the clock (rendered once a second).
+The pointer's canonical bytes change with every generation (publish, rollout, rollback), so an
+answer of an older generation is never read again and ages out of the LRU.
+
+The Starlette route below and the front door (``packager.server.front``) both answer through a
+Resolver: the same checks in the same order (model name and channel in ``route``, the body bound
+while reading, then JSON, profile and channel lookup in ``answer_body``), so the same errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+
+from packager.errors import PackagerError, ProfileError, ServiceError
+from packager.registry.catalog import Channel, Lru
+from packager.registry.docs import facts, iso
+from packager.registry.names import check_name
+from packager.registry.profile import DeviceProfile, device_id_field
+from packager.registry.resolve import cohort, resolve
+from packager.server.http import JSON, json_body, parse_json, read_body
+from packager.server.reads import served_channel
+from packager.server.service import Service
+
+NO_STORE = "private, no-store"
+_NAMES = 1024
+_ABSENT = object()
+
+
+class Resolver:
+    """Resolutions as bytes, memoised per device class and cohort. Its caches are touched only from
+    the event loop's thread (every caller is a coroutine), so they take no lock."""
+
+    def __init__(self, svc: Service, *, classes: int, answers: int) -> None:
+        self.svc = svc
+        self.limit = svc.limits["json_body"]
+        self._classes = Lru(classes)  # class key -> DeviceProfile without device_id
+        self._answers = Lru(answers)  # (pointer key, signed, cohort, class key) -> bytes before expires
+        self._ttl = timedelta(seconds=int(facts()["resolve"]["ttl_seconds"]))
+        self._names: set[str] = set()  # model and channel names already checked
+        self._second = -1
+        self._expires = b""
+
+    async def answer(self, model: str, query: str, read: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The Resolution's JSON bytes; a PackagerError (ServiceError, ProfileError...) otherwise.
+        ``query`` is the raw query string; ``read`` returns the body or raises a 413 ServiceError."""
+        model, channel = self.route(model, query)
+        return await self.answer_body(model, channel, await read())
+
+    def route(self, model: str, query: str) -> tuple[str, str]:
+        """The model and channel of a request, checked (400 otherwise): before its body is read."""
+        channel = QueryParams(query).get("channel", "stable") if query else "stable"
+        return self._name("model", model), self._name("channel", channel)
+
+    async def answer_body(self, model: str, channel: str, body: bytes) -> bytes:
+        """``answer`` once ``route`` passed and the body is read."""
+        key, profile, device_id = self._profile(body)
+        fresh, found = self.svc.view.fresh(model, channel)
+        if not fresh or found is None:
+            found = await served_channel(self.svc, model, channel)
+        group = cohort(found.pointer, device_id)
+        entry = (found.key, found.signed, group, key)
+        head = self._answers.get(entry) if key is not None else None
+        if head is None:
+            if profile.device_id != device_id:
+                profile = replace(profile, device_id=device_id)
+            head = self._render(found, profile)
+            if key is not None:
+                self._answers.put(entry, head)
+        return head + self._expiry()
+
+    def _profile(self, body: bytes) -> tuple[bytes | None, DeviceProfile, str | None]:
+        """The body's class key, a profile of its class and its device id; or its 400 (not JSON) or
+        422 (ProfileError). The key is None for what only the standard parser reads (NaN, a byte
+        order mark, UTF-16): such a body gets no class."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            profile = DeviceProfile.from_json(parse_json(body))
+            return None, profile, profile.device_id
+        if not isinstance(data, dict):
+            DeviceProfile.from_json(data)  # raises: not an object
+        device_id = data.pop("device_id", _ABSENT)
+        key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        known = self._classes.get(key)
+        if known is not None:  # the class passed every check: only the device id is left
+            return key, known, None if device_id is _ABSENT else device_id_field(device_id)
+        if device_id is not _ABSENT:
+            data["device_id"] = device_id  # last now: from_json checks fields in its own order
+        try:
+            profile = DeviceProfile.from_json(data)  # every check, in from_json's order
+        except ProfileError:
+            with contextlib.suppress(ValueError):  # orjson reads integers past 64 bits as floats:
+                DeviceProfile.from_json(json.loads(body))  # the message shows them as json reads them
+            raise
+        self._classes.put(key, replace(profile, device_id=None))
+        return key, profile, profile.device_id
+
+    def _name(self, kind: str, value: str) -> str:
+        """``value`` when it is a valid name (models and channels follow one rule), else a 400."""
+        if value in self._names:
+            return value
+        try:
+            check_name(kind, value)
+        except PackagerError as exc:
+            raise ServiceError(400, "invalid_name", exc.message) from exc
+        if len(self._names) >= _NAMES:
+            self._names.clear()
+        self._names.add(value)
+        return value
+
+    def _render(self, found: Channel, profile: DeviceProfile) -> bytes:
+        """The resolution's JSON up to the value of ``expires`` (its last field)."""
+        doc = resolve(found.pointer, found.versions, profile, now=datetime.now(UTC),
+                      artifact_url=self.svc.artifact_url).to_json()  # fmt: skip
+        del doc["expires"]
+        return json_body(doc)[:-1] + b',"expires":'
+
+    def _expiry(self) -> bytes:
+        """``"<now + ttl>"}``: the end of every answer of this second."""
+        second = int(time.time())
+        if second != self._second:
+            moment = datetime.fromtimestamp(second, UTC)
+            self._expires, self._second = json.dumps(iso(moment + self._ttl)).encode() + b"}", second
+        return self._expires
+
+
+async def resolve_route(request: Request) -> Response:
+    """The Starlette route of resolve; the front door answers it before Starlette sees it, so this
+    serves the Starlette app on its own (and keeps 405 for other methods)."""
+    resolver: Resolver = request.app.state.resolver
+    query = request.scope["query_string"].decode("latin-1")
+    body = await resolver.answer(str(request.path_params["m"]), query, lambda: read_body(request, resolver.limit))
+    return Response(body, media_type=JSON, headers={"Cache-Control": NO_STORE})
