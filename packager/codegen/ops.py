@@ -164,12 +164,18 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     return _per_item(graph, node, ref, call)
 
 
-def fuse_relus(graph: Graph) -> dict[str, str]:
-    """Conv outputs read only by a Relu: the Conv (one group) writes the Relu's output itself."""
+def _readers(graph: Graph) -> dict[str, list[Any]]:
+    """Tensor name -> the nodes that read it."""
     readers: dict[str, list[Any]] = {}
     for node in graph.nodes:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    return readers
+
+
+def fuse_relus(graph: Graph) -> dict[str, str]:
+    """Conv outputs read only by a Relu: the Conv (one group) writes the Relu's output itself."""
+    readers = _readers(graph)
     fused = {}
     for node in graph.nodes:
         after = readers.get(node.output[0], [])
@@ -200,10 +206,7 @@ def fuse_pools(graph: Graph) -> dict[str, str]:
     """A 2x2 stride-2 MaxPool that alone reads a Conv computed in place (or its fused Relu): the
     Conv's last pass takes the max of each window as it adds the bias, and writes the pooled
     tensor (max and bias commute, as do max and Relu, so the values are the same)."""
-    readers: dict[str, list[Any]] = {}
-    for node in graph.nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     fused = {}
     for node in graph.nodes:
         if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1:
