@@ -355,9 +355,12 @@ static void pk_normalize(const float *X, float *Y, int rows, int cols, int kind)
 
 /* ---- blocked matrix product ---- */
 
-/* Y[M,N] = A[M,K] B[K,N], row-major. Blocks of 4 rows x 2 vectors of outputs stay in registers
-   while K streams by; the rows and columns left over (all of them when M is 1) take a
-   row-times-matrix loop that the compiler vectorizes. With GCC or Clang the blocks use vector
+/* Y[M,N] = A[M,K] B[K,N], row-major. Blocks of 4 rows x 3 (then 2) vectors of outputs stay in
+   registers while K streams by; a row left over takes 8-vector strips when N allows (a batch of
+   one), and what is left after that a row-times-matrix loop that the compiler vectorizes. Columns
+   left over are covered by one more block ending at N, which rewrites a few columns with the
+   very same sums. The same blocks read a stride-1 conv's padded image in place (pk_imatmul).
+   With GCC or Clang the blocks use vector
    extensions (plain C the compiler lowers to SSE, AVX, NEON...; no intrinsics), and on x86 an
    AVX2+FMA version is chosen at run time when the CPU has it, as onnxruntime's MLAS does, so the
    portable x86-64-v2 library is not left at SSE speed. Define PK_PLAIN_C for other compilers. */
