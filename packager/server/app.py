@@ -25,7 +25,7 @@ from packager.registry import channels, signing
 from packager.registry.store import Store
 from packager.server import browser, reads, writes
 from packager.server.front import Front
-from packager.server.http import as_service_error, error_response, json_response, settings
+from packager.server.http import error_response, failure, json_response, settings
 from packager.server.metrics import Metrics, MetricsMiddleware
 from packager.server.openapi import openapi
 from packager.server.resolver import Resolver, resolve_route
@@ -62,7 +62,7 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     metrics = Metrics()
     routes = _routes(metrics)
     lifespan = _resigning(store, keys, float(conf["signing"]["refresh_check_seconds"])) if keys else None
-    handlers = {PackagerError: _packager_error, HTTPException: _http_error, Exception: _internal_error}
+    handlers = {PackagerError: _error, HTTPException: _http_error, Exception: _error}
     app = Starlette(lifespan=lifespan, routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics,
                                            routes={r.endpoint: r.path for r in routes}),
@@ -147,11 +147,8 @@ async def openapi_route(request: Request) -> Response:
     return json_response(openapi())
 
 
-async def _packager_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, PackagerError)
-    error = as_service_error(exc)
-    if error.status >= 500:
-        log.error("%s %s: %s", request.method, request.url.path, exc.one_line())
+async def _error(request: Request, exc: Exception) -> Response:
+    error = failure(exc, request.method, request.url.path)
     return error_response(error.status, error.code, error.message, error.headers)
 
 
@@ -160,8 +157,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     headers: dict[str, Any] = dict(exc.headers or {})
     return error_response(exc.status_code, code, str(exc.detail), headers)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path)
-    return error_response(500, "internal", f"internal error: {type(exc).__name__}")

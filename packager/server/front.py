@@ -13,7 +13,6 @@ byte), the CORS headers as CORSMiddleware writes them for a simple request, and 
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Collection
@@ -22,13 +21,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from packager.errors import PackagerError, ServiceError
-from packager.server.http import JSON, as_service_error, json_body
+from packager.server.http import JSON, check_declared, error_body, failure, too_large
 from packager.server.metrics import Metrics
 from packager.server.resolver import NO_STORE, Resolver
 from packager.server.rsgi import RsgiApp
 
-log = logging.getLogger("packager.server")
 ROUTE = "/v1/models/{m}/resolve"
 _PATH = re.compile(r"/v1/models/([^/]+)/resolve")
 _VARY = [("vary", "Origin")]
@@ -83,7 +80,7 @@ class Front:
                 chunks.append(message.get("body", b""))
                 size, more = size + len(chunks[-1]), message.get("more_body", False)
                 if size > limit:
-                    raise _too_large(limit)
+                    raise too_large(limit)
             status, first, body = 200, _OK, await self.resolver.answer_body(model, channel, b"".join(chunks))
         except Exception as exc:
             status, first, body = _failure(exc, scope["path"])
@@ -132,10 +129,8 @@ class Front:
 
     def _limit(self, declared: str | None) -> int:
         """The body limit, after refusing a declared length over it (before reading, like read_body)."""
-        limit = self.resolver.limit
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            raise _too_large(limit)
-        return limit
+        check_declared(declared, self.resolver.limit)
+        return self.resolver.limit
 
     def _cors(self, origin: str | None) -> Headers:
         """CORSMiddleware's headers for a simple request: the grant, and ``Vary: Origin`` always."""
@@ -152,7 +147,7 @@ async def _chunks(proto: Any, limit: int) -> bytes:
     async for chunk in proto:
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -160,18 +155,5 @@ async def _chunks(proto: Any, limit: int) -> bytes:
 def _failure(exc: Exception, path: str) -> tuple[int, Headers, bytes]:
     """(status, the headers before content-type, body) of a failed resolve, as the app's exception
     handlers answer it."""
-    if isinstance(exc, PackagerError):
-        error = as_service_error(exc)
-        if error.status >= 500:
-            log.error("POST %s: %s", path, exc.one_line())
-        return error.status, [(k.lower(), v) for k, v in error.headers.items()], _error_body(error.code, error.message)
-    log.exception("POST %s failed", path)
-    return 500, [], _error_body("internal", f"internal error: {type(exc).__name__}")
-
-
-def _too_large(limit: int) -> ServiceError:
-    return ServiceError(413, "too_large", f"the body is over the {limit} byte limit of this endpoint")
-
-
-def _error_body(code: str, message: str) -> bytes:
-    return json_body({"error": {"code": code, "message": message}})
+    error = failure(exc, "POST", path)
+    return error.status, [(k.lower(), v) for k, v in error.headers.items()], error_body(error.code, error.message)

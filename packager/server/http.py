@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from packager.errors import (
 )
 from packager.resources import read_toml
 
+log = logging.getLogger("packager.server")
 JSON = "application/json"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -42,8 +44,25 @@ def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None
     return Response(json_body(doc), status_code=status, media_type=JSON, headers=dict(headers or {}))
 
 
+def error_body(code: str, message: str) -> bytes:
+    """The body of every error answer: ``{"error": {"code", "message"}}``."""
+    return json_body({"error": {"code": code, "message": message}})
+
+
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
-    return json_response({"error": {"code": code, "message": message}}, status, headers)
+    return Response(error_body(code, message), status_code=status, media_type=JSON, headers=dict(headers or {}))
+
+
+def failure(exc: Exception, method: str, path: str) -> ServiceError:
+    """What the server answers for an exception out of a handler, logged when it is the server's
+    fault: a PackagerError as its status (as_service_error), anything else as a 500."""
+    if isinstance(exc, PackagerError):
+        error = as_service_error(exc)
+        if error.status >= 500:
+            log.error("%s %s: %s", method, path, exc.one_line())
+        return error
+    log.exception("%s %s failed", method, path, exc_info=exc)
+    return ServiceError(500, "internal", f"internal error: {type(exc).__name__}")
 
 
 def as_service_error(exc: PackagerError) -> ServiceError:
@@ -62,16 +81,25 @@ def as_service_error(exc: PackagerError) -> ServiceError:
     return ServiceError(503, "registry_unavailable", text)
 
 
+def too_large(limit: int) -> ServiceError:
+    return ServiceError(413, "too_large", f"the body is over the {limit} byte limit of this endpoint")
+
+
+def check_declared(declared: str | None, limit: int) -> None:
+    """Refuse (413) a declared Content-Length over ``limit``, or one that is not a length, before
+    anything is read."""
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise too_large(limit)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 past ``limit`` bytes (before reading, when declared)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ServiceError(413, "too_large", f"the body is over the {limit} byte limit of this endpoint")
+    check_declared(request.headers.get("content-length"), limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ServiceError(413, "too_large", f"the body is over the {limit} byte limit of this endpoint")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
