@@ -72,9 +72,7 @@ class Resolver:
     async def answer_body(self, model: str, channel: str, body: bytes) -> bytes:
         """``answer`` once ``route`` passed and the body is read."""
         key, profile, device_id = self._profile(body)
-        fresh, found = self.svc.view.fresh(model, channel)
-        if not fresh or found is None:
-            found = await served_channel(self.svc, model, channel)
+        found = await served_channel(self.svc, model, channel)
         group = cohort(found.pointer, device_id)
         entry = (found.key, found.signed, group, key)
         head = self._answers.get(entry) if key is not None else None
