@@ -20,6 +20,7 @@ Channel pointer (``models/<m>/channels/<c>.json``, schema 1)::
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import platform
 from collections.abc import Mapping
@@ -94,8 +95,6 @@ def variant_entry(variant: Mapping[str, Any]) -> dict[str, Any]:
 def device_files(runtime: str, main: Mapping[str, Any], files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The files of a variant a device downloads (registry.toml's device_files, in pattern order,
     so the first is what it loads; the main file when no pattern matches)."""
-    import fnmatch
-
     patterns = facts()["device_files"].get(runtime)
     if patterns is None:
         return files
