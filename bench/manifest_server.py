@@ -11,13 +11,14 @@ connections and duration for every server) POSTs device profiles drawn by the re
 generator (tests/server/profiles.py), each with its own device_id, in turn from a Lua table.
 
 Servers, one worker each, all on 127.0.0.1:
-  ours          `packager serve` (granian: one worker process, RSGI, its default settings)
-  nginx         a static file of our mean response's size, for the same POSTs (the same client
-                work per request as ours; error_page turns nginx's 405 for a POST into the file)
-  nginx_get     the same file for a plain GET (no Lua): nginx's best case, and wrk's
-  floor_rsgi    a bare RSGI app on the same granian that reads the body and answers the same
-                bytes: the ceiling of any Python handler on this server with one worker
-  floor_asgi    the same bare app over granian's ASGI interface (what a Starlette app gets)
+  ours            `packager serve` (uvicorn on uvloop, one process, resolve answered by its protocol)
+  nginx           a static file of our mean response's size, for the same POSTs (the same client
+                  work per request as ours; error_page turns nginx's 405 for a POST into the file)
+  nginx_get       the same file for a plain GET (no Lua): nginx's best case, and wrk's
+  floor_protocol  a bare asyncio protocol on uvloop with httptools' parser that answers the same
+                  bytes once the body is in: the ceiling of a Python handler on this event loop
+  floor_asgi      a bare ASGI app on uvicorn (httptools, uvloop) that reads the body and answers
+                  the same bytes: the ceiling of any ASGI app on one uvicorn worker
 Each round runs every server once, in that order, after a warm-up; the figures are each server's
 median round. The server's CPU time per request (its processes' user + system time over the run)
 is less sensitive to what else the machine runs than requests/s; the load average before and
@@ -46,14 +47,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR_APP = """
+import asyncio
+import sys
+
+import httptools
+import uvloop
+
 RESPONSE = open(__file__.replace("floor.py", "www/resolve.json"), "rb").read()
-RSGI_HEADERS = [("content-type", "application/json")]
+HEAD = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncontent-length: %d\\r\\n\\r\\n" % len(RESPONSE)
 ASGI_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(RESPONSE)).encode())]
-
-
-async def rsgi(scope, proto):
-    await proto()
-    proto.response_bytes(200, RSGI_HEADERS, RESPONSE)
 
 
 async def asgi(scope, receive, send):
@@ -64,6 +66,26 @@ async def asgi(scope, receive, send):
         more = (await receive()).get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": ASGI_HEADERS})
     await send({"type": "http.response.body", "body": RESPONSE})
+
+
+class Protocol(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.parser = transport, httptools.HttpRequestParser(self)
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_message_complete(self):
+        self.transport.write(HEAD + RESPONSE)
+
+
+async def protocol(port):
+    server = await asyncio.get_running_loop().create_server(Protocol, "127.0.0.1", port)
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    uvloop.run(protocol(int(sys.argv[1])))
 """
 NGINX_CONF = """daemon off;
 worker_processes 1;
@@ -207,11 +229,14 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    import granian
+    import httptools
+    import uvicorn
+    import uvloop
 
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
-    return {"granian": granian.__version__, "nginx": nginx.removeprefix("nginx version: "),
+    return {"uvicorn": uvicorn.__version__, "httptools": httptools.__version__, "uvloop": uvloop.__version__,
+            "nginx": nginx.removeprefix("nginx version: "),
             "wrk": wrk_version.split(" [")[0], "python": platform.python_version()}  # fmt: skip
 
 
@@ -259,7 +284,7 @@ def main() -> None:
 
 def run_servers(tmp: Path, registry: Path, path: str, bodies: list[bytes], script: Path, args: argparse.Namespace,
                 procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:  # fmt: skip
-    ports = {name: free_port() for name in ("ours", "nginx", "floor_rsgi", "floor_asgi")}
+    ports = {name: free_port() for name in ("ours", "nginx", "floor_protocol", "floor_asgi")}
     ours = start([sys.executable, "-m", "packager", "serve", "--registry", str(registry), "--port", str(ports["ours"])])
     procs.append(ours)
     url = f"http://127.0.0.1:{ports['ours']}{path}"
@@ -279,19 +304,22 @@ def run_servers(tmp: Path, registry: Path, path: str, bodies: list[bytes], scrip
     static = f"http://127.0.0.1:{ports['nginx']}{path}"
     assert wait_for(static, nginx, b"{}") == response
     (tmp / "floor.py").write_text(FLOOR_APP)
-    floors = {}
-    for name, interface in (("floor_rsgi", "rsgi"), ("floor_asgi", "asgi")):
-        command = [sys.executable, "-m", "granian", "--interface", interface, "--working-dir", str(tmp),
-                   "--port", str(ports[name]), "--workers", "1", "--no-ws", "--log-level", "warning",
-                   f"floor:{interface}"]  # fmt: skip
+    floors = {
+        "floor_protocol": [sys.executable, str(tmp / "floor.py"), str(ports["floor_protocol"])],
+        "floor_asgi": [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp), "--port", str(ports["floor_asgi"]),
+                       "--http", "httptools", "--loop", "uvloop", "--interface", "asgi3", "--lifespan", "off",
+                       "--no-access-log", "--log-level", "warning", "floor:asgi"],
+    }  # fmt: skip
+    servers = {}
+    for name, command in floors.items():
         procs.append(proc := start(command))
-        floors[name] = (f"http://127.0.0.1:{ports[name]}{path}", proc)
-        assert wait_for(floors[name][0], proc, bodies[0]) == response
+        servers[name] = (f"http://127.0.0.1:{ports[name]}{path}", proc)
+        assert wait_for(servers[name][0], proc, bodies[0]) == response
     runs: dict[str, Callable[[int], dict[str, Any]]] = {
         "ours": lambda s: wrk(url, s, args.connections, script, ours.pid),
         "nginx": lambda s: wrk(static, s, args.connections, script, nginx.pid),
         "nginx_get": lambda s: wrk(static.replace(path, "/resolve.json"), s, args.connections, None, nginx.pid),
-        **{name: (lambda s, u=u, p=p: wrk(u, s, args.connections, script, p.pid)) for name, (u, p) in floors.items()},
+        **{name: (lambda s, u=u, p=p: wrk(u, s, args.connections, script, p.pid)) for name, (u, p) in servers.items()},
     }
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
     for _ in range(args.rounds):
@@ -308,7 +336,7 @@ def report(figures: dict[str, dict[str, Any]], args: argparse.Namespace, path: s
         return round(figures[a][key] / figures[b][key], 3)
 
     return {
-        "what": f"POST {path} on `packager serve` (granian, one worker process, RSGI) with "
+        "what": f"POST {path} on `packager serve` (uvicorn on uvloop, one process, resolve in its protocol) with "
                 f"{len(bodies)} generated device profiles (distinct device_ids, a 10% rollout in progress) vs nginx "
                 "(one worker) answering the same POSTs with a static file of our mean response size; wrk, "
                 "one thread, loopback",
@@ -319,8 +347,9 @@ def report(figures: dict[str, dict[str, Any]], args: argparse.Namespace, path: s
         "goal_ratio_requests_per_s": 0.5,
         "ratio_requests_per_s": ratio("ours", "nginx"), "ratio_p99": ratio("ours", "nginx", "p99_ms"),
         "ratio_requests_per_s_vs_nginx_get": ratio("ours", "nginx_get"),
-        "ratio_floor_rsgi_to_nginx": ratio("floor_rsgi", "nginx"),
-        "ratio_ours_to_floor_rsgi": ratio("ours", "floor_rsgi"),
+        "ratio_floor_protocol_to_nginx": ratio("floor_protocol", "nginx"),
+        "ratio_floor_asgi_to_nginx": ratio("floor_asgi", "nginx"),
+        "ratio_ours_to_floor_protocol": ratio("ours", "floor_protocol"),
         **figures,
     }  # fmt: skip
 

@@ -510,9 +510,9 @@ def serve(registry: str, host: str, port: int, tokens: Path | None, keys: Path |
           telemetry: Path | None, cors_origins: tuple[str, ...]) -> None:  # fmt: skip
     """Serve a registry over HTTP: catalog, per-device resolve, artifacts, TUF metadata, writes.
 
-    One worker: a granian process, whose Rust HTTP server hands requests to one Python event loop;
-    the server keeps no state of its own, so run more replicas over the same registry for more
-    throughput. OpenAPI at /openapi.json, Prometheus metrics at /metrics.
+    One process, one event loop (uvicorn on uvloop; resolve is answered in the HTTP protocol's
+    callbacks): the server keeps no state of its own, so run more replicas over the same registry
+    for more throughput. OpenAPI at /openapi.json, Prometheus metrics at /metrics.
 
     \b
     Examples:
@@ -523,18 +523,19 @@ def serve(registry: str, host: str, port: int, tokens: Path | None, keys: Path |
     """
     from packager.errors import require
 
-    require("granian", "server")
+    require("uvicorn", "server")
     from packager.registry.signing import is_signed
     from packager.server.serving import Options, build, check_port, run
 
     check_port(host, port)
     options = Options(registry=registry, tokens=tokens, keys=keys, base_url=base_url, telemetry=telemetry,
                       cors_origins=cors_origins)  # fmt: skip
-    store = build(options).state.service.view.store  # a wrong registry or --keys fails here, before anything listens
+    app = build(options)  # a wrong registry or --keys fails here, before anything listens
+    store = app.state.service.view.store
     writes = f"writes with tokens from {tokens}" if tokens else "read-only (no --tokens)"
     signed = "signed" if is_signed(store) else "unsigned"
     click.echo(f"packager serve: http://{host}:{port} serving {store.url} ({signed}; {writes})", err=True)
-    run(options, host=host, port=port)
+    run(app, host=host, port=port)
 
 
 @cli.group()

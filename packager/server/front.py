@@ -2,13 +2,14 @@
 route every device calls at every start, is answered here without Starlette's request object,
 routing and middleware stack; every other request, and the lifespan, go to the Starlette app.
 
-It speaks ASGI (any ASGI server, Starlette's TestClient) and RSGI (granian, which ``packager
-serve`` runs): over RSGI a request reaches Python as one call with its body in one piece, and
-the other routes are bridged to ASGI (``packager.server.rsgi``). The answer is the resolver's
-(``route``, then ``answer_body``), as on the Starlette route; this module adds what Starlette
-adds there: the body bound, the metrics (route template, method, status, time to the first
-byte), the CORS headers as CORSMiddleware writes them for a simple request, and the error bodies
-``{"error": {"code", "message"}}`` of the app's exception handlers.
+It is an ASGI app (any ASGI server, Starlette's TestClient). ``answer_now`` answers a resolve
+whose body is in hand without a coroutine: ``packager serve``'s HTTP protocol
+(``packager.server.protocol``) calls it from the parser's callbacks, so a resolve costs no task.
+The answer is the resolver's (``route``, then ``answer_body`` or ``answer_ready``), as on the
+Starlette route; this module adds what Starlette adds there: the body bound, the metrics (route
+template, method, status, time to the first byte), the CORS headers as CORSMiddleware writes
+them for a simple request, and the error bodies ``{"error": {"code", "message"}}`` of the app's
+exception handlers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from starlette.types import Receive, Scope, Send
 from packager.server.http import JSON, check_declared, error_body, failure, too_large
 from packager.server.metrics import Metrics
 from packager.server.resolver import NO_STORE, Resolver
-from packager.server.rsgi import RsgiApp
 
 ROUTE = "/v1/models/{m}/resolve"
 _PATH = re.compile(r"/v1/models/([^/]+)/resolve")
@@ -34,7 +34,7 @@ Headers = list[tuple[str, str]]
 
 
 class Front:
-    """The ASGI and RSGI app: resolve here, the rest in ``app``."""
+    """The ASGI app: resolve here, the rest (and the lifespan) in ``app``."""
 
     def __init__(self, app: Starlette, resolver: Resolver, metrics: Metrics, *, cors_origins: Collection[str],
                  cors_exposed: Collection[str]) -> None:  # fmt: skip
@@ -46,7 +46,7 @@ class Front:
         self._simple: Headers = [("access-control-allow-origin", "*")] if self._allow_all else []
         if cors_exposed:
             self._simple.append(("access-control-expose-headers", ", ".join(cors_exposed)))
-        self.rsgi = RsgiApp(app)  # every other RSGI request, and the lifespan
+        self._heads: dict[str | None, bytes] = {}
 
     @property
     def state(self) -> Any:
@@ -90,40 +90,41 @@ class Front:
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
 
-    # --- RSGI (granian) -------------------------------------------------------------------------
+    # --- without a coroutine (packager serve's protocol, packager.server.protocol) ----------------
 
-    async def __rsgi__(self, scope: Any, proto: Any) -> None:
-        if scope.proto != "http":
-            return  # no websockets here (packager serve turns them off)
-        if scope.method == "POST":
-            match = _PATH.fullmatch(scope.path)
-            if match is not None:
-                await self._rsgi_resolve(match.group(1), scope, proto)
-                return
-        await self.rsgi.__rsgi__(scope, proto)
+    def resolves(self, method: str, path: str) -> str | None:
+        """The model segment of a resolve request's path, or None for every other request."""
+        if method != "POST":
+            return None
+        match = _PATH.fullmatch(path)
+        return None if match is None else match.group(1)
 
-    async def _rsgi_resolve(self, model: str, scope: Any, proto: Any) -> None:
+    def answer_now(self, model: str, path: str, query: str, origin: str | None,
+                   body: bytes) -> tuple[int, bytes, bytes] | None:  # fmt: skip
+        """The answer of a resolve whose body was read in full, within ``self.resolver.limit``:
+        (status, its header lines as bytes, body); None when the channel's pointer is due a store
+        read, which only the ASGI side waits for. Recorded in the metrics like the ASGI side's."""
         start = time.perf_counter()
         try:
-            model, channel = self.resolver.route(model, scope.query_string)
-            declared = scope.headers.get("content-length")
-            limit = self._limit(declared)
-            try:
-                # with a declared length (checked above), the server holds the body to it
-                body = await proto() if declared is not None else await _chunks(proto, limit)
-            except RuntimeError:  # RSGIProtocolClosed / RSGIProtocolError: the client went away
-                return
-            status, first, body = 200, _OK, await self.resolver.answer_body(model, channel, body)
+            model, channel = self.resolver.route(model, query)
+            answer = self.resolver.answer_ready(model, channel, body)
+            if answer is None:
+                return None
+            status, head = 200, self._ok_head(origin)
         except Exception as exc:
-            status, first, body = _failure(exc, scope.path)
+            status, first, answer = _failure(exc, path)
+            head = _lines([*first, ("content-type", JSON), *self._cors(origin)])
         self.metrics.record(ROUTE, "POST", status, time.perf_counter() - start)
-        proto.response_bytes(status, [*first, ("content-type", JSON), *self._cors(scope.headers.get("origin"))], body)
+        return status, head + b"content-length: %d\r\n" % len(answer), answer
 
-    def __rsgi_init__(self, loop: Any) -> None:
-        self.rsgi.__rsgi_init__(loop)
-
-    def __rsgi_del__(self, loop: Any) -> None:
-        self.rsgi.__rsgi_del__(loop)
+    def _ok_head(self, origin: str | None) -> bytes:
+        """The header lines of a 200 but its length, kept per origin (a bounded few)."""
+        head = self._heads.get(origin)
+        if head is None:
+            head = _lines([*_OK, ("content-type", JSON), *self._cors(origin)])
+            if len(self._heads) < 64:
+                self._heads[origin] = head
+        return head
 
     # --- shared -----------------------------------------------------------------------------------
 
@@ -141,19 +142,12 @@ class Front:
         return [*self._simple, ("access-control-allow-origin", origin), *_VARY]
 
 
-async def _chunks(proto: Any, limit: int) -> bytes:
-    """A body without a declared length, refused past ``limit`` bytes as it arrives."""
-    chunks, size = [], 0
-    async for chunk in proto:
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _failure(exc: Exception, path: str) -> tuple[int, Headers, bytes]:
     """(status, the headers before content-type, body) of a failed resolve, as the app's exception
     handlers answer it."""
     error = failure(exc, "POST", path)
     return error.status, [(k.lower(), v) for k, v in error.headers.items()], error_body(error.code, error.message)
+
+
+def _lines(headers: Headers) -> bytes:
+    return b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)

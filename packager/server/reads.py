@@ -35,6 +35,11 @@ async def served_channel(svc: Service, model: str, channel: str) -> Channel:
     hit, found = svc.view.fresh(model, channel)
     if not hit:
         found = await run_in_threadpool(svc.view.channel, model, channel)
+    return published(found, model, channel)
+
+
+def published(found: Channel | None, model: str, channel: str) -> Channel:
+    """``found``, or the 404 of a channel nothing was published to."""
     if found is None:
         raise not_found(f"model {model} has no channel {channel}", "publish a version first")
     return found

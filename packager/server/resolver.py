@@ -36,7 +36,7 @@ from packager.registry.names import check_name
 from packager.registry.profile import DeviceProfile, device_id_field
 from packager.registry.resolve import cohort, resolve
 from packager.server.http import JSON, json_body, parse_json, read_body
-from packager.server.reads import served_channel
+from packager.server.reads import published, served_channel
 from packager.server.service import Service
 
 NO_STORE = "private, no-store"
@@ -72,7 +72,18 @@ class Resolver:
     async def answer_body(self, model: str, channel: str, body: bytes) -> bytes:
         """``answer`` once ``route`` passed and the body is read."""
         key, profile, device_id = self._profile(body)
-        found = await served_channel(self.svc, model, channel)
+        return self._answer(await served_channel(self.svc, model, channel), key, profile, device_id)
+
+    def answer_ready(self, model: str, channel: str, body: bytes) -> bytes | None:
+        """``answer_body`` without waiting, or None when the channel's pointer is due a store read
+        (then ``answer_body`` reads it; the two raise the same errors in the same order)."""
+        key, profile, device_id = self._profile(body)
+        hit, found = self.svc.view.fresh(model, channel)
+        if not hit:
+            return None
+        return self._answer(published(found, model, channel), key, profile, device_id)
+
+    def _answer(self, found: Channel, key: bytes | None, profile: DeviceProfile, device_id: str | None) -> bytes:
         group = cohort(found.pointer, device_id)
         entry = (found.key, found.signed, group, key)
         head = self._answers.get(entry) if key is not None else None

@@ -1,18 +1,17 @@
-"""``packager serve``: the app on granian, one worker process speaking RSGI (``packager.server.front``).
+"""``packager serve``: the app on uvicorn, in this process, one event loop (uvloop), HTTP/1.1 by
+``packager.server.protocol`` (uvicorn's httptools protocol, answering resolve in its callbacks).
 
-Granian starts its worker as a child process, which builds its own app from ``Options`` (a
-picklable value, so it works whatever multiprocessing's start method is): nothing opened in the
-parent (an S3 client's connections) is shared with the worker. The parent builds the app once
-first, so a wrong registry or signing key fails the command before anything listens. Ctrl-C and
-SIGTERM stop the worker gracefully (granian's signal handling).
+The command builds the app before anything listens, so a wrong registry or signing key fails it
+with its own message. Ctrl-C and SIGTERM stop the server gracefully (uvicorn's signal handling:
+requests in flight are answered, then the lifespan's shutdown runs).
 """
 
 from __future__ import annotations
 
-import functools
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packager.errors import UsageError
 from packager.server.front import Front
@@ -37,20 +36,27 @@ def build(options: Options) -> Front:
                       telemetry=options.telemetry, cors_origins=options.cors_origins)  # fmt: skip
 
 
-def run(options: Options, *, host: str, port: int) -> None:
-    """Serve until interrupted (Ctrl-C, SIGTERM); ``check_port`` first, for a clear error."""
-    from granian.constants import HTTPModes, Interfaces
-    from granian.log import LogLevels
-    from granian.server import Server
+def config(app: Any, *, host: str, port: int, loop: str = "uvloop") -> Any:
+    """The uvicorn configuration ``packager serve`` runs ``app`` with (the tests' servers too)."""
+    import uvicorn
 
-    granian = Server("packager.server.serving:build", address=host, port=port, interface=Interfaces.RSGI,
-                     workers=1, http=HTTPModes.auto, websockets=False, log_level=LogLevels.warning)  # fmt: skip
-    granian.serve(target_loader=functools.partial(build, options), wrap_loader=False)
+    from packager.server.protocol import ResolveProtocol
+
+    # proxy_headers off: the app does not read the client's address, so nothing is gained by
+    # trusting X-Forwarded-* from whoever connects; no websockets route, so no websockets protocol
+    return uvicorn.Config(app, host=host, port=port, http=ResolveProtocol, loop=loop, interface="asgi3", ws="none",
+                          lifespan="on", proxy_headers=False, access_log=False, log_level="warning")  # fmt: skip
+
+
+def run(app: Front, *, host: str, port: int) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C, SIGTERM); ``check_port`` first, for a clear error."""
+    import uvicorn
+
+    uvicorn.Server(config(app, host=host, port=port)).run()
 
 
 def check_port(host: str, port: int) -> None:
-    """UsageError unless ``host:port`` is free. Granian listens with SO_REUSEPORT, so a second
-    server on a busy port would share its connections instead of failing; this bind does not."""
+    """UsageError unless ``host:port`` is free: said before the app is built and the server starts."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]  # fmt: skip

@@ -1,10 +1,9 @@
-"""The server tests' parts: granian on 127.0.0.1 with a free port in a thread, a real
-two-runtime build (onnx + static-lib), signed registries, tokens. Test modules import the
+"""The server tests' parts: the server as `packager serve` runs it, on 127.0.0.1 with a free port
+in a thread, a real two-runtime build (onnx + static-lib), signed registries, tokens. Test modules import the
 fixtures they use by name (pytest finds them in the module's namespace)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import socket
@@ -18,10 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from conftest import run_cli
-from granian.constants import Interfaces
-from granian.log import LogLevels
-from granian.server.embed import Server as EmbeddedServer
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "registry"))
 
@@ -31,45 +28,31 @@ from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, run_seaweed
 from packager.registry.publish import init_keys, publish
 from packager.registry.store import LocalStore
 from packager.server import create_app
-from packager.server.rsgi import RsgiApp
+from packager.server.serving import config
 from packager.server.tokens import add_token
 
 
 @contextlib.contextmanager
 def run_server(app: Any) -> Iterator[str]:
-    """Serve ``app`` on granian (what `packager serve` runs) until the block ends; yields its base
-    URL. The embedded server runs in a thread of this process on an event loop of its own; an app
-    without ``__rsgi__`` (a plain ASGI app) goes through packager's ASGI-over-RSGI bridge."""
+    """Serve ``app`` as `packager serve` does (uvicorn with packager's protocol, uvloop) until the
+    block ends; yields its base URL. The server runs in a thread of this process, on an event loop
+    of its own; its lifespan's shutdown has run when the block ends."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    target = app if hasattr(app, "__rsgi__") else RsgiApp(app)
-    server = EmbeddedServer(target, address="127.0.0.1", port=port, interface=Interfaces.RSGI, websockets=False,
-                            log_level=LogLevels.warning)  # fmt: skip
-    loop = asyncio.new_event_loop()
-
-    def serve() -> None:
-        loop.run_until_complete(server.serve())
-        left = asyncio.all_tasks(loop)  # the app's lifespan shutdown, started as the server stopped
-        if left:
-            loop.run_until_complete(asyncio.wait(left, timeout=10))
-
-    thread = threading.Thread(target=serve, daemon=True)
+    server = uvicorn.Server(config(app, host="127.0.0.1", port=port))
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
-    while True:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
+    while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        loop.call_soon_threadsafe(server.stop)
+        server.should_exit = True
         thread.join(10)
-        loop.close()
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """The front door (packager/server/front.py) answers resolve as the Starlette route behind it does:
-the same statuses, bodies, headers (CORS included) and metrics, over granian's RSGI and over ASGI."""
+the same statuses, bodies, headers (CORS included) and metrics, from `packager serve`'s protocol and over ASGI."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def resolve_counts(http: httpx.Client) -> list[str]:
     return sorted(re.findall(r'packager_http_request\w*_(?:total|count)\{.*route="/v1/models/\{m\}/resolve".*', text))
 
 
-@pytest.mark.parametrize("wrap", [False, True], ids=["rsgi", "asgi"])
+@pytest.mark.parametrize("wrap", [False, True], ids=["protocol", "asgi"])
 def test_front_resolve_answers_as_the_starlette_route(registry: LocalStore, wrap: bool) -> None:
     front, starlette = create_app(registry), create_app(registry).app
     # wrapped in a plain ASGI function, the front door is served through its ASGI side

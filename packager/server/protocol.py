@@ -1,0 +1,152 @@
+"""``packager serve``'s HTTP/1.1 protocol: uvicorn's httptools protocol, with resolve answered in
+the parser's callbacks.
+
+Every other request is uvicorn's, unchanged: an ASGI cycle run as a task (pipelining, keep-alive,
+flow control, graceful shutdown, the lifespan). Under uvicorn a resolve would cost a request
+cycle, a task, an event and two awaited sends besides the answer itself, several times the
+answer's own cost; here it costs the answer (``Front.answer_now``) and one write.
+
+A resolve takes this path when nothing is in flight before it on its connection and it declares a
+body length within the resolve limit; a chunked or oversized body takes the ASGI path, which
+refuses it as it reads. Its body is gathered as it comes and the answer written once it is
+complete. If the channel's pointer is due a store read, the request is handed to uvicorn then, as
+if it had just been parsed: the front door's ASGI side waits for the read.
+
+The hooks are the parser's callbacks of uvicorn's ``HttpToolsProtocol`` and the state it keeps
+(``url``, ``headers``, ``cycle``): uvicorn is pinned in constraints.txt, and
+tests/server/test_protocol.py covers each path through them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from packager.server.front import Front
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ResolveProtocol(HttpToolsProtocol):
+    """uvicorn's ``HttpToolsProtocol``; a resolve is answered by the front door without a task when
+    the app served is a ``Front`` (any other app is served exactly as uvicorn serves it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        app = self.config.app
+        self.front: Front | None = app if isinstance(app, Front) else None
+        self.limit = min(self.front.resolver.limit, HIGH_WATER_LIMIT) if self.front else 0
+        self.held: list[bytes] | None = None  # the body so far of the resolve being read, if one is
+        self.route: tuple[str, str, str] = ("", "", "")  # its model segment, path and query
+        self.origin: str | None = None
+        self.keep_alive = True
+        self.closing = False
+        self._defaults: list[tuple[bytes, bytes]] | None = None
+        self._default_bytes = b""
+
+    # --- the parser's callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """uvicorn's, but its scope is made only for a request uvicorn serves (``_scope``)."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def on_headers_complete(self) -> None:
+        if self.front is None or not self._holds():
+            self._scope()
+            super().on_headers_complete()
+            return
+        self.held = []
+        self.keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
+        if self.expect_100_continue:  # the client waits for this before it sends the body
+            self.transport.write(_CONTINUE)
+            self.expect_100_continue = False
+
+    def on_body(self, body: bytes) -> None:
+        if self.held is None:
+            super().on_body(body)
+        else:
+            self.held.append(body)
+
+    def on_message_complete(self) -> None:
+        held = self.held
+        if held is None:
+            super().on_message_complete()
+            return
+        self.held = None
+        body = held[0] if len(held) == 1 else b"".join(held)
+        model, path, query = self.route
+        answer = self.front.answer_now(model, path, query, self.origin, body)  # type: ignore[union-attr]
+        if answer is None:  # the pointer is due a store read: on as uvicorn's request, body and all
+            self._scope()
+            super().on_headers_complete()
+            super().on_body(body)
+            super().on_message_complete()
+            return
+        status, head, content = answer
+        defaults = self.server_state.default_headers
+        if defaults is not self._defaults:  # uvicorn renews them (the date) as its clock ticks
+            self._defaults = defaults
+            self._default_bytes = b"".join(b"%s: %s\r\n" % pair for pair in defaults)
+        keep_alive = self.keep_alive and not self.closing
+        close = b"" if keep_alive else b"connection: close\r\n"
+        self.transport.write(b"".join((STATUS_LINE[status], self._default_bytes, head, close, b"\r\n", content)))
+        if self.access_log:
+            self.access_logger.info('%s:%d - "POST %s HTTP/%s" %d', *(self.client or ("-", 0)),
+                                    self.url.decode("latin-1"), self.parser.get_http_version(), status)  # fmt: skip
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # the keep-alive timer, as after uvicorn's own answers
+
+    def shutdown(self) -> None:
+        if self.held is not None:  # a resolve being read: answer it, then close
+            self.closing = True
+        else:
+            super().shutdown()
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _scope(self) -> None:
+        """uvicorn's scope of the request whose headers were just parsed (its on_message_begin)."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
+    def _holds(self) -> bool:
+        """Whether the request whose headers were just parsed is a resolve answered here: nothing
+        in flight before it, a declared length within the limit, no upgrade."""
+        if self.parser.get_method() != b"POST" or (self.cycle is not None and not self.cycle.response_complete):
+            return False
+        route = _ROUTES.get(self.url)
+        if route is None:
+            route = _route(self.url, self.front)  # type: ignore[arg-type]
+        if not route or self.parser.should_upgrade():
+            return False
+        declared, origin = None, None
+        for name, value in self.headers:
+            if name == b"content-length":
+                declared = value
+            elif name == b"origin" and origin is None:
+                origin = value.decode("latin-1")
+        if declared is None or not declared.isdigit() or int(declared) > self.limit:
+            return False
+        self.route, self.origin = route, origin
+        return True
+
+
+_ROUTES: dict[bytes, tuple[str, str, str] | tuple[()]] = {}  # request target -> its route, or () if not resolve
+
+
+def _route(target: bytes, front: Front) -> tuple[str, str, str] | tuple[()]:
+    """(model segment, path, query) of a resolve's request target, () for any other; kept for a
+    bounded few targets. Percent-escapes and fragments are left to uvicorn's parsing."""
+    path, _, query = target.decode("latin-1").partition("?")
+    model = None if "%" in path or "#" in query else front.resolves("POST", path)
+    route: tuple[str, str, str] | tuple[()] = () if model is None else (model, path, query)
+    if len(_ROUTES) < 1024:
+        _ROUTES[target] = route
+    return route
