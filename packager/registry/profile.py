@@ -14,7 +14,6 @@ from packager.vocab import RUNTIMES
 
 PLATFORMS = ("ios", "android", "web", "linux", "macos", "windows")
 ACCELERATORS = ("gpu", "npu", "ane", "nnapi", "webgpu", "webgl", "wasm-simd")
-_TEXT = re.compile(r"[\x20-\x7e]{0,128}")
 _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,31}")
 _STRINGS = ("device_id", "arch", "os_version", "app_version", "network")
 _NUMBERS = ("memory_mb", "storage_free_mb", "max_download_mb", "latency_budget_ms")
@@ -71,7 +70,8 @@ def device_id_field(value: Any) -> str | None:
 def _text(key: str, value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _TEXT.fullmatch(value):
+    # at most 128 characters, each printable ASCII (0x20-0x7e)
+    if not isinstance(value, str) or len(value) > 128 or not (value.isascii() and value.isprintable()):
         raise ProfileError(f"{key} must be printable ASCII text of at most 128 characters")
     return value
 

@@ -60,6 +60,24 @@ def cohort(pointer: Pointer, device_id: str | None) -> str:
     return "candidate" if cohort_bucket(device_id, pointer.model, pointer.channel) < pointer.percent else "stable"
 
 
+def cohort_of(pointer: Pointer) -> Callable[[str | None], str]:
+    """``cohort(pointer, ·)``, with the pointer's part of the hashed bytes encoded once (a server
+    computes it for every resolve)."""
+    percent = pointer.percent
+    if pointer.candidate is None or percent <= 0:
+        return lambda device_id: "stable"
+    suffix = f"\x00{pointer.model}\x00{pointer.channel}".encode()
+    sha256 = hashlib.sha256
+
+    def group(device_id: str | None) -> str:
+        if not device_id:
+            return "stable"
+        bucket = int.from_bytes(sha256(device_id.encode() + suffix).digest()[:8], "big") / 2**64 * 100
+        return "candidate" if bucket < percent else "stable"
+
+    return group
+
+
 def version_ok(have: str | None, need: str) -> bool:
     """Whether runtime version ``have`` is at least ``need`` (dotted numbers). A minimum that is
     not numeric (``c99``) asks only that the runtime is there."""

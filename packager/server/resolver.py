@@ -34,7 +34,7 @@ from packager.registry.catalog import Channel, Lru
 from packager.registry.docs import facts, iso
 from packager.registry.names import check_name
 from packager.registry.profile import DeviceProfile, device_id_field
-from packager.registry.resolve import cohort, resolve
+from packager.registry.resolve import cohort_of, resolve
 from packager.server.http import JSON, json_body, parse_json, read_body
 from packager.server.reads import published, served_channel
 from packager.server.service import Service
@@ -57,6 +57,7 @@ class Resolver:
         self._names: set[str] = set()  # model and channel names already checked
         self._second = -1
         self._expires = b""
+        self._cohort: tuple[str, Callable[[str | None], str]] = ("", cohort_of)  # (pointer key, its cohort_of)
 
     async def answer(self, model: str, query: str, read: Callable[[], Awaitable[bytes]]) -> bytes:
         """The Resolution's JSON bytes; a PackagerError (ServiceError, ProfileError...) otherwise.
@@ -67,6 +68,8 @@ class Resolver:
     def route(self, model: str, query: str) -> tuple[str, str]:
         """The model and channel of a request, checked (400 otherwise): before its body is read."""
         channel = QueryParams(query).get("channel", "stable") if query else "stable"
+        if model in self._names and channel in self._names:
+            return model, channel
         return self._name("model", model), self._name("channel", channel)
 
     async def answer_body(self, model: str, channel: str, body: bytes) -> bytes:
@@ -84,7 +87,9 @@ class Resolver:
         return self._answer(published(found, model, channel), key, profile, device_id)
 
     def _answer(self, found: Channel, key: bytes | None, profile: DeviceProfile, device_id: str | None) -> bytes:
-        group = cohort(found.pointer, device_id)
+        if self._cohort[0] != found.key:
+            self._cohort = (found.key, cohort_of(found.pointer))
+        group = self._cohort[1](device_id)
         entry = (found.key, found.signed, group, key)
         head = self._answers.get(entry) if key is not None else None
         if head is None:

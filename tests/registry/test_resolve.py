@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +12,8 @@ from hypothesis import strategies as st
 
 from packager.errors import ProfileError
 from packager.registry.docs import Pointer
-from packager.registry.profile import ACCELERATORS, PLATFORMS, DeviceProfile
-from packager.registry.resolve import cohort, cohort_bucket, failures, resolve, version_ok
+from packager.registry.profile import ACCELERATORS, PLATFORMS, DeviceProfile, device_id_field
+from packager.registry.resolve import cohort, cohort_bucket, cohort_of, failures, resolve, version_ok
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 MIB = 1024 * 1024
@@ -276,3 +277,23 @@ def test_size_limits_count_what_a_device_downloads_not_the_demo_page() -> None:
                       entry("index.html", 3_000), entry("tf.min.js", 1_400_000)]}  # fmt: skip
     assert variant_entry(tfjs)["device_bytes"] == 52_100
     assert variant_entry(tfjs)["main"]["path"].endswith("/model.json")
+
+
+@settings(max_examples=300, deadline=None)
+@given(device_id=st.one_of(st.none(), st.text(max_size=40)), percent=st.integers(0, 100),
+       candidate=st.sampled_from([None, "2"]), channel=st.sampled_from(["stable", "beta"]))  # fmt: skip
+def test_cohort_of_is_cohort(device_id: str | None, percent: int, candidate: str | None, channel: str) -> None:
+    pointer = Pointer(model="digits", channel=channel, stable="1", candidate=candidate, percent=percent)
+    assert cohort_of(pointer)(device_id) == cohort(pointer, device_id)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=140), st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127)),
+                 st.integers(), st.none()))  # fmt: skip
+def test_device_ids_are_printable_ascii_up_to_128(value: object) -> None:
+    ok = value is None or (isinstance(value, str) and re.fullmatch(r"[\x20-\x7e]{0,128}", value) is not None)
+    if ok:
+        assert device_id_field(value) == value
+    else:
+        with pytest.raises(ProfileError, match="printable ASCII"):
+            device_id_field(value)
