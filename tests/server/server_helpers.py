@@ -33,14 +33,19 @@ from packager.server.tokens import add_token
 
 
 @contextlib.contextmanager
-def run_server(app: Any) -> Iterator[str]:
+def run_server(app: Any, **settings: Any) -> Iterator[str]:
     """Serve ``app`` as `packager serve` does (uvicorn with packager's protocol, uvloop) until the
     block ends; yields its base URL. The server runs in a thread of this process, on an event loop
-    of its own; its lifespan's shutdown has run when the block ends."""
+    of its own; its lifespan's shutdown has run when the block ends. ``settings``: uvicorn Config
+    attributes to change (``timeout_keep_alive=1``)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(config(app, host="127.0.0.1", port=port))
+    conf = config(app, host="127.0.0.1", port=port)
+    for name, value in settings.items():
+        assert hasattr(conf, name), name
+        setattr(conf, name, value)
+    server = uvicorn.Server(conf)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
