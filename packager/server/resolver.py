@@ -57,7 +57,8 @@ class Resolver:
         self._names: set[str] = set()  # model and channel names already checked
         self._second = -1
         self._expires = b""
-        self._cohort: tuple[str, Callable[[str | None], str]] = ("", cohort_of)  # (pointer key, its cohort_of)
+        # (pointer key, its cohort_of): made for the first pointer seen, again when it changes
+        self._cohort: tuple[str | None, Callable[[str | None], str]] = (None, lambda device_id: "stable")
 
     async def answer(self, model: str, query: str, read: Callable[[], Awaitable[bytes]]) -> bytes:
         """The Resolution's JSON bytes; a PackagerError (ServiceError, ProfileError...) otherwise.
