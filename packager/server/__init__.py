@@ -1,5 +1,5 @@
 """The manifest server: a Starlette app over a registry store behind a front door that answers
-resolve itself (``create_app``), served by ``packager serve`` on granian. Endpoints and schemas:
+resolve itself (``create_app``), served by ``packager serve`` on uvicorn. Endpoints and schemas:
 ``packager.server.openapi`` (``GET /openapi.json``)."""
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ CORS_EXPOSED = ("etag", "content-range", "content-length", "accept-ranges")
 def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = None, base_url: str = "",
                telemetry: Path | None = None, pointer_seconds: float | None = None,
                cors_origins: tuple[str, ...] = ("*",)) -> Front:  # fmt: skip
-    """The HTTP API over ``store``: an ASGI app, and an RSGI app for granian (``packager serve``).
+    """The HTTP API over ``store``: an ASGI app (``packager serve`` runs it on uvicorn).
 
     ``tokens``: the tokens file of the write API (None: writes are refused). ``keys``: the
     signing keys folder, checked against the registry's root now (needed to write to a signed

@@ -1,4 +1,4 @@
-"""The device client tests' parts: a real `packager serve` app (granian on 127.0.0.1) over a
+"""The device client tests' parts: a real `packager serve` app (on 127.0.0.1, as it serves) over a
 signed registry of a real onnx + static-lib build, a byte-counting HTTP proxy in front of it that
 can cut a response mid-way, and a test double of the cloud endpoint (an Open Inference Protocol
 v2 app that runs the build's source model in onnxruntime, standing in for the Lambda/Triton

@@ -141,7 +141,7 @@ def signed(artifact_dir: Path, seaweed: Seaweed, env: pytest.MonkeyPatch, regist
 
 @pytest.fixture(scope="module")
 def servers(seaweed: Seaweed, registries: Registries) -> Iterator[dict[str, httpx.Client]]:
-    """`packager serve`'s app over each registry (granian on 127.0.0.1), to compare answers with."""
+    """`packager serve`'s app over each registry, served on 127.0.0.1, to compare answers with."""
     with contextlib.ExitStack() as stack:
         clients = {}
         for prefix in ("plain", "signed"):
