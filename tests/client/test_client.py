@@ -345,3 +345,27 @@ def test_fetch_cli_installs_verifies_and_predicts(
 def test_fetch_cli_unreachable_server_is_a_one_line_error(tmp_path: Path) -> None:
     done = run_cli("fetch", "mlp", "--server", closed_port_url(), "--cache", tmp_path)
     assert done.code == 14 and len(done.error_lines) == 1 and "unreachable" in done.error_lines[0]
+
+
+# --- LiteRT: a tflite build, resolved, installed and run by ai-edge-litert ----------------------------
+
+
+def test_client_runs_a_tflite_variant_in_litert(
+    mlp_onnx: Path, mlp_samples: Path, cloud: Cloud, tmp_path: Path
+) -> None:
+    result = run_cli("build", mlp_onnx, "-t", "tflite", "--samples", mlp_samples, "--out", tmp_path / "dist")
+    assert result.code == 0, result.err
+    build = tmp_path / "dist" / "mlp" / "1"
+    reg = make_registry(build, tmp_path / "reg", cloud.url)
+    tflite = detect_profile(tmp_path).runtimes["tflite"]  # ai-edge-litert's version, as TensorFlow's
+    profile = {"platform": "linux", "arch": "x86_64", "runtimes": {"tflite": tflite}}
+    x, y = reference(build)
+    before = len(cloud.calls)
+    with run_server(reg.app()) as url, Client(url, "mlp", cache_dir=tmp_path / "cache", profile=profile,
+                                              root=reg.root) as client:  # fmt: skip
+        model = client.load()
+        assert model.source == "local" and model.variant == "tflite-fp32"
+        _close(y, model.predict(x))
+    assert cloud.calls[before:] == []  # run on the device, not sent to the cloud endpoint
+    loaded = [e for e in reg.events() if e["event"] == "load"]
+    assert loaded and loaded[-1]["variant"] == "tflite-fp32"
