@@ -7,18 +7,21 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from server_helpers import CLOUD_URL, run_server, two_runtime_build
 
 from packager.registry.publish import publish
 from packager.registry.store import LocalStore
 from packager.server.app import create_app
 from packager.server.front import Front
+from packager.server.serving import config
 
 __all__ = ["two_runtime_build"]
 PATH = "/v1/models/mlp/resolve"
@@ -190,3 +193,29 @@ def test_keep_alive_closes_idle_connections_only(registry: LocalStore) -> None:
         last = time.monotonic()
         assert reader.closed()
         assert time.monotonic() - last >= 0.9  # not before the timeout (the timer's own clock may round)
+
+
+def test_a_resolve_being_read_at_shutdown_is_answered_then_closed(registry: LocalStore) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(config(create_app(registry), host="127.0.0.1", port=port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.01)
+    with connect(f"http://127.0.0.1:{port}") as (sock, reader):
+        sock.sendall(post())  # reads the channel's pointer: the next resolve is held by the protocol
+        assert reader.response()[0] == 200
+        request = post()
+        sock.sendall(request[:-5])
+        time.sleep(0.2)
+        server.should_exit = True  # the server stops listening and waits for this connection
+        time.sleep(0.5)
+        assert thread.is_alive()
+        sock.sendall(request[-5:])
+        status, headers, _ = reader.response()
+        assert status == 200 and headers["connection"] == "close" and reader.closed()
+    thread.join(10)
+    assert not thread.is_alive()
