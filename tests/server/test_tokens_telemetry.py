@@ -48,9 +48,12 @@ def test_tokens_check_scopes_per_model_and_sees_new_tokens(tmp_path: Path) -> No
         tokens.check(f"Bearer {scoped}", "digits")
     every = add_token(path, "*")  # added while the server runs
     assert tokens.check(f"Bearer {every}", "digits").model == "*"
-    secret = every.rsplit("_", 1)[1]
+    # the same id with another secret (the secret's alphabet has "_" too: split after the id)
+    head, secret = every[:21], every[21:]
+    assert head.startswith("pkt_") and head.endswith("_") and len(secret) == 43
+    wrong = secret[:-1] + ("A" if secret[-1] != "A" else "B")
     with pytest.raises(ServiceError):
-        tokens.check(f"Bearer {every[: -len(secret)]}{secret[::-1]}", "digits")
+        tokens.check(f"Bearer {head}{wrong}", "digits")
 
 
 def test_tokens_closed_when_no_file_is_configured() -> None:
