@@ -360,10 +360,10 @@ static void pk_normalize(const float *X, float *Y, int rows, int cols, int kind)
    one), and what is left after that a row-times-matrix loop that the compiler vectorizes. Columns
    left over are covered by one more block ending at N, which rewrites a few columns with the
    very same sums. The same blocks read a stride-1 conv's padded image in place (pk_imatmul).
-   With GCC or Clang the blocks use vector
-   extensions (plain C the compiler lowers to SSE, AVX, NEON...; no intrinsics), and on x86 an
-   AVX2+FMA version is chosen at run time when the CPU has it, as onnxruntime's MLAS does, so the
-   portable x86-64-v2 library is not left at SSE speed. Define PK_PLAIN_C for other compilers. */
+   With GCC or Clang the blocks use vector extensions (plain C the compiler lowers to SSE, AVX,
+   NEON...; no intrinsics), and on x86 an AVX2+FMA version is chosen at run time when the CPU
+   has it, as onnxruntime's MLAS does, so the portable x86-64-v2 library is not left at SSE
+   speed. Define PK_PLAIN_C for other compilers. */
 
 /* Sums over K are taken in chunks of PK_KC terms, each added to the total: a float error that
    grows with the K terms of a long sum grows with about PK_KC + K / PK_KC instead. */

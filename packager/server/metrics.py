@@ -47,14 +47,9 @@ class Metrics:
         self._requests[key] = self._requests.get(key, 0) + 1
 
     def record(self, route: str, method: str, status: int, seconds: float) -> None:
-        """``observe`` and ``count`` in one call (the front door's, once per resolve)."""
-        counts = self._latency.get((route, method))
-        if counts is None:
-            counts = self._latency[(route, method)] = [0.0] * (len(_BUCKETS) + 2)
-        counts[bisect_left(_BUCKETS, seconds)] += 1
-        counts[-1] += seconds
-        key = (route, method, status)
-        self._requests[key] = self._requests.get(key, 0) + 1
+        """``observe`` and ``count`` (the front door's, once per resolve)."""
+        self.observe(route, method, seconds)
+        self.count(route, method, status)
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("packager_http_requests", "HTTP requests served",
