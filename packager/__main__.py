@@ -1,3 +1,5 @@
 from packager.cli import main
 
-main()
+# Guarded: a spawned step worker imports this module under another name and must not run the CLI.
+if __name__ == "__main__":
+    main()

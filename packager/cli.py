@@ -168,6 +168,11 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
     assert result.path is not None
     click.echo(f"report: {(result.path / 'report.html').resolve()}")
     click.echo(f"build.json: {(result.path / 'build.json').resolve()}")
+    if result.failures:
+        from packager.errors import PartialBuildError
+
+        named = "; ".join(f"{f.target} ({f.step + ': ' if f.step else ''}{f.error.message})" for f in result.failures)
+        raise PartialBuildError(f"{len(result.failures)} of {result.targets} targets failed: {named}")
 
 
 def _target_settings(settings: tuple[str, ...]) -> dict[str, dict[str, str]]:

@@ -76,6 +76,13 @@ class FidelityError(PackagerError):
     exit_code = 8
 
 
+class PartialBuildError(PackagerError):
+    """Some targets of a build failed; the others were built and are in place."""
+
+    exit_code = 15
+    hint = "build.json lists each failed target under 'failed', with its step and log; --strict stops at the first"
+
+
 class VerifyError(PackagerError):
     exit_code = 9
 

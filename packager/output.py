@@ -11,6 +11,8 @@ from typing import Any
 
 from packager.errors import OutputError
 
+LOGS = ".packager-logs"  # inside --out: the logs of a build's steps until it is in place
+
 
 class Staging:
     """A scratch folder inside ``out`` that becomes ``out/<name>/<version>`` on commit.
@@ -43,6 +45,15 @@ class Staging:
     def version_dir(self, name: str, version: str) -> Path:
         return self.root / "build" / name / version
 
+    def logs(self, name: str, version: str) -> Path:
+        """Where the steps' logs go while the build runs: inside ``out``, beside the staging folder,
+        so that a build that fails keeps the log of the step that failed (and nothing else)."""
+        base = self.root if self.dry_run else self.out / LOGS
+        path = base / name / version
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
     @property
     def scratch(self) -> Path:
         path = self.root / "scratch"
@@ -59,12 +70,37 @@ class Staging:
             os.replace(final, old)
         os.replace(self.version_dir(name, version), final)
         shutil.rmtree(self.root, ignore_errors=True)
+        self._prune_logs()
         return final
 
-    def abort(self) -> None:
+    def abort(self, *, keep_logs: bool = False) -> None:
+        """Remove what this build staged. With ``keep_logs``, the non-empty logs of its steps stay
+        (the error names one), and so does ``out`` when they are all it holds."""
         shutil.rmtree(self.root, ignore_errors=True)
-        if self.created_out and not self.dry_run:
+        if self.dry_run:
+            return
+        logs = self.out / LOGS
+        kept = keep_logs and logs.is_dir() and any(p.stat().st_size for p in logs.rglob("*.log"))
+        if not kept:
+            shutil.rmtree(logs, ignore_errors=True)
+        else:
+            for path in logs.rglob("*.log"):
+                if not path.stat().st_size:
+                    path.unlink()
+        self._prune_logs()
+        if self.created_out and not kept:
             shutil.rmtree(self.out, ignore_errors=True)
+
+    def _prune_logs(self) -> None:
+        """Remove empty folders left in the logs area (and the area itself when empty)."""
+        logs = self.out / LOGS
+        if not logs.is_dir():
+            return
+        for path in sorted(logs.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(logs.iterdir()):
+            logs.rmdir()
 
 
 def file_entry(path: Path, base: Path) -> dict[str, Any]:

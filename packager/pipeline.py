@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager import __version__, importers, report, samples, validate
+from packager import __version__, importers, isolation, report, samples, validate
 from packager.config import Config, TargetSettings
 from packager.config import cache_dir as config_cache_dir
 from packager.errors import FidelityError, PackagerError, UsageError, did_you_mean, first_line
@@ -44,12 +45,46 @@ class BuildRequest:
     target_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # --set, by target
 
 
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    """A target that did not build: refused, a step that failed, or its fp32 variant out of tolerance."""
+
+    target: str
+    step: str
+    error: PackagerError
+    log: str = ""  # relative to the version folder, once the build is in place
+
+    def to_json(self) -> dict[str, str]:
+        data = {"target": self.target, "step": self.step, "reason": " ".join(self.error.message.split()),
+                "code": str(self.error.exit_code)}  # fmt: skip
+        if self.log:
+            data["log"] = self.log
+        return {k: v for k, v in data.items() if v}
+
+
 @dataclass(kw_only=True)
 class BuildResult:
     path: Path | None
     record: dict[str, Any]
     plans: list[tuple[Target, list[Step]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    targets: int = 0  # how many targets were asked for (refusals under --target all excluded)
+
+
+@dataclass(kw_only=True)
+class _Run:
+    """What every step of a build shares: where it writes, how it reports, its worker."""
+
+    spec: ModelSpec
+    vdir: Path
+    scratch: Path
+    logs: Path
+    reporter: Reporter
+    cache: Path
+    checks: list[dict[str, Any]]
+    worker: isolation.Worker
+    strict: bool
 
 
 def build(request: BuildRequest, config: Config, reporter: Reporter | None = None) -> BuildResult:
@@ -68,6 +103,7 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
     # Absolute from here on: steps run tools in their own folders, where a relative path breaks.
     out = (request.out or Path(config.get("out"))).absolute()
     staging = Staging(out, dry_run=request.dry_run)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see isolation.WORKER_ENV
     try:
         result = _build(request, config, reporter, targets, source, samples_path, name, version, staging,
                         explicit="all" not in requested)  # fmt: skip
@@ -77,7 +113,7 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
         result.path = staging.commit(name, version)
         return result
     except BaseException:
-        staging.abort()
+        staging.abort(keep_logs=True)
         raise
 
 
@@ -88,41 +124,80 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     (vdir / "source").mkdir(parents=True)
     spec, imported, generated = _import(source, samples_path, config, name, version, vdir, reporter)
     cli = {"precisions": request.precisions, "latency": request.latency, "options": request.target_options}
+    strict = request.strict if request.strict is not None else bool(config.get("strict"))
+    plans, skipped, failures = _plan_targets(targets, spec, config, cli, explicit, strict, reporter)
+    if not plans and failures:
+        raise failures[0].error
+    if not plans:
+        reasons = "; ".join(f"{s['target']}: {s['reason']}" for s in skipped)
+        raise UsageError(f"no installed target can take this model ({reasons})",
+                         hint="run `packager inspect MODEL` to see why each target refuses it")  # fmt: skip
+    result = BuildResult(path=None, record={}, plans=[(t, s) for t, _, s in plans],
+                         failures=failures, targets=len(plans) + len(failures))  # fmt: skip
+    if request.dry_run:
+        return result
+    _reference(spec, imported, reporter)
+    for target, _, steps in plans:
+        skipped.extend({"target": target.name, "variant": s.name, "reason": s.skipped} for s in steps if s.skipped)
+    strict = request.strict if request.strict is not None else bool(config.get("strict"))
+    run = _Run(spec=spec, vdir=vdir, scratch=staging.scratch, logs=staging.logs(name, version), reporter=reporter,
+               cache=request.cache_dir or config_cache_dir(), checks=[], strict=strict,
+               worker=isolation.Worker(staging.scratch / "work", float(config.get("step_timeout"))))  # fmt: skip
+    variants: list[dict[str, Any]] = []
+    try:
+        for target, settings, steps in plans:
+            records = _run_plan(target, settings, steps, run, failures)
+            _judge(target, records, run, failures, result)
+            variants.extend(records)
+    finally:
+        run.worker.close()
+    _give_up_if_nothing_built(failures, variants, result.targets)
+    record = _record(spec, source, variants, skipped, generated, config)
+    record["checks"] = run.checks
+    if failures:
+        record["failed"] = [f.to_json() for f in failures]
+    logs = _keep_logs(run.logs, vdir)
+    if logs:
+        record["logs"] = logs
+    _write_outputs(vdir, spec, record)
+    result.record = record
+    return result
+
+
+def _plan_targets(targets: list[Target], spec: ModelSpec, config: Config, cli: dict[str, Any], explicit: bool,
+                  strict: bool, reporter: Reporter) -> tuple[list[tuple[Target, TargetSettings, list[Step]]],
+                                                             list[dict[str, str]], list[Failure]]:  # fmt: skip
+    """Each target's plan. A refusal skips the target under ``--target all``; a target asked for by
+    name that refuses is a failure (the error itself when it is the only target, or with --strict)."""
     plans: list[tuple[Target, TargetSettings, list[Step]]] = []
     skipped: list[dict[str, str]] = []
+    failures: list[Failure] = []
     for target in targets:
         reason = _refusal(target, spec)
         if reason is not None:
-            if explicit:
+            if explicit and (len(targets) == 1 or strict):
                 raise reason
+            if explicit:
+                failures.append(Failure(target=target.name, step="", error=reason))
+                reporter.note(f"target '{target.name}' refused: {reason.one_line()}")
+                continue
             skipped.append({"target": target.name, "reason": reason.one_line()})
             reporter.note(f"skipping target '{target.name}': {reason.one_line()}")
             continue
         settings = config.for_target(target.name, target.Options, cli)
         wanted = tuple(p for p in settings.precisions if p in target.precisions)
         plans.append((target, settings, _propagate_skips(target.plan(spec, settings.options, wanted))))
-    if not plans:
-        reasons = "; ".join(f"{s['target']}: {s['reason']}" for s in skipped)
-        raise UsageError(f"no installed target can take this model ({reasons})",
-                         hint="run `packager inspect MODEL` to see why each target refuses it")  # fmt: skip
-    result = BuildResult(path=None, record={}, plans=[(t, s) for t, _, s in plans])
-    if request.dry_run:
-        return result
-    _reference(spec, imported, reporter)
-    for target, _, steps in plans:
-        skipped.extend({"target": target.name, "variant": s.name, "reason": s.skipped} for s in steps if s.skipped)
-    variants: list[dict[str, Any]] = []
-    cache = request.cache_dir or config_cache_dir()
-    checks: list[dict[str, Any]] = []
-    for target, settings, steps in plans:
-        variants.extend(_run_plan(target, settings, steps, spec, vdir, staging.scratch, reporter, cache, checks))
-    record = _record(spec, source, variants, skipped, generated, config)
-    record["checks"] = checks
-    strict = request.strict if request.strict is not None else bool(config.get("strict"))
-    _enforce(record, strict, result)
-    _write_outputs(vdir, spec, record)
-    result.record = record
-    return result
+    return plans, skipped, failures
+
+
+def _give_up_if_nothing_built(failures: list[Failure], variants: list[dict[str, Any]], asked: int) -> None:
+    """The build fails whole (nothing written) when its one target failed, or when no variant of
+    any target was built; otherwise it is kept and the CLI reports the failed targets."""
+    if not failures:
+        return
+    built = [v for v in variants if v["fidelity"]["status"] != "failed"]
+    if asked == 1 or not built:
+        raise failures[0].error
 
 
 def _import(source: importers.Source, samples_path: Path | None, config: Config, name: str,
@@ -177,51 +252,100 @@ def _refusal(target: Target, spec: ModelSpec) -> PackagerError | None:
     return None
 
 
-def _run_plan(
-    target: Target,
-    settings: TargetSettings,
-    steps: list[Step],
-    spec: ModelSpec,
-    vdir: Path,
-    scratch: Path,
-    reporter: Reporter,
-    cache: Path,
-    checks: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
+def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], run: _Run,
+              failures: list[Failure]) -> list[dict[str, Any]]:  # fmt: skip
+    """Run a target's steps in order. A failed step costs the steps that need it: a lower-precision
+    variant becomes a ``failed`` record; an intermediate or fp32 step fails the target."""
     artifacts: dict[str, Path] = {}
+    broken: dict[str, str] = {}
     records: list[dict[str, Any]] = []
     for step in steps:
         if step.skipped:
-            reporter.note(f"{step.name}: not built: {step.skipped}")
+            run.reporter.note(f"{step.name}: not built: {step.skipped}")
             continue
-        out_dir = vdir / target.name / step.variant.id if step.variant else scratch / target.name / step.name
-        out_dir.mkdir(parents=True)
-        tmp = scratch / "tmp" / target.name / step.name
-        tmp.mkdir(parents=True)
-        inputs = {r: artifacts[r] for r in step.requires}
-        if step.requires:
-            inputs["model"] = artifacts[step.requires[0]]
-        ctx = StepContext(spec=spec, options=settings.options, out_dir=out_dir, tmp_dir=tmp,
-                          inputs=inputs, log=reporter.note, cache_dir=cache, checks=checks)  # fmt: skip
+        blocker = next((r for r in step.requires if r in broken), None)
+        if blocker is not None:
+            broken[step.name] = f"not built: step '{blocker}' failed"
+            run.reporter.note(f"{step.name}: {broken[step.name]}")
+            continue
         start = time.perf_counter()
-        with reporter.step(step.name, step.description):
-            artifacts[step.name] = step.run(ctx)
-            shutil.rmtree(tmp, ignore_errors=True)
-            record = _validate(target, settings, step, spec, vdir, out_dir, cache) if step.variant else None
+        log = run.logs / target.name / f"{step.name}.log"
+        try:
+            with run.reporter.step(step.name, step.description):
+                artifacts[step.name], out_dir = _run_step(target, settings, step, run, artifacts, log)
+                record = (
+                    _validate(target, settings, step, run.spec, run.vdir, out_dir, run.cache) if step.variant else None
+                )
+        except PackagerError as exc:
+            if run.strict:
+                raise
+            broken[step.name] = exc.one_line()
+            lower = step.variant is not None and step.variant.precision != "fp32"
+            run.reporter.note(f"{step.name}: failed: {exc.one_line()}")
+            if step.variant is not None:
+                records.append(_unbuilt_record(target, settings, step, exc))
+            if not lower:
+                failures.append(Failure(target=target.name, step=step.name, error=exc,
+                                        log=f"logs/{target.name}/{step.name}.log"))  # fmt: skip
+            continue
         if record is not None:
             records.append(record)
-            fid = record["fidelity"]
-            detail = fid["status"]
-            if "max_abs_err" in fid:
-                detail += f", max abs err {fid['max_abs_err']}"
-            if "top1_agreement" in fid:
-                detail += f", top-1 {fid['top1_agreement']:.4f}"
-            if fid["status"] != "verified" and fid.get("reason"):
-                detail += f" ({fid['reason'].split(';')[0][:100]})"
-            reporter.done(step.name, f"{record['bytes']:,} B, {detail}", time.perf_counter() - start)
+            run.reporter.done(step.name, f"{record['bytes']:,} B, {_verdict(record['fidelity'])}",
+                              time.perf_counter() - start)  # fmt: skip
         else:
-            reporter.done(step.name, "intermediate", time.perf_counter() - start)
+            run.reporter.done(step.name, "intermediate", time.perf_counter() - start)
     return records
+
+
+def _run_step(target: Target, settings: TargetSettings, step: Step, run: _Run, artifacts: dict[str, Path],
+              log: Path) -> tuple[Path, Path]:  # fmt: skip
+    """Run one step (in the worker process when it can be sent there); returns (artifact, out_dir)."""
+    variant_dir = run.vdir / target.name / step.variant.id if step.variant else None
+    out_dir = variant_dir or run.scratch / target.name / step.name
+    out_dir.mkdir(parents=True)
+    tmp = run.scratch / "tmp" / target.name / step.name
+    tmp.mkdir(parents=True)
+    inputs = {r: artifacts[r] for r in step.requires}
+    if step.requires:
+        inputs["model"] = artifacts[step.requires[0]]
+    ctx = StepContext(spec=run.spec, options=settings.options, out_dir=out_dir, tmp_dir=tmp,
+                      inputs=inputs, log=run.reporter.note, cache_dir=run.cache, checks=run.checks)  # fmt: skip
+    if isolation.isolatable(step):
+        outcome = run.worker.run(step, ctx, log)
+        for note in outcome.notes:
+            run.reporter.note(note)
+        run.checks.extend(outcome.checks)
+        artifact = outcome.artifact
+    else:  # a plugin's step that cannot be sent to another process runs here
+        artifact = step.run(ctx)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return artifact, out_dir
+
+
+def _verdict(fid: dict[str, Any]) -> str:
+    detail = str(fid["status"])
+    if "max_abs_err" in fid:
+        detail += f", max abs err {fid['max_abs_err']}"
+    if "top1_agreement" in fid:
+        detail += f", top-1 {fid['top1_agreement']:.4f}"
+    if fid["status"] != "verified" and fid.get("reason"):
+        detail += f" ({fid['reason'].split(';')[0][:100]})"
+    return detail
+
+
+def _unbuilt_record(target: Target, settings: TargetSettings, step: Step, exc: PackagerError) -> dict[str, Any]:
+    """The record of a variant whose conversion failed: kept for the record, never published."""
+    info = step.variant
+    assert info is not None
+    tolerance = settings.tolerance[info.precision]
+    limits = {"atol": tolerance.atol, "rtol": tolerance.rtol, "min_top1_agreement": tolerance.min_top1_agreement}
+    return {
+        "id": info.id, "target": target.name, "precision": info.precision,
+        "runtime": {"name": info.runtime, "min_version": info.min_version},
+        "files": [], "bytes": 0,
+        "fidelity": {"status": "failed", "stage": "conversion", "reason": f"not built: {' '.join(exc.message.split())}",
+                     "tolerance": limits},
+    }  # fmt: skip
 
 
 def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelSpec,
@@ -309,18 +433,48 @@ def _record(spec: ModelSpec, source: importers.Source, variants: list[dict[str, 
     return record
 
 
-def _enforce(record: dict[str, Any], strict: bool, result: BuildResult) -> None:
-    """fp32 out of tolerance means the conversion is wrong: fail. Lower precisions warn."""
-    for variant in record["variants"]:
+def _judge(target: Target, records: list[dict[str, Any]], run: _Run, failures: list[Failure],
+           result: BuildResult) -> None:  # fmt: skip
+    """fp32 out of tolerance means the conversion is wrong: the target failed. Lower precisions warn."""
+    for variant in records:
         fid = variant["fidelity"]
         if fid["status"] != "failed":
             continue
         message = f"variant '{variant['id']}' failed validation: {fid.get('reason', '')}"
+        if fid.get("stage") == "conversion":
+            if variant["precision"] != "fp32":
+                result.warnings.append(
+                    f"variant '{variant['id']}' {fid['reason']} (kept in build.json, never published)"
+                )
+            continue
         if variant["precision"] == "fp32":
-            raise FidelityError(message, hint="the conversion is wrong; check the source model's ops and report it")
-        if strict:
+            error = FidelityError(message, hint="the conversion is wrong; check the source model's ops and report it")
+            if run.strict:
+                raise error
+            failures.append(Failure(target=target.name, step=variant["id"], error=error))
+            continue
+        if run.strict:
             raise FidelityError(message, hint="drop --strict to keep the build with this variant marked failed")
         result.warnings.append(message + " (kept in build.json, never published)")
+
+
+def _keep_logs(logs: Path, vdir: Path) -> list[dict[str, Any]]:
+    """Move the steps' non-empty logs into the version folder; returns what each holds."""
+    kept: list[dict[str, Any]] = []
+    if not logs.is_dir():
+        return kept
+    for path in sorted(logs.rglob("*.log")):
+        text = path.read_text(errors="replace")
+        if not text.strip():
+            continue
+        rel = Path("logs") / path.relative_to(logs)
+        (vdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), vdir / rel)
+        lines = text.splitlines()
+        warnings = sum("warn" in line.lower() for line in lines)
+        kept.append({"path": rel.as_posix(), "lines": len(lines), "warnings": warnings})
+    shutil.rmtree(logs, ignore_errors=True)
+    return kept
 
 
 def _write_outputs(vdir: Path, spec: ModelSpec, record: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ def render(record: dict[str, Any]) -> str:
         signature=_signature(model["signature"]),
         chart=_chart(record["variants"]),
         rows="\n".join(_row(v) for v in record["variants"]),
-        skipped=_skipped(record.get("skipped", [])),
+        skipped=_failed(record.get("failed", [])) + _skipped(record.get("skipped", [])),
         checks=_checks(record.get("checks", [])),
         packager=html.escape(str(record.get("packager", ""))),
     )
@@ -82,6 +82,21 @@ def _skipped(items: list[dict[str, str]]) -> str:
         for s in items
     )
     return f"<h2>Not built</h2><ul>{lis}</ul>"
+
+
+def _failed(items: list[dict[str, str]]) -> str:
+    """Targets that did not build: the step, the one-line reason and where its log is."""
+    if not items:
+        return ""
+    lis = "".join(
+        f"<li><code>{html.escape(f['target'])}</code>"
+        + (f" (step <code>{html.escape(f['step'])}</code>)" if f.get("step") else "")
+        + f": {html.escape(f['reason'])}"
+        + (f" — log <code>{html.escape(f['log'])}</code>" if f.get("log") else "")
+        + "</li>"
+        for f in items
+    )
+    return f'<h2 style="color:#cf222e">Failed targets</h2><ul>{lis}</ul>'
 
 
 def _checks(items: list[dict[str, Any]]) -> str:

@@ -62,6 +62,9 @@ def verify_build(vdir: Path, cache_dir: Path) -> list[Outcome]:
 def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference: dict,
                     task: str | None, batched: bool, cache_dir: Path) -> Outcome:  # fmt: skip
     recorded = variant["fidelity"]["status"]
+    if variant["fidelity"].get("stage") == "conversion":  # never built: nothing to check or run
+        return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now=recorded,
+                       detail=variant["fidelity"].get("reason", "not built"))  # fmt: skip
     for entry in variant["files"]:
         path = vdir / entry["path"]
         if not path.is_file():

@@ -13,10 +13,11 @@ was converted from, measured here. Never a number for the package itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,41 +79,43 @@ class CoremlTarget(Target):
         return onnx_target.estimate_memory_mb(spec.onnx_path)
 
 
-def _convert(precision: str):  # -> step function
-    def run(ctx: StepContext) -> Path:
-        with quiet_native_output():  # it warns about untested TF/torch versions on import
-            import coremltools as ct
+def _convert(precision: str) -> Callable[[StepContext], Path]:
+    """The step function for one variant: a partial, so that it can be sent to the step worker."""
+    return functools.partial(_run_convert, precision)
 
-        spec = ctx.spec
-        compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
-        try:
-            with quiet_native_output():
-                if spec.source_format == "torch":
-                    model, evidence = _from_torch(ct, spec, compute)
-                else:
-                    model, evidence = _from_savedmodel(ct, ctx, compute)
-                if precision == "int8":
-                    config = ct.optimize.coreml.OptimizationConfig(
-                        global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric")
-                    )
-                    model = ct.optimize.coreml.linear_quantize_weights(model, config=config)
-        except Exception as exc:
-            hint = "build tflite or onnx for this model; Core ML lacks an op it uses"
-            raise ConversionError(f"coremltools could not convert the model ({precision}): {first_line(exc)}",
-                                  hint=hint) from exc  # fmt: skip
-        package = ctx.out_dir / "model.mlpackage"
-        model.save(str(package))
-        _fixed_identifiers(package)
-        check = spec_check(package, spec)
-        check["evidence"] = evidence
-        ctx.check(f"{ctx.out_dir.name}.spec_mismatches", len(check["problems"]), 0)
-        if check["problems"]:
-            raise ConversionError(f"the Core ML package does not match the model: {'; '.join(check['problems'])}")
-        (ctx.out_dir / "spec_check.json").write_text(json.dumps(check, indent=1, sort_keys=True) + "\n")
-        write_zip(ctx.out_dir / "model.mlpackage.zip", tree_entries(package, prefix="model.mlpackage/"))
-        return ctx.out_dir / "model.mlpackage.zip"
 
-    return run
+def _run_convert(precision: str, ctx: StepContext) -> Path:
+    with quiet_native_output():  # it warns about untested TF/torch versions on import
+        import coremltools as ct
+
+    spec = ctx.spec
+    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+    try:
+        with quiet_native_output():
+            if spec.source_format == "torch":
+                model, evidence = _from_torch(ct, spec, compute)
+            else:
+                model, evidence = _from_savedmodel(ct, ctx, compute)
+            if precision == "int8":
+                config = ct.optimize.coreml.OptimizationConfig(
+                    global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric")
+                )
+                model = ct.optimize.coreml.linear_quantize_weights(model, config=config)
+    except Exception as exc:
+        hint = "build tflite or onnx for this model; Core ML lacks an op it uses"
+        raise ConversionError(f"coremltools could not convert the model ({precision}): {first_line(exc)}",
+                              hint=hint) from exc  # fmt: skip
+    package = ctx.out_dir / "model.mlpackage"
+    model.save(str(package))
+    _fixed_identifiers(package)
+    check = spec_check(package, spec)
+    check["evidence"] = evidence
+    ctx.check(f"{ctx.out_dir.name}.spec_mismatches", len(check["problems"]), 0)
+    if check["problems"]:
+        raise ConversionError(f"the Core ML package does not match the model: {'; '.join(check['problems'])}")
+    (ctx.out_dir / "spec_check.json").write_text(json.dumps(check, indent=1, sort_keys=True) + "\n")
+    write_zip(ctx.out_dir / "model.mlpackage.zip", tree_entries(package, prefix="model.mlpackage/"))
+    return ctx.out_dir / "model.mlpackage.zip"
 
 
 def _from_torch(ct: Any, spec: ModelSpec, compute: Any) -> tuple[Any, dict[str, Any]]:

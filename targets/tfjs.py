@@ -9,10 +9,11 @@ do not load in tf.js. Validation runs the samples through that same page in head
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -60,36 +61,38 @@ class TfjsTarget(Target):
         return onnx_target.estimate_memory_mb(spec.onnx_path)
 
 
-def _convert(quant: str | None):  # -> step function
-    def run(ctx: StepContext) -> Path:
-        # tensorflowjs imports TF Decision Forests, whose welcome banner goes through IPython
-        # when stdout is not a terminal; its own switch turns the banner off.
-        os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+def _convert(quant: str | None) -> Callable[[StepContext], Path]:
+    """The step function for one variant: a partial, so that it can be sent to the step worker."""
+    return functools.partial(_run_convert, quant)
+
+
+def _run_convert(quant: str | None, ctx: StepContext) -> Path:
+    # tensorflowjs imports TF Decision Forests, whose welcome banner goes through IPython
+    # when stdout is not a terminal; its own switch turns the banner off.
+    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+    with quiet_native_output():
+        from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
+
+    savedmodel = ctx.inputs["model"]
+    try:
         with quiet_native_output():
-            from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
-
-        savedmodel = ctx.inputs["model"]
-        try:
-            with quiet_native_output():
-                converter.convert_tf_saved_model(
-                    str(savedmodel), str(ctx.out_dir / "model"), signature_def="serving_default",
-                    saved_model_tags="serve", quantization_dtype_map={quant: True} if quant else None,
-                    use_structured_outputs_names=True, weight_shard_size_bytes=4 * 1024 * 1024,
-                )  # fmt: skip
-        except Exception as exc:
-            raise ConversionError(f"tensorflowjs could not convert the SavedModel: {first_line(exc)}",
-                                  hint="an op tf.js lacks: build the ort-web target for browsers") from exc  # fmt: skip
-        layout = _savedmodel.layout(savedmodel)
-        (ctx.out_dir / "layout.json").write_text(json.dumps(layout, indent=1))
-        shutil.copyfile(browser.npm_file("@tensorflow/tfjs", "dist", "tf.min.js"), ctx.out_dir / "tf.min.js")
-        perms = {e["source"]: e["perm"] for e in layout["inputs"]}
-        names = {e["source"]: e["name"] for e in layout["inputs"]}
-        write_sample(ctx.spec, ctx.out_dir / "sample.json", perms, names)
-        values = {"model": ctx.spec.name, "version": ctx.spec.version, "variant": ctx.out_dir.name}
-        (ctx.out_dir / "index.html").write_text(fill(template_path("browser", "tfjs.html").read_text(), values))
-        return ctx.out_dir / "index.html"
-
-    return run
+            converter.convert_tf_saved_model(
+                str(savedmodel), str(ctx.out_dir / "model"), signature_def="serving_default",
+                saved_model_tags="serve", quantization_dtype_map={quant: True} if quant else None,
+                use_structured_outputs_names=True, weight_shard_size_bytes=4 * 1024 * 1024,
+            )  # fmt: skip
+    except Exception as exc:
+        raise ConversionError(f"tensorflowjs could not convert the SavedModel: {first_line(exc)}",
+                              hint="an op tf.js lacks: build the ort-web target for browsers") from exc  # fmt: skip
+    layout = _savedmodel.layout(savedmodel)
+    (ctx.out_dir / "layout.json").write_text(json.dumps(layout, indent=1))
+    shutil.copyfile(browser.npm_file("@tensorflow/tfjs", "dist", "tf.min.js"), ctx.out_dir / "tf.min.js")
+    perms = {e["source"]: e["perm"] for e in layout["inputs"]}
+    names = {e["source"]: e["name"] for e in layout["inputs"]}
+    write_sample(ctx.spec, ctx.out_dir / "sample.json", perms, names)
+    values = {"model": ctx.spec.name, "version": ctx.spec.version, "variant": ctx.out_dir.name}
+    (ctx.out_dir / "index.html").write_text(fill(template_path("browser", "tfjs.html").read_text(), values))
+    return ctx.out_dir / "index.html"
 
 
 class LayoutBrowserRunner(BrowserRunner):

@@ -10,8 +10,9 @@ Each runs in the LiteRT interpreter (ai-edge-litert), one sample at a time as a 
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,14 @@ class TfliteTarget(Target):
         _savedmodel.refuse_sklearn(spec, self.name)
 
     def plan(self, spec: ModelSpec, options: object, precisions: tuple[str, ...]) -> list[Step]:
-        import tensorflow as tf
+        from importlib.metadata import version
 
+        # The version from the package's metadata: importing TensorFlow here would cost seconds
+        # and fill the terminal; it is imported in the step worker only.
+        converter_version = ".".join(version("tensorflow").split(".")[:2])
         steps = [_savedmodel.step(spec)]
         for precision in precisions:
             for kind in KINDS[precision]:
-                converter_version = ".".join(tf.__version__.split(".")[:2])
                 variant = VariantInfo(id=f"tflite-{kind}", precision=precision, runtime="tflite",
                                       min_version=converter_version, main_file="model.tflite")  # fmt: skip
                 steps.append(Step(name=variant.id, variant=variant, run=_convert(kind),
@@ -65,33 +68,35 @@ DESCRIPTIONS = {
 }
 
 
-def _convert(kind: str):  # -> step function
-    def run(ctx: StepContext) -> Path:
-        import tensorflow as tf
+def _convert(kind: str) -> Callable[[StepContext], Path]:
+    """The step function for one variant: a partial, so that it can be sent to the step worker."""
+    return functools.partial(_run_convert, kind)
 
-        savedmodel = ctx.inputs["model"]
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel))
-        if kind != "fp32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if kind == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-        if kind == "int8":
-            converter.representative_dataset = lambda: _representative(ctx.spec, _savedmodel.layout(savedmodel))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        try:
-            with quiet_native_output():
-                flatbuffer = converter.convert()
-        except Exception as exc:
-            hint = "an op without an int8 kernel: build the fp32 or int8-dynamic variants"
-            raise ConversionError(f"TFLite conversion ({kind}) failed: {first_line(exc)}", hint=hint) from exc
-        out = ctx.out_dir / "model.tflite"
-        out.write_bytes(flatbuffer)
-        (ctx.out_dir / "layout.json").write_bytes((savedmodel.parent / "layout.json").read_bytes())
-        return out
 
-    return run
+def _run_convert(kind: str, ctx: StepContext) -> Path:
+    import tensorflow as tf
+
+    savedmodel = ctx.inputs["model"]
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel))
+    if kind != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if kind == "int8":
+        converter.representative_dataset = lambda: _representative(ctx.spec, _savedmodel.layout(savedmodel))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        with quiet_native_output():
+            flatbuffer = converter.convert()
+    except Exception as exc:
+        hint = "an op without an int8 kernel: build the fp32 or int8-dynamic variants"
+        raise ConversionError(f"TFLite conversion ({kind}) failed: {first_line(exc)}", hint=hint) from exc
+    out = ctx.out_dir / "model.tflite"
+    out.write_bytes(flatbuffer)
+    (ctx.out_dir / "layout.json").write_bytes((savedmodel.parent / "layout.json").read_bytes())
+    return out
 
 
 def _representative(spec: ModelSpec, layout: Mapping[str, Any]) -> Iterator[list[np.ndarray]]:

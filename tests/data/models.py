@@ -64,6 +64,60 @@ def make_onnx_custom_op(folder: Path) -> Path:
     return path
 
 
+def make_onnx_hardmax(folder: Path) -> Path:
+    """A Gemm then Hardmax: onnxruntime runs it, packager's C generator has no Hardmax."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"]), helper.make_node("Hardmax", ["h"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "hardmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        initializer=[weights],
+    )  # fmt: skip
+    path = folder / "hardmax.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def make_onnx_constant_weights(folder: Path) -> Path:
+    """A Gemm whose weights and bias are ``Constant`` nodes, as paddle2onnx exports them."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((6, 5)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Constant", [], ["w"], value=w),
+        helper.make_node("Constant", [], ["b"], value=b),
+        helper.make_node("Gemm", ["x", "w", "b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "constant_weights",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+    )  # fmt: skip
+    path = folder / "constant_weights.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def make_onnx_double_erf(folder: Path) -> Path:
+    """Erf on float64: a valid model for which onnxruntime's CPU provider has no kernel."""
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Erf", ["x"], ["y"])], "double_erf",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 3])],
+    )  # fmt: skip
+    path = folder / "double_erf.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
 def torch_cnn():  # -> (model, example_input); also a module:factory for the importer
     """A small CNN for 1x8x8 inputs, with fixed weights."""
     import torch

@@ -1,0 +1,79 @@
+"""Several targets, some failing: every target that can build does; the failures are reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import crashing_steps
+import pytest
+from conftest import models, run_cli
+
+from packager import config, pipeline
+from packager.errors import ConversionError
+from packager.plugins import load_target
+
+
+def _build(model: Path, out: Path, targets: list[object], monkeypatch: pytest.MonkeyPatch,
+           **request: object) -> pipeline.BuildResult:  # fmt: skip
+    monkeypatch.setattr(pipeline, "resolve_targets", lambda names: targets)
+    req = pipeline.BuildRequest(model=str(model), targets=("onnx", "x"), out=out, latency=False,
+                                cache_dir=out.parent / "cache", **request)  # type: ignore[arg-type]  # fmt: skip
+    return pipeline.build(req, config.load(out.parent, environ={}))
+
+
+def test_partial_build_a_crashing_converter_costs_its_target_only(
+    mlp_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "dist"
+    result = _build(mlp_onnx, out, [load_target("onnx"), crashing_steps.CrashTarget()], monkeypatch)
+    assert [(f.target, f.step) for f in result.failures] == [("crash", "crash-fp32")]
+    assert "was killed by SIGILL" in result.failures[0].error.message
+    record = json.loads((out / "mlp" / "1" / "build.json").read_text())
+    onnx = [v for v in record["variants"] if v["target"] == "onnx"]
+    assert onnx and {v["fidelity"]["status"] for v in onnx} == {"verified"}
+    assert record["failed"][0]["target"] == "crash" and record["failed"][0]["code"] == "7"
+    log = out / "mlp" / "1" / record["failed"][0]["log"]
+    assert "about to die" in log.read_text()
+    assert "crash" in (out / "mlp" / "1" / "report.html").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]
+    assert sorted(p.name for p in out.iterdir()) == ["mlp"]  # no staging, no logs area left
+
+
+def test_partial_build_a_failed_lower_precision_is_a_failed_variant(
+    mlp_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "dist"
+    result = _build(mlp_onnx, out, [crashing_steps.HalfBrokenTarget()], monkeypatch)
+    assert result.failures == []
+    record = json.loads((out / "mlp" / "1" / "build.json").read_text())
+    status = {v["id"]: v["fidelity"] for v in record["variants"]}
+    assert status["half-fp32"]["status"] == "unverified"
+    assert status["half-fp16"]["status"] == "failed" and status["half-fp16"]["stage"] == "conversion"
+    assert "ValueError: Cannot take the length of shape" in status["half-fp16"]["reason"]
+    assert any("half-fp16" in w and "never published" in w for w in result.warnings)
+
+
+def test_partial_build_strict_stops_at_the_first_failure(
+    mlp_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "dist"
+    with pytest.raises(ConversionError, match="SIGILL"):
+        _build(mlp_onnx, out, [crashing_steps.CrashTarget(), load_target("onnx")], monkeypatch, strict=True)
+    logs = list(out.rglob("crash-fp32.log"))
+    assert len(logs) == 1 and "about to die" in logs[0].read_text()  # the log the error names is kept
+    assert not (out / "mlp").exists()
+
+
+def test_partial_build_cli_exit_code_names_the_failed_target(model_dir: Path, tmp_path: Path) -> None:
+    model = models.make_onnx_hardmax(model_dir)
+    result = run_cli("build", model, "-t", "onnx", "-t", "static-lib", "--out", tmp_path / "dist", "--no-latency")
+    assert result.code == 15, result.err
+    assert len(result.error_lines) == 1 and "1 of 2 targets failed: static-lib" in result.error_lines[0]
+    assert "Hardmax" in result.error_lines[0]
+    record = json.loads((tmp_path / "dist" / "hardmax" / "1" / "build.json").read_text())
+    assert {v["target"] for v in record["variants"]} == {"onnx"}
+    assert record["failed"] == [{"target": "static-lib", "reason": record["failed"][0]["reason"], "code": "4"}]
+    strict = run_cli("build", model, "-t", "onnx", "-t", "static-lib", "--strict", "--out", tmp_path / "d2")
+    assert strict.code == 4 and not (tmp_path / "d2").exists()
