@@ -181,16 +181,24 @@ def _feeds(request: dict[str, Any]) -> tuple[dict[str, np.ndarray], int]:
         if name in feeds:
             raise RequestError(400, "duplicate_input", f"{where}: input '{name}' is given twice")
         feeds[name], batch = _decode(item, INPUTS[name], f"{where} ('{name}')")
-        batches.add(batch)
+        if batch is not None:
+            batches.add(batch)
     missing = sorted(set(INPUTS) - set(feeds))
     if missing:
         raise RequestError(400, "missing_input", f"missing input(s) {missing}")
     if len(batches) > 1:
         raise RequestError(400, "batch_mismatch", f"inputs have different batch sizes {sorted(batches)}")
-    return feeds, batches.pop() if batches else 0
+    return feeds, batches.pop() if batches else 1
 
 
-def _decode(item: dict[str, Any], spec: dict[str, Any], where: str) -> tuple[np.ndarray, int]:
+def _batch_axis(shape: list[Any]) -> int | None:
+    """The batch's axis: the dim named "batch" (not always the first), else a symbolic first dim."""
+    if "batch" in shape:
+        return shape.index("batch")
+    return 0 if shape and isinstance(shape[0], str) else None
+
+
+def _decode(item: dict[str, Any], spec: dict[str, Any], where: str) -> tuple[np.ndarray, int | None]:
     expected = DATATYPES.get(spec["dtype"], "BYTES")
     if item.get("datatype") != expected:
         raise RequestError(
@@ -206,8 +214,9 @@ def _decode(item: dict[str, Any], spec: dict[str, Any], where: str) -> tuple[np.
     if not fixed_ok:
         want = [m if isinstance(m, int) else -1 for m in model_shape]
         raise RequestError(400, "wrong_shape", f"{where}: shape {shape} does not fit the model's {want}")
-    batch = shape[0] if shape and isinstance(model_shape[0], str) else 1
-    if batch > MAX_BATCH:
+    axis = _batch_axis(model_shape)
+    batch = shape[axis] if axis is not None else None  # an input without a batch serves every sample
+    if batch is not None and batch > MAX_BATCH:
         raise RequestError(400, "batch_too_large", f"{where}: batch {batch} is over this endpoint's limit {MAX_BATCH}")
     try:
         array = np.asarray(item.get("data"), dtype=np.dtype(spec["dtype"]))

@@ -20,7 +20,8 @@ def contributors(entries: Iterable[tuple[str, int]], top: int = 10) -> list[tupl
 def fail(what: str, value: int, limit: int, parts: list[tuple[str, int]], fixes: list[str]) -> BudgetError:
     listing = ", ".join(f"{name} {mb(size)}" for name, size in parts)
     return BudgetError(
-        f"{what} is {value:,} bytes ({mb(value)}), over the limit of {limit:,} bytes; biggest: {listing}",
+        f"{what} is {value:,} bytes ({mb(value)}), over the limit of {limit:,} bytes"
+        + (f"; biggest: {listing}" if listing else ""),
         hint="; ".join(fixes),
     )
 

@@ -21,7 +21,7 @@ def inspect_model(model: str) -> dict[str, Any]:
         spec = importers.build_spec(source=source, imported=imported, model=proto, onnx_path=work / "model.onnx",
                                     name=importers.default_name(source), version="1", prep=Preprocessing(),
                                     labels=None)  # fmt: skip
-        params = sum(_count(t.dims) for t in proto.graph.initializer)
+        params = parameter_count(proto)
         onnx_bytes = spec.onnx_path.stat().st_size
         opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
         targets = {name: _verdict(name, spec) for name in target_names()}
@@ -31,6 +31,28 @@ def inspect_model(model: str) -> dict[str, Any]:
         "ops": spec.ops, "opsets": opsets, "parameters": params, "onnx_bytes": onnx_bytes,
         "targets": targets,
     }  # fmt: skip
+
+
+def parameter_count(model: Any) -> int:
+    """Weights in initializers and in ``Constant`` nodes (where exporters such as paddle2onnx put
+    them), subgraphs included; a Constant's scalar or shape vector counts as what it holds."""
+    return _graph_parameters(model.graph)
+
+
+def _graph_parameters(graph: Any) -> int:
+    total = sum(_count(t.dims) for t in graph.initializer)
+    total += sum(_count(t.values.dims) for t in graph.sparse_initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.HasField("t"):
+                total += _count(attr.t.dims)
+            elif node.op_type == "Constant" and attr.name in ("value_floats", "value_ints"):
+                total += len(attr.floats) + len(attr.ints)
+            if attr.HasField("g"):
+                total += _graph_parameters(attr.g)
+            for sub in attr.graphs:
+                total += _graph_parameters(sub)
+    return total
 
 
 def _count(dims: Any) -> int:

@@ -72,7 +72,16 @@ class Worker:
         self._conn: Connection | None = None
 
     def run(self, step: Step, ctx: StepContext, log_path: Path) -> Outcome:
-        """Run ``step`` with ``ctx`` in the worker; raise a PackagerError when it fails."""
+        """Run ``step`` with ``ctx`` in the worker; raise a PackagerError when it fails.
+
+        A ConversionError carries ``log``, the step's log file, which a failed build keeps."""
+        try:
+            return self._run(step, ctx, log_path)
+        except ConversionError as exc:
+            exc.log = log_path  # type: ignore[attr-defined]
+            raise
+
+    def _run(self, step: Step, ctx: StepContext, log_path: Path) -> Outcome:
         self.home.mkdir(parents=True, exist_ok=True)
         conn = self._connection()
         workdir = Path(tempfile.mkdtemp(prefix=f"{step.name}-", dir=self.home))

@@ -73,20 +73,17 @@ class Staging:
         self._prune_logs()
         return final
 
-    def abort(self, *, keep_logs: bool = False) -> None:
-        """Remove what this build staged. With ``keep_logs``, the non-empty logs of its steps stay
-        (the error names one), and so does ``out`` when they are all it holds."""
+    def abort(self, *, keep: Path | None = None) -> None:
+        """Remove what this build staged. ``keep``, the log of the step that failed (the error
+        names it), stays, and so does ``out`` when that log is all it holds."""
         shutil.rmtree(self.root, ignore_errors=True)
         if self.dry_run:
             return
         logs = self.out / LOGS
-        kept = keep_logs and logs.is_dir() and any(p.stat().st_size for p in logs.rglob("*.log"))
-        if not kept:
-            shutil.rmtree(logs, ignore_errors=True)
-        else:
-            for path in logs.rglob("*.log"):
-                if not path.stat().st_size:
-                    path.unlink()
+        kept = keep is not None and keep.is_file() and keep.stat().st_size > 0 and logs in keep.parents
+        for path in logs.rglob("*.log") if logs.is_dir() else ():
+            if not (kept and path == keep):
+                path.unlink()
         self._prune_logs()
         if self.created_out and not kept:
             shutil.rmtree(self.out, ignore_errors=True)

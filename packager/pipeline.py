@@ -112,8 +112,8 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
             return result
         result.path = staging.commit(name, version)
         return result
-    except BaseException:
-        staging.abort(keep_logs=True)
+    except BaseException as exc:
+        staging.abort(keep=getattr(exc, "log", None))
         raise
 
 
@@ -370,11 +370,10 @@ def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelS
         if exc.evidence:
             record["fidelity"]["evidence"] = exc.evidence
         return _finish_record(record, target, spec, out_dir, info)
-    batched = all(t.batched for t in spec.signature.inputs)
     try:
-        fidelity = validate.fidelity(runner, spec.samples, spec.reference, tolerance, spec.task, batched)
+        fidelity = validate.fidelity(runner, spec.samples, spec.reference, tolerance, spec.task, spec.signature)
         timed = settings.latency and getattr(runner, "measures_latency", True)  # not under an emulator
-        latency = validate.latency(runner, spec.samples) if timed else None
+        latency = validate.latency(runner, spec.samples, spec.signature) if timed else None
         details = runner.details() if hasattr(runner, "details") else {}
     except Exception as exc:  # the variant does not run: that is its verdict, not a crash
         fidelity = {"status": "failed", "runtime": runner.runtime_label,
@@ -411,6 +410,9 @@ def _record(spec: ModelSpec, source: importers.Source, variants: list[dict[str, 
     }  # fmt: skip
     if spec.original_path is not None:
         model["original"] = [e for e in file_entries(vdir / "source", vdir) if e["path"] != "source/model.onnx"]
+    state = spec.signature.state_pairs()
+    if state:  # fed back call after call: handlers and clients carry it
+        model["state"] = state
     if spec.labels:
         model["labels"] = list(spec.labels)
     if spec.task:

@@ -19,7 +19,7 @@ def generate(signature: Signature, count: int, seed: int) -> dict[str, np.ndarra
     rng = np.random.default_rng(seed)
     samples: dict[str, np.ndarray] = {}
     for spec in signature.inputs:
-        shape = (count, *spec.concrete()[1:]) if spec.batched else spec.concrete()
+        shape = spec.concrete(count)
         dtype = np.dtype(spec.dtype) if spec.dtype != "string" else None
         if dtype is None:
             raise SamplesError(f"input '{spec.name}' is a string tensor; pass --samples FILE.npz")
@@ -62,9 +62,16 @@ def load(path: Path, signature: Signature) -> dict[str, np.ndarray]:
             hint="name each array after the model input it feeds",
         )
     samples = {t.name: _conform(arrays[t.name], t, path.name) for t in signature.inputs}
-    counts = {len(a) for a in samples.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise SamplesError(f"samples in '{path.name}' must all have the same, non-zero batch size")
+    batched = [t for t in signature.inputs if t.batch_axis is not None]
+    counts = {samples[t.name].shape[t.batch_axis] for t in batched if t.batch_axis is not None}
+    if len(counts) > 1 or 0 in counts:
+        where = ", ".join(
+            f"'{t.name}' axis {t.batch_axis}: {samples[t.name].shape[t.batch_axis or 0]}" for t in batched
+        )
+        raise SamplesError(
+            f"samples in '{path.name}' must all have the same, non-zero batch ({where})",
+            hint="an input without a batch dim (a scalar, say) is stored once, for every sample",
+        )
     return samples
 
 
@@ -77,12 +84,13 @@ def _conform(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
         raise SamplesError(
             f"samples '{spec.name}' in '{source}' have shape {tuple(array.shape)}; "
             f"the model's input '{spec.name}' takes {want}",
-            hint="reshape the samples to the input's shape, with the batch as the first dim",
+            hint="reshape the samples to the input's shape (the batch where the input has it; "
+            "an input without a batch dim is stored once)",
         )
     target = np.dtype(spec.dtype)
     if array.dtype != target and not np.can_cast(array.dtype, target, casting="same_kind"):
         raise SamplesError(f"samples '{spec.name}' in '{source}' are {array.dtype}; the input takes {target}")
-    return np.ascontiguousarray(array.astype(target, copy=False))
+    return np.require(array.astype(target, copy=False), requirements="C")  # keeps a 0-d array 0-d
 
 
 def _shape_text(shape: tuple[int | str, ...]) -> str:
@@ -94,7 +102,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(arrays):
             buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            np.lib.format.write_array(buffer, np.require(arrays[name], requirements="C"), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=FIXED_ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 Dim = int | str
+BATCH = "batch"  # the name every importer gives the batch dim
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,16 +26,23 @@ class TensorSpec:
         return cls(name=data["name"], dtype=data["dtype"], shape=tuple(data["shape"]))
 
     @property
+    def batch_axis(self) -> int | None:
+        """The axis of the batch: the dim named ``batch`` (the symbol the importer found shared
+        by the inputs, not always axis 0: ``state [2, batch, 128]``), else a symbolic first dim;
+        None for a tensor without one (a scalar sample rate: one value for every sample)."""
+        if BATCH in self.shape:
+            return self.shape.index(BATCH)
+        return 0 if self.shape and isinstance(self.shape[0], str) else None
+
+    @property
     def batched(self) -> bool:
-        """True when the first dimension is symbolic (the batch)."""
-        return bool(self.shape) and isinstance(self.shape[0], str)
+        """True when the tensor has a batch axis."""
+        return self.batch_axis is not None
 
     def concrete(self, batch: int = 1) -> tuple[int, ...]:
-        """The shape with symbolic dims replaced: the first by ``batch``, others by 1."""
-        dims: list[int] = []
-        for i, dim in enumerate(self.shape):
-            dims.append(dim if isinstance(dim, int) else (batch if i == 0 else 1))
-        return tuple(dims)
+        """The shape with symbolic dims replaced: the batch axis by ``batch``, others by 1."""
+        axis = self.batch_axis
+        return tuple(dim if isinstance(dim, int) else (batch if i == axis else 1) for i, dim in enumerate(self.shape))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +62,30 @@ class Signature:
             inputs=tuple(TensorSpec.from_json(t) for t in data["inputs"]),
             outputs=tuple(TensorSpec.from_json(t) for t in data["outputs"]),
         )
+
+    def state_pairs(self) -> list[dict[str, str]]:
+        """Inputs fed back from an output of the same dtype and shape whose name extends theirs
+        (``state`` → ``stateN``, ``h`` → ``hn``, ``cache_in`` → ``cache_out``): a streaming model's state."""
+        pairs = []
+        for inp in self.inputs:
+            for out in self.outputs:
+                if inp.dtype == out.dtype and _same_dims(inp.shape, out.shape) and _state_names(inp.name, out.name):
+                    pairs.append({"input": inp.name, "output": out.name})
+                    break
+        return pairs
+
+
+def _same_dims(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> bool:
+    """Same rank, and the same size wherever both are fixed (an exporter may name a dim on one side only)."""
+    return len(a) == len(b) and all(
+        x == y or isinstance(x, str) or isinstance(y, str) for x, y in zip(a, b, strict=True)
+    )
+
+
+def _state_names(inp: str, out: str) -> bool:
+    if out.startswith(inp) and out[len(inp) :] in ("N", "n", "_n", "_out", "_new", "out", ".out"):
+        return True
+    return inp.endswith("_in") and out == inp[:-3] + "_out"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,5 +151,6 @@ class ModelSpec:
 
     @property
     def num_samples(self) -> int:
-        first = next(iter(self.samples.values()), None)
-        return 0 if first is None else int(first.shape[0])
+        from packager import batching
+
+        return batching.count(self.samples, self.signature.inputs) if self.samples else 0

@@ -13,22 +13,23 @@ from typing import Any
 
 import numpy as np
 
+from packager import batching
 from packager.config import Tolerance
+from packager.spec import Signature
 from packager.target import Runner
 
 CHUNK = 32
 
 
-def run_samples(runner: Runner, samples: Mapping[str, np.ndarray], batched: bool) -> dict[str, np.ndarray]:
-    """Run every sample, in chunks when the variant takes a batch, else one by one."""
-    count = len(next(iter(samples.values())))
+def run_samples(runner: Runner, samples: Mapping[str, np.ndarray], signature: Signature,
+                batched: bool) -> dict[str, np.ndarray]:  # fmt: skip
+    """Run every sample, in chunks when the variant takes a batch, else one by one; each input is
+    cut on its own batch axis and each output joined on its own."""
+    count = batching.count(samples, signature.inputs)
     step = CHUNK if batched else 1
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, count, step):
-        chunk = {k: v[start : start + step] for k, v in samples.items()}
-        for name, value in runner.predict(chunk).items():
-            parts.setdefault(name, []).append(np.asarray(value))
-    return {name: np.concatenate(values) for name, values in parts.items()}
+    parts = [runner.predict(batching.take(samples, signature.inputs, start, start + step))
+             for start in range(0, count, step)]  # fmt: skip
+    return batching.join(parts, signature.outputs)
 
 
 def compare(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
@@ -73,22 +74,22 @@ def compare(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarra
 
 
 def fidelity(runner: Runner, samples: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
-             tolerance: Tolerance, task: str | None, batched: bool) -> dict[str, Any]:  # fmt: skip
-    outputs = run_samples(runner, samples, batched)
+             tolerance: Tolerance, task: str | None, signature: Signature) -> dict[str, Any]:  # fmt: skip
+    outputs = run_samples(runner, samples, signature, batching.axis_zero(signature.inputs))
     verdict = compare(reference, outputs, tolerance, task)
     record: dict[str, Any] = {
         "status": verdict.pop("status"),
         "runtime": runner.runtime_label,
-        "samples": len(next(iter(samples.values()))),
+        "samples": batching.count(samples, signature.inputs),
     }
     record.update(verdict)
     return record
 
 
-def latency(runner: Runner, samples: Mapping[str, np.ndarray], *, max_runs: int = 200,
+def latency(runner: Runner, samples: Mapping[str, np.ndarray], signature: Signature, *, max_runs: int = 200,
             budget_s: float = 1.0) -> dict[str, Any]:  # fmt: skip
     """p50/p90 of single-sample predictions, bounded in count and time."""
-    one = {k: v[:1] for k, v in samples.items()}
+    one = batching.take(samples, signature.inputs, 0, 1)
     for _ in range(3):
         runner.predict(one)
     times: list[float] = []

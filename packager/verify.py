@@ -54,13 +54,12 @@ def verify_build(vdir: Path, cache_dir: Path) -> list[Outcome]:
     inputs = samples.load_npz(vdir / val["samples"])
     reference = samples.load_npz(vdir / val["reference"])
     signature = Signature.from_json(record["model"]["signature"])
-    batched = all(t.batched for t in signature.inputs)
     task = record["model"].get("task")
-    return [_verify_variant(vdir, v, inputs, reference, task, batched, cache_dir) for v in record["variants"]]
+    return [_verify_variant(vdir, v, inputs, reference, task, signature, cache_dir) for v in record["variants"]]
 
 
 def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference: dict,
-                    task: str | None, batched: bool, cache_dir: Path) -> Outcome:  # fmt: skip
+                    task: str | None, signature: Signature, cache_dir: Path) -> Outcome:  # fmt: skip
     recorded = variant["fidelity"]["status"]
     if variant["fidelity"].get("stage") == "conversion":  # never built: nothing to check or run
         return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now=recorded,
@@ -87,7 +86,7 @@ def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference
         return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="unverified",
                        detail=f"files intact; {exc}")  # fmt: skip
     try:
-        fid = validate.fidelity(runner, inputs, reference, tolerance, task, batched)
+        fid = validate.fidelity(runner, inputs, reference, tolerance, task, signature)
     finally:
         runner.close()
     detail = f"max abs err {fid['max_abs_err']:.3g} (recorded {variant['fidelity'].get('max_abs_err', 0):.3g})"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from packager import validate
+from packager import batching, validate
 from packager.archive import tree_entries, write_zip
 from packager.config import Tolerance
 from packager.errors import ConversionError, first_line
@@ -142,12 +142,13 @@ def _from_torch(ct: Any, spec: ModelSpec, compute: Any) -> tuple[Any, dict[str, 
                 xs = (x, *xs[1:])
             return self.inner(*xs)
 
-    example = tuple(torch.from_numpy(spec.samples[t.name][:1]) for t in spec.signature.inputs)
+    first = batching.take(spec.samples, spec.signature.inputs, 0, 1)
+    example = tuple(torch.from_numpy(first[t.name]) for t in spec.signature.inputs)
     wrapper = WithPreprocessing()  # no .eval(): an exported program is fixed already and refuses train()
     with torch.no_grad():
         traced = torch.jit.trace(wrapper, example)
-        outs = [wrapper(*[torch.from_numpy(spec.samples[t.name][i : i + 1]) for t in spec.signature.inputs])
-                for i in range(spec.num_samples)]  # fmt: skip
+        ones = [batching.take(spec.samples, spec.signature.inputs, i, i + 1) for i in range(spec.num_samples)]
+        outs = [wrapper(*[torch.from_numpy(one[t.name]) for t in spec.signature.inputs]) for one in ones]
     inputs = [ct.TensorType(name=t.name, shape=tuple(e.shape), dtype=np.float32)
               for t, e in zip(spec.signature.inputs, example, strict=True)]  # fmt: skip
     outputs = [ct.TensorType(name=t.name) for t in spec.signature.outputs]
@@ -164,7 +165,8 @@ def _from_savedmodel(ct: Any, ctx: StepContext, compute: Any) -> tuple[Any, dict
     savedmodel = ctx.inputs["model"]
     layout = _savedmodel.layout(savedmodel)
     spec = ctx.spec
-    fixed = {e["name"]: [1, *list(to_variant(spec.samples[e["source"]][:1], e["perm"]).shape[1:])]
+    first = batching.take(spec.samples, spec.signature.inputs, 0, 1)
+    fixed = {e["name"]: [1, *list(to_variant(first[e["source"]], e["perm"]).shape[1:])]
              for e in layout["inputs"]}  # fmt: skip
     inputs = [ct.TensorType(name=name, shape=tuple(shape), dtype=np.float32) for name, shape in fixed.items()]
     model = ct.convert(str(savedmodel), source="tensorflow", inputs=inputs, convert_to="mlprogram",
@@ -173,7 +175,8 @@ def _from_savedmodel(ct: Any, ctx: StepContext, compute: Any) -> tuple[Any, dict
     fn = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
     rows = []
     for i in range(spec.num_samples):
-        feeds = {e["name"]: tf.constant(to_variant(spec.samples[e["source"]][i : i + 1], e["perm"]))
+        one = batching.take(spec.samples, spec.signature.inputs, i, i + 1)
+        feeds = {e["name"]: tf.constant(to_variant(one[e["source"]], e["perm"]))
                  for e in layout["inputs"]}  # fmt: skip
         result = fn(**feeds)
         rows.append({e["source"]: np.transpose(result[e["name"]].numpy(), e["perm"]) if e["perm"]

@@ -106,6 +106,7 @@ def _gate(ctx: StepContext, context: Path, site: Path) -> None:
         top = sorted(parts, key=lambda item: -item[1])[:10]
         raise budget.fail("the container image (estimate)", total, limit, top,
                           ["build the int8 variant (-p int8)", "load the model from S3 at init"])  # fmt: skip
+    lambda_zip.payload_gate(ctx, ctx.out_dir.name, facts["limits"]["payload_bytes"])  # invoked like a zip function
 
 
 def _tree_bytes(path: Path) -> int:
@@ -118,6 +119,7 @@ def _template(spec: ModelSpec, options: LambdaOptions) -> str:
     values = {
         "description": f"packager: {spec.name} {spec.version} as a {options.runtime} {options.arch} image",
         "memory_mb": str(options.memory_mb), "timeout_s": str(options.timeout_s), "arch": options.arch,
-        "model": spec.name, "max_batch": str(options.max_batch), "tag": f"{options.runtime}-v{spec.version}",
+        "model": spec.name, "max_batch": str(lambda_zip.max_batch(spec, options)),
+        "tag": f"{options.runtime}-v{spec.version}",
     }  # fmt: skip
     return fill(template_path("lambda", "container.yaml").read_text(), values)

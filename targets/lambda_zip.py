@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from packager import budget, cache
+from packager import batching, budget, cache
 from packager.archive import Entry, tree_entries, write_zip
 from packager.errors import ConversionError, UsageError
 from packager.resources import fill, read_toml, template_path
-from packager.spec import ModelSpec
+from packager.spec import ModelSpec, Signature, TensorSpec
 from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
 from packager.tools import pip, sam
 from packager.tools.lambda_runtime import LambdaInitError, LocalFunction, http_event
@@ -46,7 +46,7 @@ class LambdaOptions:
     arch: str = "x86_64"
     layer: bool = False
     model_from_s3: bool = False
-    max_batch: int = 64
+    max_batch: int = 0  # 0: the largest batch (at most 64) whose request and response fit the payload limit
     memory_mb: int = 1024
     timeout_s: int = 30
 
@@ -56,8 +56,8 @@ class LambdaOptions:
             raise ValueError(f"runtime must be one of {', '.join(facts['runtimes'])}, not '{self.runtime}'")
         if self.arch not in facts["arch"]:
             raise ValueError(f"arch must be one of {', '.join(facts['arch'])}, not '{self.arch}'")
-        if not 1 <= self.max_batch <= 4096:
-            raise ValueError("max_batch must be between 1 and 4096")
+        if not 0 <= self.max_batch <= 4096:
+            raise ValueError("max_batch must be between 1 and 4096, or 0 for the largest that fits Lambda's payload")
 
 
 ENGINES = ("onnxruntime", "native")
@@ -281,7 +281,7 @@ def signature_for(spec: ModelSpec, options: LambdaOptions, model_sha: str) -> di
     """What the handler reads at init: the model's name, signature and where it runs."""
     return {
         "name": spec.name, "version": spec.version, "model_file": "model.onnx", "model_sha256": model_sha,
-        "max_batch": options.max_batch, "runtime": options.runtime, "arch": options.arch,
+        "max_batch": max_batch(spec, options), "runtime": options.runtime, "arch": options.arch,
         "inputs": [t.to_json() for t in spec.signature.inputs],
         "outputs": [t.to_json() for t in spec.signature.outputs],
     }  # fmt: skip
@@ -302,23 +302,51 @@ def _gate(ctx: StepContext, function: list[Entry], layer: list[Entry]) -> None:
             raise budget.fail(f"{name} (zipped)", path.stat().st_size, limits["zipped_bytes"], parts, fixes)
     if not ctx.check(f"{vid}.unzipped_bytes", total, limits["unzipped_bytes"]):
         raise budget.fail("the function unzipped (with its layers)", total, limits["unzipped_bytes"], parts, fixes)
-    request, response = _payload_sizes(ctx.spec, ctx.options.max_batch)
+    payload_gate(ctx, vid, limits["payload_bytes"])
+
+
+AUTO_MAX_BATCH = 64
+
+
+def max_batch(spec: ModelSpec, options: LambdaOptions) -> int:
+    """``max_batch`` as set, or the largest batch up to 64 whose request and response both fit
+    Lambda's synchronous payload (1 when even one sample does not: the gate refuses that)."""
+    if options.max_batch:
+        return options.max_batch
+    limit = int(read_toml("lambda.toml")["limits"]["payload_bytes"])
+    per_sample = max(_payload_sizes(spec, 1))
+    return max(1, min(AUTO_MAX_BATCH, limit // max(per_sample, 1)))
+
+
+def payload_gate(ctx: StepContext, vid: str, limit: int) -> None:
+    """Refuse a bundle whose requests or responses at its max_batch cannot reach the function."""
+    batch = max_batch(ctx.spec, ctx.options)
+    request, response = _payload_sizes(ctx.spec, batch)
+    if not ctx.options.max_batch:
+        ctx.log(f"{vid}: max_batch {batch}, the largest batch (at most {AUTO_MAX_BATCH}) whose request "
+                f"and response fit the {limit:,} B payload")  # fmt: skip
     for what, size in (("request", request), ("response", response)):
-        if not ctx.check(f"{vid}.{what}_bytes_at_max_batch", size, limits["payload_bytes"]):
-            fits = max(1, int(ctx.options.max_batch * limits["payload_bytes"] / size))
-            raise budget.fail(f"a {what} at max_batch {ctx.options.max_batch}", size, limits["payload_bytes"],
-                              [], [f"set max_batch to {fits} or less"])  # fmt: skip
+        if ctx.check(f"{vid}.{what}_bytes_at_max_batch", size, limit):
+            continue
+        if batch > 1:
+            fits = max(1, int(batch * limit / size))
+            raise budget.fail(f"a {what} at max_batch {batch}", size, limit, [], [f"set max_batch to {fits} or less"])
+        raise budget.fail(f"one sample's {what}", size, limit, [],
+                          ["send the input by reference (an S3 key the handler reads) instead of in the body",
+                           "or serve it from a GPU endpoint (the triton target), which has no such limit"])  # fmt: skip
 
 
 def _payload_sizes(spec: ModelSpec, batch: int) -> tuple[int, int]:
     """JSON sizes of one request and one response at ``batch``, scaled from the first sample."""
 
-    def body(arrays: Mapping[str, np.ndarray]) -> int:
-        tensors = [{"name": k, "shape": list(v[:1].shape), "datatype": "FP32", "data": v[:1].reshape(-1).tolist()}
-                   for k, v in arrays.items()]  # fmt: skip
+    def body(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> int:
+        one = batching.take(arrays, specs, 0, 1)
+        tensors = [{"name": k, "shape": list(v.shape), "datatype": "FP32", "data": v.reshape(-1).tolist()}
+                   for k, v in one.items()]  # fmt: skip
         return len(json.dumps({"inputs": tensors}))
 
-    return body(spec.samples) * batch, body(spec.reference) * batch
+    signature = spec.signature
+    return body(spec.samples, signature.inputs) * batch, body(spec.reference, signature.outputs) * batch
 
 
 def template(spec: ModelSpec, options: LambdaZipOptions, model_sha: str) -> str:
@@ -332,7 +360,7 @@ def template(spec: ModelSpec, options: LambdaZipOptions, model_sha: str) -> str:
         "powertools_version": str(facts["powertools"]["layer_version"]),
         "powertools_account": facts["powertools"]["account"],
         "python_tag": options.runtime.replace(".", ""), "runtime": options.runtime, "arch": options.arch,
-        "model": spec.name, "max_batch": str(options.max_batch),
+        "model": spec.name, "max_batch": str(max_batch(spec, options)),
         "parameters": "", "environment": "", "policies": "", "resources": "",
     }  # fmt: skip
     values |= _powertools_values(values, native)
@@ -378,6 +406,7 @@ class LambdaRunner:
     def __init__(self, *, work: Path, task: Path, paths: list[Path], cache_dir: Path) -> None:
         signature = json.loads((task / "model" / "signature.json").read_text())
         self.model, self.work, self.max_batch = signature["name"], work, int(signature["max_batch"])
+        self.signature = Signature.from_json(signature)
         runtime, arch = signature["runtime"], signature["arch"]
         native = signature.get("engine") == "native"
         python, version = runtime_python(runtime, arch)
@@ -410,12 +439,12 @@ class LambdaRunner:
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One invocation per max_batch samples, as a client of the endpoint must send them."""
-        count = len(next(iter(inputs.values())))
+        count = batching.count(inputs, self.signature.inputs)
         if count <= self.max_batch:
             return self._invoke(inputs)
-        parts = [self._invoke({k: v[i : i + self.max_batch] for k, v in inputs.items()})
+        parts = [self._invoke(batching.take(inputs, self.signature.inputs, i, i + self.max_batch))
                  for i in range(0, count, self.max_batch)]  # fmt: skip
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        return batching.join(parts, self.signature.outputs)
 
     def _invoke(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         tensors = [{"name": k, "shape": list(v.shape), "datatype": _datatype(v), "data": v.reshape(-1).tolist()}

@@ -10,16 +10,21 @@ Variants:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from packager import batching
 from packager.errors import ConversionError, UnsupportedOpError, first_line
 from packager.resources import read_toml
 from packager.spec import ModelSpec
@@ -58,7 +63,7 @@ class OnnxTarget(Target):
         missing = unsupported_ops(spec.onnx_path)
         if missing:
             raise UnsupportedOpError(
-                f"target 'onnx' cannot take op(s) {', '.join(missing)}: onnxruntime has no CPU kernel for them",
+                f"target 'onnx' cannot take op(s) {', '.join(missing)}: onnxruntime's CPU provider refuses them",
                 hint="replace the op in the source model, or register a custom-op library with onnxruntime",
             )
 
@@ -232,18 +237,78 @@ def _save_optimized(src: Path, out: Path, level: object, *, ort_format: bool) ->
         raise ConversionError(f"onnxruntime cannot load the model: {first_line(exc)}") from exc
 
 
+# Kept in float32 besides onnxconverter-common's own list: ops whose float16 result loses range
+# (sums of squares and exponentials overflow at 65504) or that feed shapes and indices.
+FP16_BLOCK = ("ReduceSumSquare", "ReduceLogSumExp", "ReduceLogSum", "Exp", "Pow", "Shape", "NonZero",
+              "ConstantOfShape", "Expand", "Tile", "Einsum")  # fmt: skip
+FP16_TRIES = 12
+
+
 def to_fp16(ctx: StepContext) -> Path:
+    """float16 weights and compute, IO kept float32; what has no float16 kernel stays float32.
+
+    The converted model is loaded in onnxruntime: each op or node it refuses (no float16
+    kernel, or a type the converter left inconsistent) joins the block list and the model is
+    converted again, so the result is one onnxruntime runs.
+    """
     import onnx
     from onnxconverter_common import float16
 
     model = onnx.load(str(ctx.inputs["model"]))
-    try:
-        converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
-    except Exception as exc:
-        raise ConversionError(f"float16 conversion failed: {first_line(exc)}") from exc
+    ops = list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP16_BLOCK)
+    base = len(ops)
+    nodes: list[str] = []
     out = ctx.out_dir / "model.onnx"
-    onnx.save(converted, str(out))
-    return out
+    for _ in range(FP16_TRIES):
+        try:
+            converted = float16.convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()),
+                                                         keep_io_types=True, op_block_list=ops,
+                                                         node_block_list=nodes)  # fmt: skip
+        except Exception as exc:
+            raise ConversionError(f"float16 conversion failed: {first_line(exc)}") from exc
+        onnx.save(converted, str(out))
+        refusal = _load_refusal(out)
+        if refusal is None:
+            if nodes or len(ops) > base:
+                ctx.log(f"{ctx.out_dir.name}: kept in float32 for onnxruntime: {', '.join([*ops[base:], *nodes])}")
+            return out
+        blocked = _fp16_culprit(refusal, converted)
+        if blocked is None or blocked in ops or blocked in nodes:
+            break
+        (nodes if blocked.startswith("node:") else ops).append(blocked.removeprefix("node:"))
+    out.unlink(missing_ok=True)
+    raise ConversionError(f"the float16 model does not load in onnxruntime: {first_line(Exception(refusal), 300)}",
+                          hint="build fp32 or int8 for this model")  # fmt: skip
+
+
+def _load_refusal(path: Path) -> str | None:
+    """onnxruntime's error on loading ``path``, or None when it loads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+_NODE_NAMED = re.compile(r"node(?: with name)? \(?'?([^')\s]+)'?\)?")
+
+
+def _fp16_culprit(error: str, model: Any) -> str | None:
+    """The op type (or ``node:<name>``) to keep in float32, from onnxruntime's refusal."""
+    found = _NOT_IMPLEMENTED.search(error)
+    if found:
+        return found.group(1)
+    named = _NODE_NAMED.search(error)
+    if named:
+        name = named.group(1)
+        match = next((n for n in model.graph.node if n.name == name), None)
+        if match is not None:
+            return match.op_type if match.op_type != "Cast" else f"node:{name}"
+    return None
 
 
 def _int8_dynamic(ctx: StepContext) -> Path:
@@ -272,7 +337,8 @@ def quantize_static_model(src: Path, out: Path, spec: ModelSpec, tmp: Path, *, p
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             count = spec.num_samples
-            self._items = iter([{k: v[i : i + 1] for k, v in spec.samples.items()} for i in range(count)])
+            inputs = spec.signature.inputs
+            self._items = iter([batching.take(spec.samples, inputs, i, i + 1) for i in range(count)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._items, None)
@@ -307,30 +373,50 @@ def _has_conv(path: Path) -> bool:
 
 
 def unsupported_ops(path: Path) -> list[str]:
-    """Ops in the model that onnxruntime's CPU provider cannot run."""
-    import onnx
-    from onnxruntime.capi import onnxruntime_pybind11_state as C
+    """Ops that onnxruntime's CPU provider refuses in this model, as onnxruntime itself says.
 
-    kernels = {(k.domain or "", k.op_name) for k in C.get_all_opkernel_def() if k.provider == "CPUExecutionProvider"}
-    model = onnx.load(str(path), load_external_data=False)
-    local = {(f.domain, f.name) for f in model.functions}
-    missing: set[str] = set()
-    for node in model.graph.node:
-        key = (node.domain if node.domain not in ("", "ai.onnx") else "", node.op_type)
-        if key in kernels or (node.domain, node.op_type) in local or _is_function(node):
-            continue
-        missing.add(f"{node.domain}::{node.op_type}" if node.domain else node.op_type)
-    return sorted(missing)
+    A session is created (optimizations off) and only its refusal counts: NOT_IMPLEMENTED (no
+    kernel for that op at that opset and type) or an op no schema registers. A kernel table
+    would refuse what onnxruntime runs: ``Constant`` (folded into an initializer), functions,
+    contrib ops, other opset versions. Cached per file contents: several targets ask.
+    """
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return list(_refused_ops(str(path), digest))
 
 
-def _is_function(node: object) -> bool:
-    import onnx
+@functools.lru_cache(maxsize=16)
+def _refused_ops(path: str, digest: str) -> tuple[str, ...]:
+    import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 4
     try:
-        schema = onnx.defs.get_schema(node.op_type, domain=node.domain)  # type: ignore[attr-defined]
-    except onnx.defs.SchemaError:
-        return False
-    return bool(schema.has_function or schema.has_context_dependent_function)
+        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own NotImplemented/Fail/InvalidGraph types
+        text = str(exc)
+        named = _named_ops(text)
+        if named:
+            return tuple(named)
+        raise UnsupportedOpError(
+            f"onnxruntime cannot load the model: {first_line(exc, 300)}",
+            hint="check the model with `python -m onnx.checker` or re-export it from its framework",
+        ) from exc
+    return ()
+
+
+# "Could not find an implementation for Foo(13) node with name 'n'"; "com.example:Foo(-1) is not a
+# registered function/op"; "No opset import for domain 'com.example'".
+_NOT_IMPLEMENTED = re.compile(r"implementation for (\w+)\((\d+)\)")
+_UNREGISTERED = re.compile(r"([\w.]*:?\w+)\(-?\d+\) is not a registered function/op")
+_NO_DOMAIN = re.compile(r"No opset import for domain '([^']+)'")
+
+
+def _named_ops(text: str) -> list[str]:
+    found = [f"{op} (opset {version})" for op, version in _NOT_IMPLEMENTED.findall(text)]
+    found += [op.replace(":", "::", 1) if ":" in op else op for op in _UNREGISTERED.findall(text)]
+    found += [f"ops of domain '{domain}'" for domain in _NO_DOMAIN.findall(text)]
+    return sorted(set(found))
 
 
 def estimate_memory_mb(path: Path) -> float:

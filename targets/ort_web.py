@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from packager import batching
 from packager.resources import fill, template_path
 from packager.spec import ModelSpec
 from packager.target import Step, StepContext, Target, VariantInfo
@@ -67,8 +68,7 @@ def write_sample(spec: ModelSpec, path: Path, perms: Mapping[str, list[int] | No
                  names: Mapping[str, str] | None = None) -> None:  # fmt: skip
     """The first sample as the page's demo feeds it: the variant's input names and layout."""
     sample = {}
-    for name, array in spec.samples.items():
-        one = array[:1]
+    for name, one in batching.take(spec.samples, spec.signature.inputs, 0, 1).items():
         if perms and perms.get(name):
             one = np.transpose(one, perms[name])
         key = names.get(name, name) if names else name

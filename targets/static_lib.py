@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packager import codegen
+from packager import batching, codegen
 from packager.errors import ConversionError, MissingDependencyError
 from packager.resources import fill, template_path
 from packager.spec import ModelSpec
@@ -165,7 +165,7 @@ def _sources(ctx: StepContext, prefix: str, march: str) -> None:
         (out / target).write_text(fill(template_path("static_lib", name).read_text(), values))
     (out / "example").mkdir()
     (out / "example" / "main.c").write_text(fill(template_path("static_lib", "main.c").read_text(), values))
-    first = spec.samples[spec.signature.inputs[0].name][:1].reshape(-1)
+    first = batching.take(spec.samples, spec.signature.inputs, 0, 1)[spec.signature.inputs[0].name].reshape(-1)
     (out / "example" / "sample.txt").write_text(" ".join(f"{v:.9g}" for v in first.tolist()) + "\n")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from packager import batching
 from packager.errors import ConversionError, first_line
 from packager.importers.base import quiet_native_output
 from packager.spec import ModelSpec
@@ -101,7 +102,8 @@ def _run_convert(kind: str, ctx: StepContext) -> Path:
 
 def _representative(spec: ModelSpec, layout: Mapping[str, Any]) -> Iterator[list[np.ndarray]]:
     for i in range(spec.num_samples):
-        yield [to_variant(spec.samples[e["source"]][i : i + 1], e["perm"]) for e in layout["inputs"]]
+        one = batching.take(spec.samples, spec.signature.inputs, i, i + 1)
+        yield [to_variant(one[e["source"]], e["perm"]) for e in layout["inputs"]]
 
 
 def to_variant(array: np.ndarray, perm: list[int] | None) -> np.ndarray:
@@ -127,6 +129,8 @@ class LiteRunner:
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(next(iter(inputs.values())))
+        if count == 1:  # one sample: as it is (an input without a batch axis may be a scalar)
+            return self._one(inputs)
         rows = [self._one({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
         return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
 

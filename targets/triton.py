@@ -16,6 +16,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packager import batching
 from packager.errors import ConversionError, first_line
 from packager.resources import fill, template_path
 from packager.spec import ModelSpec, TensorSpec
@@ -85,7 +86,10 @@ class TritonTarget(Target):
 
 def config_text(spec: ModelSpec, options: TritonOptions) -> str:
     """config.pbtxt: with max_batch_size > 0 Triton owns the batch dim, so dims leave it out."""
-    batched = options.max_batch_size > 0 and all(t.batched for t in spec.signature.inputs)
+    # Triton batches on the first axis of every input and output; a model batched elsewhere
+    # (state [2, batch, 128]) or with an input that has no batch is served unbatched.
+    signature = spec.signature
+    batched = options.max_batch_size > 0 and batching.axis_zero((*signature.inputs, *signature.outputs))
     max_batch = options.max_batch_size if batched else 0
 
     def tensor(t: TensorSpec) -> str:

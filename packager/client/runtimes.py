@@ -108,6 +108,8 @@ class LiteRunner:
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(next(iter(inputs.values())))
+        if count == 1:  # one sample: as it is (an input without a batch axis may be a scalar)
+            return self._one(inputs)
         rows = [self._one({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
         return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
 

@@ -52,21 +52,31 @@ def graph_inputs(model) -> list:
 
 
 def name_batch_dim(model) -> None:
-    """Name the first dim of every input ``batch`` where it is symbolic, across the graph."""
+    """Name the batch dim ``batch`` across the graph.
+
+    The batch is the symbolic dim that the inputs share: the symbol found in the most inputs
+    (``input [batch, sequence]`` and ``state [2, batch, 128]`` share ``batch``), ties going to
+    the one nearest the front. When no symbol is shared (one input, or unnamed dims), it is each
+    input's symbolic first dim, as exporters put it. Inputs without the dim (a scalar sample
+    rate) have no batch.
+    """
+    inputs = graph_inputs(model)
+    shared = _shared_symbol(inputs)
     renames: dict[str, str] = {}
-    for value in graph_inputs(model):
-        dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].dim_param and dims[0].dim_param != BATCH:
-            renames[dims[0].dim_param] = BATCH
-        elif dims and not dims[0].dim_param and dims[0].dim_value == 0 and value.type.tensor_type.HasField("shape"):
-            dims[0].dim_param = BATCH
-    batched = all(
-        v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].dim_param for v in graph_inputs(model)
-    )
+    if shared is not None:
+        renames[shared] = BATCH
+    else:
+        for value in inputs:
+            dims = value.type.tensor_type.shape.dim
+            if dims and dims[0].dim_param and dims[0].dim_param != BATCH:
+                renames[dims[0].dim_param] = BATCH
+            elif dims and not dims[0].dim_param and dims[0].dim_value == 0 and value.type.tensor_type.HasField("shape"):
+                dims[0].dim_param = BATCH
+    batched = all(_dims(v) and _dims(v)[0] in (BATCH, *renames) for v in inputs)
     for value in model.graph.output if batched else ():
         dims = value.type.tensor_type.shape.dim
         # Exporters give the output batch its own symbol (tf2onnx: unk__41); it is the batch.
-        if dims and dims[0].dim_param and dims[0].dim_param not in (BATCH, *renames):
+        if dims and dims[0].dim_param and dims[0].dim_param not in (BATCH, *renames) and BATCH not in _dims(value):
             renames[dims[0].dim_param] = BATCH
     if not renames:
         return
@@ -74,6 +84,25 @@ def name_batch_dim(model) -> None:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in renames:
                 dim.dim_param = renames[dim.dim_param]
+
+
+def _dims(value) -> list[str]:
+    return [d.dim_param for d in value.type.tensor_type.shape.dim]
+
+
+def _shared_symbol(inputs: list) -> str | None:
+    """The symbolic dim named in the most inputs (at least two), or None."""
+    found: Counter[str] = Counter()
+    first_at: dict[str, tuple[int, int]] = {}
+    for i, value in enumerate(inputs):
+        for axis, name in enumerate(_dims(value)):
+            if name and name not in {n for n in _dims(value)[:axis]}:
+                found[name] += 1
+                first_at.setdefault(name, (axis, i))
+    candidates = [name for name, n in found.items() if n >= 2]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda name: (-found[name], first_at[name]))
 
 
 def signature(model) -> Signature:

@@ -118,6 +118,51 @@ def make_onnx_double_erf(folder: Path) -> Path:
     return path
 
 
+def make_onnx_streaming(folder: Path) -> Path:
+    """A streaming model shaped like a voice detector's: ``x [batch, 4]``, a state with the batch
+    on axis 1 (``state [2, batch, 3]``) and a scalar int64 sample rate with no batch at all; it
+    returns ``y [batch, 3]`` and the next state ``stateN [2, batch, 3]``."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(2)
+    init = [numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.array(0, np.int64), "zero"),
+            numpy_helper.from_array(np.array([0], np.int64), "axes0"),
+            numpy_helper.from_array(np.array(16000.0, np.float32), "rate")]  # fmt: skip
+    nodes = [
+        helper.make_node("Gather", ["state", "zero"], ["s0"], axis=0),
+        helper.make_node("MatMul", ["x", "w"], ["xw"]),
+        helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["srf", "rate"], ["scale"]),
+        helper.make_node("Mul", ["s0", "scale"], ["s0s"]),
+        helper.make_node("Add", ["xw", "s0s"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["y"]),
+        helper.make_node("Unsqueeze", ["y", "axes0"], ["y0"]),
+        helper.make_node("Unsqueeze", ["s0", "axes0"], ["s00"]),
+        helper.make_node("Concat", ["y0", "s00"], ["stateN"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "streaming",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 3]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", 3])],
+        initializer=init,
+    )  # fmt: skip
+    path = folder / "streaming.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def streaming_samples(path: Path, count: int = 24) -> Path:
+    """Samples for ``make_onnx_streaming``: the batch on axis 1 of the state, the rate stored once."""
+    rng = np.random.default_rng(3)
+    np.savez(path, x=rng.standard_normal((count, 4)).astype(np.float32),
+             state=rng.standard_normal((2, count, 3)).astype(np.float32), sr=np.array(16000, np.int64))  # fmt: skip
+    return path
+
+
 def torch_cnn():  # -> (model, example_input); also a module:factory for the importer
     """A small CNN for 1x8x8 inputs, with fixed weights."""
     import torch

@@ -77,3 +77,19 @@ def test_partial_build_cli_exit_code_names_the_failed_target(model_dir: Path, tm
     assert record["failed"] == [{"target": "static-lib", "reason": record["failed"][0]["reason"], "code": "4"}]
     strict = run_cli("build", model, "-t", "onnx", "-t", "static-lib", "--strict", "--out", tmp_path / "d2")
     assert strict.code == 4 and not (tmp_path / "d2").exists()
+
+
+def test_streaming_model_with_state_and_a_scalar_input_builds(model_dir: Path, tmp_path: Path) -> None:
+    """The batch on axis 1 of the state, a sample rate without a batch: run in onnxruntime and
+    through the Lambda handler under awslambdaric; the state pair is recorded."""
+    model = models.make_onnx_streaming(model_dir)
+    samples = models.streaming_samples(tmp_path / "s.npz")
+    result = run_cli("build", model, "--samples", samples, "-t", "onnx", "-t", "lambda-zip", "-p", "fp32",
+                     "--out", tmp_path / "dist", "--no-latency")  # fmt: skip
+    assert result.code == 0, result.err
+    record = json.loads((tmp_path / "dist" / "streaming" / "1" / "build.json").read_text())
+    assert record["model"]["state"] == [{"input": "state", "output": "stateN"}]
+    assert record["model"]["signature"]["inputs"][1]["shape"] == [2, "batch", 3]
+    fidelity = {v["id"]: v["fidelity"] for v in record["variants"]}
+    assert {f["status"] for f in fidelity.values()} == {"verified"}, fidelity
+    assert fidelity["lambda-zip-fp32"]["samples"] == 24 and fidelity["lambda-zip-fp32"]["max_abs_err"] < 1e-5

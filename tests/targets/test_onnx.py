@@ -140,3 +140,19 @@ def test_fp32_out_of_tolerance_fails_the_build(mlp_onnx: Path, tmp_path: Path) -
     assert result.code == 8
     assert result.error_lines and "variant 'onnx-fp32' failed validation" in result.error_lines[0]
     assert not (tmp_path / "dist").exists()
+
+
+def test_onnx_takes_weights_held_in_constant_nodes(model_dir: Path, tmp_path: Path) -> None:
+    model = models.make_onnx_constant_weights(model_dir)
+    result = run_cli("build", model, "-t", "onnx", "-p", "fp32", "--out", tmp_path, "--no-latency")
+    assert result.code == 0, result.err
+    record = json.loads((tmp_path / "constant_weights" / "1" / "build.json").read_text())
+    assert {v["fidelity"]["status"] for v in record["variants"]} == {"verified"}
+    inspect = run_cli("inspect", model)
+    assert "parameters: 35 " in inspect.out, inspect.out  # 6x5 weights + 5 biases, all in Constant nodes
+
+
+def test_onnx_refuses_what_onnxruntime_refuses_naming_the_op(model_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("build", models.make_onnx_double_erf(model_dir), "-t", "onnx", "--out", tmp_path / "d")
+    assert result.code == 4
+    assert "target 'onnx' cannot take op(s) Erf (opset 13): onnxruntime's CPU provider refuses" in result.err
