@@ -118,6 +118,15 @@ def cli() -> None:
     "PACKAGER_TARGET_<TARGET>_<KEY> (PACKAGER_TARGET_LAMBDA_ZIP_ENGINE=native) and [tool.packager.target.<name>].",
 )
 @click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="NAME=D,D,...",
+    help="Fix an input's shape (repeatable), e.g. --input-shape images=1,3,320,320: the generated samples take "
+    "it, and the static-shape targets (static-lib, tflite, tfjs, coreml) are built at it. Default: the shape "
+    "of one sample. Config: input_shapes = {images = [1, 3, 320, 320]}.",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -125,7 +134,8 @@ def cli() -> None:
 )
 def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], samples: Path | None,
           name: str | None, version: str | None, out: Path | None, dry_run: bool, strict: bool | None,
-          no_latency: bool, settings: tuple[str, ...], config_path: Path | None) -> None:  # fmt: skip
+          no_latency: bool, settings: tuple[str, ...], input_shapes: tuple[str, ...],
+          config_path: Path | None) -> None:  # fmt: skip
     """Build MODEL (.onnx, .pt2, module:factory, .keras, SavedModel folder, .joblib/.pkl).
 
     Writes OUT/<name>/<version>/ with build.json, report.html and one folder per target and
@@ -151,6 +161,7 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
         model=model, targets=targets, precisions=precisions or None, samples=samples, name=name,
         version=version, out=out, dry_run=dry_run, strict=strict, latency=False if no_latency else None,
         cache_dir=config_mod.cache_dir(), target_options=_target_settings(settings),
+        input_shapes=_input_shapes(input_shapes),
     )  # fmt: skip
     reporter = ConsoleReporter()
     start = time.perf_counter()
@@ -186,6 +197,25 @@ def _target_settings(settings: tuple[str, ...]) -> dict[str, dict[str, str]]:
         if not (eq and dot and target and key):
             raise UsageError(f"--set {item}: expected TARGET.KEY=VALUE", hint="e.g. --set lambda-zip.engine=native")
         found.setdefault(target, {})[key] = value
+    return found
+
+
+def _input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """``--input-shape x=1,3,320,320`` as {"x": (1, 3, 320, 320)}."""
+    from packager.errors import UsageError
+
+    found: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, eq, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not (eq and name and shape):
+            raise UsageError(
+                f"--input-shape {item}: expected NAME=D,D,...", hint="e.g. --input-shape images=1,3,320,320"
+            )
+        found[name] = shape
     return found
 
 

@@ -25,7 +25,7 @@ from packager.target import PRECISIONS
 GLOBAL_KEYS = {
     "name": str, "version": str, "out": str, "targets": list, "precisions": list,
     "samples": str, "num_samples": int, "seed": int, "strict": bool, "latency": bool, "step_timeout": int,
-    "labels": list, "preprocessing": dict, "tolerance": dict, "target": dict,
+    "input_shapes": dict, "labels": list, "preprocessing": dict, "tolerance": dict, "target": dict,
 }  # fmt: skip
 TARGET_KEYS = {"precisions": list, "tolerance": dict, "latency": bool}
 PREPROCESSING_KEYS = {"mean": (list, float, int), "std": (list, float, int),

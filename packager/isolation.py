@@ -79,6 +79,8 @@ class Worker:
             return self._run(step, ctx, log_path)
         except ConversionError as exc:
             exc.log = log_path  # type: ignore[attr-defined]
+            if str(log_path) not in exc.hint:
+                exc.hint = f"{exc.hint}; log: {log_path}" if exc.hint else f"log: {log_path}"
             raise
 
     def _run(self, step: Step, ctx: StepContext, log_path: Path) -> Outcome:

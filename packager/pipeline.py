@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager import __version__, importers, isolation, report, samples, validate
+from packager import __version__, importers, isolation, report, samples, shapes, validate
 from packager.config import Config, TargetSettings
 from packager.config import cache_dir as config_cache_dir
-from packager.errors import FidelityError, PackagerError, UsageError, did_you_mean, first_line
+from packager.errors import ConfigError, FidelityError, PackagerError, UsageError, did_you_mean, first_line
 from packager.importers.base import Imported
 from packager.output import Staging, file_entries, file_entry
 from packager.plugins import resolve_targets
@@ -43,6 +43,7 @@ class BuildRequest:
     latency: bool | None = None
     cache_dir: Path | None = None
     target_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # --set, by target
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # --input-shape, by input
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,7 +123,8 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
            staging: Staging, explicit: bool) -> BuildResult:  # fmt: skip
     vdir = staging.version_dir(name, version)
     (vdir / "source").mkdir(parents=True)
-    spec, imported, generated = _import(source, samples_path, config, name, version, vdir, reporter)
+    wanted = dict(request.input_shapes) or _config_shapes(config)
+    spec, imported, generated = _import(source, samples_path, config, name, version, vdir, reporter, wanted)
     cli = {"precisions": request.precisions, "latency": request.latency, "options": request.target_options}
     strict = request.strict if request.strict is not None else bool(config.get("strict"))
     plans, skipped, failures = _plan_targets(targets, spec, config, cli, explicit, strict, reporter)
@@ -190,6 +192,17 @@ def _plan_targets(targets: list[Target], spec: ModelSpec, config: Config, cli: d
     return plans, skipped, failures
 
 
+def _config_shapes(config: Config) -> dict[str, tuple[int, ...]]:
+    """``input_shapes = {x = [1, 3, 320, 320]}`` from the config file, checked for its type."""
+    table = config.get("input_shapes") or {}
+    found: dict[str, tuple[int, ...]] = {}
+    for name, dims in table.items():
+        if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+            raise ConfigError(f"`input_shapes.{name}` must be an array of integers, e.g. [1, 3, 320, 320]")
+        found[name] = tuple(dims)
+    return found
+
+
 def _give_up_if_nothing_built(failures: list[Failure], variants: list[dict[str, Any]], asked: int) -> None:
     """The build fails whole (nothing written) when its one target failed, or when no variant of
     any target was built; otherwise it is kept and the CLI reports the failed targets."""
@@ -200,8 +213,9 @@ def _give_up_if_nothing_built(failures: list[Failure], variants: list[dict[str, 
         raise failures[0].error
 
 
-def _import(source: importers.Source, samples_path: Path | None, config: Config, name: str,
-            version: str, vdir: Path, reporter: Reporter) -> tuple[ModelSpec, Imported, bool]:  # fmt: skip
+def _import(source: importers.Source, samples_path: Path | None, config: Config, name: str, version: str,
+            vdir: Path, reporter: Reporter,
+            wanted: Mapping[str, tuple[int, ...]]) -> tuple[ModelSpec, Imported, bool]:  # fmt: skip
     start = time.perf_counter()
     with reporter.step("import", f"import {source.format} model to ONNX"):
         imported = importers.run_importer(source, vdir / "source")
@@ -211,10 +225,12 @@ def _import(source: importers.Source, samples_path: Path | None, config: Config,
         spec = importers.build_spec(source=source, imported=imported, model=model,
                                     onnx_path=vdir / "source" / "model.onnx", name=name,
                                     version=version, prep=prep, labels=labels)  # fmt: skip
+        fixed = samples.check_shapes(wanted, spec.signature)
         if samples_path is not None:
-            spec.samples = samples.load(samples_path, spec.signature)
+            spec.samples = samples.load(samples_path, spec.signature, fixed)
         else:
-            spec.samples = samples.generate(spec.signature, int(config.get("num_samples")), int(config.get("seed")))
+            count, seed = int(config.get("num_samples")), int(config.get("seed"))
+            spec.samples = samples.generate(spec.signature, count, seed, fixed)
     reporter.done("import", f"{len(spec.ops)} op types, {spec.num_samples} samples", time.perf_counter() - start)
     return spec, imported, samples_path is None
 
@@ -390,6 +406,8 @@ def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelS
 
 def _finish_record(record: dict[str, Any], target: Target, spec: ModelSpec, out_dir: Path,
                    info: Any) -> dict[str, Any]:  # fmt: skip
+    if target.static_shapes:
+        record["input_shapes"] = shapes.one_sample(spec)
     memory = target.peak_memory_mb(spec, out_dir, info.main_file)
     if memory is not None:
         record["peak_memory_mb"] = memory

@@ -4,22 +4,51 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from packager.errors import SamplesError
+from packager.errors import SamplesError, did_you_mean
 from packager.spec import Signature, TensorSpec
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def generate(signature: Signature, count: int, seed: int) -> dict[str, np.ndarray]:
-    """Deterministic inputs from the signature: standard normal floats, small integers."""
+def check_shapes(wanted: Mapping[str, tuple[int, ...]], signature: Signature) -> dict[str, tuple[int, ...]]:
+    """``--input-shape`` values checked against the signature: a known input, its rank, its
+    fixed dims. Returned as one sample's shape (the batch axis 1)."""
+    by_name = {t.name: t for t in signature.inputs}
+    fixed: dict[str, tuple[int, ...]] = {}
+    for name, dims in wanted.items():
+        if name not in by_name:
+            raise SamplesError(f"--input-shape {name}=…: the model has no input '{name}'{did_you_mean(name, by_name)}",
+                               hint=f"its inputs: {', '.join(by_name)}")  # fmt: skip
+        spec = by_name[name]
+        ok = len(dims) == len(spec.shape) and all(
+            d > 0 and (isinstance(s, str) or s == d) for d, s in zip(dims, spec.shape, strict=True)
+        )
+        if not ok:
+            raise SamplesError(
+                f"--input-shape {name}={','.join(map(str, dims))} does not fit the input's {_shape_text(spec.shape)}",
+                hint="give every dim, the model's fixed ones as they are",
+            )
+        axis = spec.batch_axis
+        fixed[name] = tuple(1 if i == axis else d for i, d in enumerate(dims))
+    return fixed
+
+
+def generate(signature: Signature, count: int, seed: int,
+             shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Deterministic inputs from the signature (dims from ``shapes`` where given): standard normal
+    floats, small integers."""
     rng = np.random.default_rng(seed)
     samples: dict[str, np.ndarray] = {}
     for spec in signature.inputs:
         shape = spec.concrete(count)
+        if shapes and spec.name in shapes:
+            axis = spec.batch_axis
+            shape = tuple(count if i == axis else d for i, d in enumerate(shapes[spec.name]))
         dtype = np.dtype(spec.dtype) if spec.dtype != "string" else None
         if dtype is None:
             raise SamplesError(f"input '{spec.name}' is a string tensor; pass --samples FILE.npz")
@@ -40,7 +69,8 @@ def check_exists(path: Path) -> None:
         )
 
 
-def load(path: Path, signature: Signature) -> dict[str, np.ndarray]:
+def load(path: Path, signature: Signature,
+         shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Read an .npz and check it against the signature; every mismatch is one clear line."""
     check_exists(path)
     try:
@@ -72,6 +102,15 @@ def load(path: Path, signature: Signature) -> dict[str, np.ndarray]:
             f"samples in '{path.name}' must all have the same, non-zero batch ({where})",
             hint="an input without a batch dim (a scalar, say) is stored once, for every sample",
         )
+    for name, dims in (shapes or {}).items():
+        spec = next(t for t in signature.inputs if t.name == name)
+        got = tuple(1 if i == spec.batch_axis else d for i, d in enumerate(samples[name].shape))
+        if got != dims:
+            raise SamplesError(
+                f"samples '{name}' in '{path.name}' have shape {samples[name].shape}; "
+                f"--input-shape asks for {list(dims)}",
+                hint="pass samples of that shape, or drop --input-shape",
+            )
     return samples
 
 

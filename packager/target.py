@@ -122,6 +122,8 @@ class Target:
     tools: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
     budgets: ClassVar[Mapping[str, int]] = {}
+    # Takes static shapes only: every dim but the batch fixed at one sample's (recorded per variant).
+    static_shapes: ClassVar[bool] = False
     Options: ClassVar[type] = type(None)
 
     def check(self, spec: ModelSpec) -> None:

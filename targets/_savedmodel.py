@@ -14,11 +14,10 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from packager import cache
+from packager import cache, shapes
 from packager.errors import ConversionError, MissingDependencyError, UnsupportedOpError, first_line
 from packager.importers.base import quiet_native_output
 from packager.spec import ModelSpec, TensorSpec
@@ -53,7 +52,8 @@ def run(ctx: StepContext) -> Path:
     """Make (or reuse from the cache) the SavedModel; returns its folder."""
     spec = ctx.spec
     original = spec.original_path
-    parts: list[Any] = [spec.onnx_path.read_bytes(), path_for(spec), spec.preprocessing.to_json()]
+    parts: list[Any] = [spec.onnx_path.read_bytes(), path_for(spec), spec.preprocessing.to_json(),
+                        shapes.one_sample(spec)]  # fmt: skip
     if original is not None and original.is_file():
         parts.append(original.read_bytes())
 
@@ -63,7 +63,7 @@ def run(ctx: StepContext) -> Path:
         elif original is not None and original.name.endswith(".savedmodel"):
             found = _from_savedmodel(spec, original, staging / "savedmodel")
         else:
-            found = _from_onnx(spec, staging / "savedmodel")
+            found = _from_onnx(spec, staging / "savedmodel", staging / "fixed.onnx")
         (staging / "layout.json").write_text(json.dumps(found, indent=1))
 
     return cache.cached(ctx.cache_dir / "savedmodel" / cache.key(*parts), make) / "savedmodel"
@@ -150,7 +150,9 @@ def _from_savedmodel(spec: ModelSpec, original: Path, out: Path) -> dict[str, An
     return _identity_layout(spec) | {"path": path_for(spec)}
 
 
-def _from_onnx(spec: ModelSpec, out: Path) -> dict[str, Any]:
+def _from_onnx(spec: ModelSpec, out: Path, fixed: Path) -> dict[str, Any]:
+    """onnx2tf on the canonical ONNX with its shapes fixed at one sample and constants folded
+    (onnx2tf cannot take dynamic height, width or sequence, nor the shape arithmetic on them)."""
     try:
         import onnx2tf
     except ImportError as exc:
@@ -159,19 +161,53 @@ def _from_onnx(spec: ModelSpec, out: Path) -> dict[str, Any]:
             hint="pip install --no-deps onnx2tf==1.29.24 (make setup does)",
         ) from exc
     _tf()
+    shapes.folded(spec.onnx_path, shapes.one_sample(spec), fixed)
     sink = io.StringIO()
     try:
-        with quiet_native_output(), contextlib.redirect_stdout(sink):
-            onnx2tf.convert(input_onnx_file_path=str(spec.onnx_path), output_folder_path=str(out),
+        with quiet_native_output(), contextlib.redirect_stdout(sink), _own_test_images(spec):
+            onnx2tf.convert(input_onnx_file_path=str(fixed), output_folder_path=str(out),
                             non_verbose=True, output_signaturedefs=True, batch_size=1)  # fmt: skip
     except BaseException as exc:  # onnx2tf exits through sys.exit on some failures
-        saved = Path(tempfile.gettempdir()) / f"packager-onnx2tf-{spec.name}.log"
-        saved.write_text(sink.getvalue() + f"\n{type(exc).__name__}: {exc}\n")
+        print(sink.getvalue())  # the step's log (the worker sends its output there)
+        hint = "an op or pattern onnx2tf cannot convert; the step's log has its output"
+        if spec.source_format == "keras":
+            hint += "; build from the .keras file instead"
         raise ConversionError(
-            f"onnx2tf could not convert the model: {first_line(exc) if str(exc) else type(exc).__name__}",
-            hint=f"its log is {saved}; for a model exported from Keras, build from the .keras file instead",
+            f"onnx2tf could not convert the model: {first_line(exc) if str(exc) else type(exc).__name__}", hint=hint
         ) from exc
+    finally:
+        fixed.unlink(missing_ok=True)
     return _onnx2tf_layout(spec, out)
+
+
+ONNX2TF_DOWNLOADER = ("onnx2tf.onnx2tf", "download_test_image_data")  # pinned: onnx2tf 1.29.24
+
+
+@contextlib.contextmanager
+def _own_test_images(spec: ModelSpec) -> Any:
+    """onnx2tf checks a model whose inputs are all 3-channel images with a sample image set it
+    downloads from the internet (into the working folder) at convert time. Give it the build's
+    own first samples, channels-last, instead: no download, and the check runs on real inputs.
+    This patches an onnx2tf internal (pinned; tests/targets/test_onnx2tf_contract.py)."""
+    import importlib
+
+    import numpy as np
+
+    module = importlib.import_module(ONNX2TF_DOWNLOADER[0])
+    original = getattr(module, ONNX2TF_DOWNLOADER[1])
+    first = next(iter(spec.samples.values()), None)
+
+    def images() -> Any:
+        if first is None or np.ndim(first) != 4:
+            raise ConversionError("onnx2tf asked for sample images for a model whose input is not an image")
+        nhwc = np.transpose(np.asarray(first[:20], np.float32), (0, 2, 3, 1)) if first.shape[1] == 3 else first[:20]
+        return np.ascontiguousarray(nhwc, dtype=np.float32)
+
+    setattr(module, ONNX2TF_DOWNLOADER[1], images)
+    try:
+        yield
+    finally:
+        setattr(module, ONNX2TF_DOWNLOADER[1], original)
 
 
 def _onnx2tf_layout(spec: ModelSpec, out: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from packager import batching, validate
+from packager import batching, shapes, validate
 from packager.archive import tree_entries, write_zip
 from packager.config import Tolerance
 from packager.errors import ConversionError, first_line
@@ -39,6 +39,7 @@ DEPLOYMENT = "iOS16"  # the first with ML programs and fp16/int8 weight compress
 
 class CoremlTarget(Target):
     name = "coreml"
+    static_shapes = True
     summary = "Core ML ML program (fp32, fp16, int8 weights) .mlpackage; spec checked (runs only on Apple)"
     emits = "model.mlpackage, model.mlpackage.zip"
     precisions = ("fp32", "fp16", "int8")
@@ -216,11 +217,13 @@ def spec_check(package: Path, spec: ModelSpec) -> dict[str, Any]:
     problems: list[str] = []
     inputs = {f.name: list(f.type.multiArrayType.shape) for f in proto.description.input}
     outputs = [f.name for f in proto.description.output]
+    fixed = shapes.one_sample(spec)  # what the package was converted at: one sample, any layout
     for t in spec.signature.inputs:
+        want = [d for i, d in enumerate(fixed[t.name]) if i != t.batch_axis]
         if t.name not in inputs:
             problems.append(f"input '{t.name}' is missing (has {sorted(inputs)})")
-        elif sorted(d for d in t.shape if isinstance(d, int)) != sorted(inputs[t.name][1:]):
-            problems.append(f"input '{t.name}' has shape {inputs[t.name]}, the model {list(t.shape)}")
+        elif sorted(want) != sorted(inputs[t.name][1:]):
+            problems.append(f"input '{t.name}' has shape {inputs[t.name]}, the model {fixed[t.name]} (one sample)")
     for t in spec.signature.outputs:
         if t.name not in outputs:
             problems.append(f"output '{t.name}' is missing (has {outputs})")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packager import batching, codegen
+from packager import batching, codegen, shapes
 from packager.errors import ConversionError, MissingDependencyError
 from packager.resources import fill, template_path
 from packager.spec import ModelSpec
@@ -59,6 +59,7 @@ class StaticLibOptions:
 
 class StaticLibTarget(Target):
     name = "static-lib"
+    static_shapes = True
     summary = "the model compiled to C99 by packager's own generator: .so, .a, header; libc+libm only"
     emits = "model.c, <prefix>.h, lib<prefix>.so, lib<prefix>.a, <prefix>.pc"
     precisions = ("fp32",)
@@ -68,7 +69,7 @@ class StaticLibTarget(Target):
     def check(self, spec: ModelSpec) -> None:
         onnx_target.OnnxTarget().check(spec)  # the generator folds constants with onnxruntime first
         with tempfile.TemporaryDirectory(prefix="packager-codegen-") as work:
-            model = codegen.prepare(spec.onnx_path, Path(work))
+            model = codegen.prepare(spec.onnx_path, Path(work), shapes=shapes.one_sample(spec))
             codegen.generate(model, "check", {"name": "", "version": "", "sha256": "", "signature": ""})
 
     def plan(self, spec: ModelSpec, options: StaticLibOptions, precisions: tuple[str, ...]) -> list[Step]:
@@ -190,9 +191,9 @@ def compile_library(
     if compiler is None or (static and archiver is None):
         raise MissingDependencyError(f"static-lib needs {cc} and its ar", hint="apt-get install gcc binutils")
     sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
-    signature = json.dumps(spec.signature.to_json(), separators=(",", ":")).replace('"', '\\"')
-    source = codegen.build_source(Path(model_path), work, prefix, {"name": spec.name, "version": spec.version,
-                                                                   "sha256": sha, "signature": signature})  # fmt: skip
+    signature = json.dumps(shapes.fixed_signature(spec), separators=(",", ":")).replace('"', '\\"')
+    meta = {"name": spec.name, "version": spec.version, "sha256": sha, "signature": signature}
+    source = codegen.build_source(Path(model_path), work, prefix, meta, shapes.one_sample(spec))
     (out / "model.c").write_text(source.code)
     (out / f"{prefix}.h").write_text(source.header)
     # fp-contract=fast: ISO C mode would otherwise keep every a * b + c a separate multiply and

@@ -34,6 +34,7 @@ KINDS = {"fp32": ("tfjs-fp32", None), "fp16": ("tfjs-fp16", "float16"), "int8": 
 
 class TfjsTarget(Target):
     name = "tfjs"
+    static_shapes = True
     summary = "TensorFlow.js graph model (fp32, float16, uint8 weights) as a static page; checked in Chromium"
     emits = "model/model.json + shards, tf.min.js, index.html"
     precisions = ("fp32", "fp16", "int8")

@@ -31,6 +31,7 @@ KINDS = {"fp32": ["fp32"], "fp16": ["fp16"], "int8": ["int8-dynamic", "int8"]}
 
 class TfliteTarget(Target):
     name = "tflite"
+    static_shapes = True
     summary = "LiteRT / TensorFlow Lite: fp32, fp16, int8 dynamic-range, int8 full-integer (calibrated)"
     emits = "model.tflite"
     precisions = ("fp32", "fp16", "int8")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +40,17 @@ class Body:
     parked: dict[str, int]
 
 
-def build_source(src: Path, work: Path, prefix: str, meta: dict[str, str]) -> CSource:
-    """Prepare ``src`` at batch 1, and at a batch tile when the model has matrix products and a
-    symbolic batch (a graph that hard-codes batch 1 gets no tile), then generate."""
-    model = prepare(src, work)
+def build_source(src: Path, work: Path, prefix: str, meta: dict[str, str],
+                 shapes: Mapping[str, list[int]] | None = None) -> CSource:  # fmt: skip
+    """Prepare ``src`` at batch 1 (other dims fixed at ``shapes``, one sample's), and at a batch
+    tile when the model has matrix products and a symbolic batch (a graph that hard-codes batch 1
+    gets no tile), then generate."""
+    model = prepare(src, work, shapes=shapes)
     tiled = None
     products = any(n.op_type in ("Gemm", "MatMul") for n in model.graph.node)
     if products and _symbolic_batch(src) and _body(Graph(model, Shared(prefix))).arena * TILE <= TILE_ARENA:
         try:
-            tiled = prepare(src, work, TILE)
+            tiled = prepare(src, work, TILE, shapes)
         except UnsupportedOpError:
             tiled = None
     try:

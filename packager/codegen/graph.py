@@ -4,45 +4,52 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from packager.codegen.ml import Tables, ml_output_shapes
-from packager.errors import UnsupportedOpError, first_line
+from packager.errors import UnsupportedOpError
+from packager.spec import BATCH
 
 ALIGN = 16  # floats: 64-byte aligned tensors in the arena
 
 
-def prepare(src: Path, work: Path, batch: int = 1):  # -> onnx.ModelProto
-    """A symbolic batch fixed to ``batch``, constants folded and BatchNormalization fused by
-    onnxruntime, shapes inferred."""
+def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int]] | None = None):
+    """The model at ``batch`` with every other dim fixed (``shapes``: one sample's input shapes;
+    without them only a symbolic first dim is fixed), constants folded and BatchNormalization
+    fused by onnxruntime, shapes inferred."""
     import onnx
-    import onnxruntime as ort
+
+    from packager import shapes as fixed_shapes
 
     model = onnx.load(str(src))
-    for value in [*model.graph.input, *model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if dims and (dims[0].dim_param or dims[0].dim_value == 0):
-            dims[0].Clear()
-            dims[0].dim_value = batch
-    del model.graph.value_info[:]
-    fixed = work / f"batch{batch}.onnx"
-    onnx.save(model, str(fixed))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(work / f"folded{batch}.onnx")
-    options.log_severity_level = 3
+    if shapes is None:
+        shapes = {}
+        for value in model.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            shapes[value.name] = [batch if i == 0 and (d.dim_param or not d.dim_value) else d.dim_value or 1
+                                  for i, d in enumerate(dims)]  # fmt: skip
+            if dims and dims[0].dim_param:
+                dims[0].dim_param = BATCH
+    work.mkdir(parents=True, exist_ok=True)
     try:
-        ort.InferenceSession(str(fixed), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own exception types
-        raise UnsupportedOpError(
-            f"static-lib: onnxruntime cannot load the model to fold its constants: {first_line(exc)}",
-            hint="build the onnx target to see which op or type it refuses",
-        ) from exc
-    folded = onnx.load(str(work / f"folded{batch}.onnx"))
+        path = fixed_shapes.folded(src_of(model, work, batch), shapes, work / f"folded{batch}.onnx", batch)
+    except UnsupportedOpError as exc:
+        raise UnsupportedOpError(f"static-lib: {exc.message}", hint="build the onnx target to see which op or type "
+                                 "onnxruntime refuses") from exc  # fmt: skip
+    folded = onnx.load(str(path))
     return onnx.shape_inference.infer_shapes(folded, strict_mode=True, data_prop=True)
+
+
+def src_of(model: Any, work: Path, batch: int) -> Path:
+    import onnx
+
+    path = work / f"source{batch}.onnx"
+    onnx.save(model, str(path))
+    return path
 
 
 class Weights:

@@ -163,6 +163,39 @@ def streaming_samples(path: Path, count: int = 24) -> Path:
     return path
 
 
+def make_onnx_dynamic_hw(folder: Path) -> Path:
+    """A detector-shaped model: ``images [batch, 3, height, width]`` through a Conv, then the
+    feature map flattened with shape arithmetic (Shape, Gather, Mul, Concat: what exporters
+    emit for dynamic sizes) into ``boxes [batch, height*width, 4]``."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(4)
+    init = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "k"),
+            numpy_helper.from_array(np.zeros(4, np.float32), "kb"),
+            *(numpy_helper.from_array(np.array(i, np.int64), f"i{i}") for i in range(4)),
+            numpy_helper.from_array(np.array([0], np.int64), "axes0")]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["images", "k", "kb"], ["f"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["f"], ["fs"]),
+        helper.make_node("Shape", ["fs"], ["shape"]),
+        *(helper.make_node("Gather", ["shape", f"i{i}"], [f"d{i}"], axis=0) for i in range(4)),
+        helper.make_node("Mul", ["d2", "d3"], ["hw"]),
+        *(helper.make_node("Unsqueeze", [d, "axes0"], [f"{d}u"]) for d in ("d0", "d1", "hw")),
+        helper.make_node("Concat", ["d0u", "d1u", "hwu"], ["flat_shape"], axis=0),
+        helper.make_node("Reshape", ["fs", "flat_shape"], ["flat"]),
+        helper.make_node("Transpose", ["flat"], ["boxes"], perm=[0, 2, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "dynamic_hw",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", "anchors", 4])],
+        initializer=init,
+    )  # fmt: skip
+    path = folder / "dynamic_hw.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
 def torch_cnn():  # -> (model, example_input); also a module:factory for the importer
     """A small CNN for 1x8x8 inputs, with fixed weights."""
     import torch

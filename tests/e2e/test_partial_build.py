@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import crashing_steps
+import numpy as np
 import pytest
 from conftest import models, run_cli
 
@@ -93,3 +94,36 @@ def test_streaming_model_with_state_and_a_scalar_input_builds(model_dir: Path, t
     fidelity = {v["id"]: v["fidelity"] for v in record["variants"]}
     assert {f["status"] for f in fidelity.values()} == {"verified"}, fidelity
     assert fidelity["lambda-zip-fp32"]["samples"] == 24 and fidelity["lambda-zip-fp32"]["max_abs_err"] < 1e-5
+
+
+def test_dynamic_height_and_width_are_fixed_from_the_samples_for_static_targets(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Shape arithmetic on a dynamic height and width folds away once the samples fix them:
+    static-lib (no Shape/Gather kernels) and onnx2tf take the model; onnx keeps it dynamic."""
+    model = models.make_onnx_dynamic_hw(model_dir)
+    np.savez(tmp_path / "s.npz", images=np.random.default_rng(0).random((6, 3, 24, 40)).astype(np.float32))
+    result = run_cli("build", model, "--samples", tmp_path / "s.npz", "-t", "onnx", "-t", "static-lib", "-t", "tflite",
+                     "-p", "fp32", "--out", tmp_path / "dist", "--no-latency", cwd=tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    record = json.loads((tmp_path / "dist" / "dynamic_hw" / "1" / "build.json").read_text())
+    variants = {v["id"]: v for v in record["variants"]}
+    assert {v["fidelity"]["status"] for v in variants.values()} == {"verified"}, variants
+    assert variants["static-lib-fp32"]["input_shapes"] == {"images": [1, 3, 24, 40]}
+    assert variants["tflite-fp32"]["input_shapes"] == {"images": [1, 3, 24, 40]}
+    assert "input_shapes" not in variants["onnx-fp32"]
+    assert record["model"]["signature"]["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "s.npz"]  # nothing left where it ran
+
+
+def test_input_shape_sets_the_generated_samples_and_is_checked(model_dir: Path, tmp_path: Path) -> None:
+    model = models.make_onnx_dynamic_hw(model_dir)
+    result = run_cli("build", model, "--input-shape", "images=1,3,16,20", "-t", "static-lib", "--out",
+                     tmp_path / "dist", "--no-latency")  # fmt: skip
+    assert result.code == 0, result.err
+    record = json.loads((tmp_path / "dist" / "dynamic_hw" / "1" / "build.json").read_text())
+    assert record["variants"][0]["input_shapes"] == {"images": [1, 3, 16, 20]}
+    wrong = run_cli("build", model, "--input-shape", "images=1,4,16,20", "--out", tmp_path / "d2")
+    assert wrong.code == 3 and "does not fit the input's [batch, 3, height, width]" in wrong.err
+    unknown = run_cli("build", model, "--input-shape", "imgs=1,3,16,20", "--out", tmp_path / "d3")
+    assert unknown.code == 3 and "did you mean 'images'?" in unknown.err
