@@ -408,6 +408,9 @@ def _finish_record(record: dict[str, Any], target: Target, spec: ModelSpec, out_
                    info: Any) -> dict[str, Any]:  # fmt: skip
     if target.static_shapes:
         record["input_shapes"] = shapes.one_sample(spec)
+    state = spec.signature.state()
+    if state:  # what a device carries from call to call (packager.client does)
+        record["state"] = state
     memory = target.peak_memory_mb(spec, out_dir, info.main_file)
     if memory is not None:
         record["peak_memory_mb"] = memory
@@ -428,8 +431,8 @@ def _record(spec: ModelSpec, source: importers.Source, variants: list[dict[str, 
     }  # fmt: skip
     if spec.original_path is not None:
         model["original"] = [e for e in file_entries(vdir / "source", vdir) if e["path"] != "source/model.onnx"]
-    state = spec.signature.state_pairs()
-    if state:  # fed back call after call: handlers and clients carry it
+    state = spec.signature.state()
+    if state:  # fed back call after call: clients carry it
         model["state"] = state
     if spec.labels:
         model["labels"] = list(spec.labels)

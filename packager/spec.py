@@ -74,6 +74,15 @@ class Signature:
                     break
         return pairs
 
+    def state(self) -> list[dict[str, Any]]:
+        """The state pairs with the input's shape and dtype: what a client needs to start one."""
+        inputs = {t.name: t for t in self.inputs}
+        pairs: list[dict[str, Any]] = []
+        for pair in self.state_pairs():
+            t = inputs[pair["input"]]
+            pairs.append(pair | {"shape": list(t.shape), "dtype": t.dtype})
+        return pairs
+
 
 def _same_dims(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> bool:
     """Same rank, and the same size wherever both are fixed (an exporter may name a dim on one side only)."""

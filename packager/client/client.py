@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -46,17 +46,33 @@ class Model:
     endpoint); ``offline`` is True when the server was unreachable and the last-known-good was used."""
 
     def __init__(self, runner: runtimes.Runner, *, model: str, version: str, variant: str | None, source: str,
-                 telemetry: Telemetry, offline: bool = False, reason: str = "") -> None:  # fmt: skip
+                 telemetry: Telemetry, offline: bool = False, reason: str = "",
+                 state: Sequence[Mapping[str, Any]] = ()) -> None:  # fmt: skip
         self.runner, self.telemetry = runner, telemetry
         self.model, self.version, self.variant, self.source = model, version, variant, source
         self.offline, self.reason = offline, reason
         self.runtime = runner.label
+        self.state = tuple(state)  # a streaming model's (input, output) pairs, as the build found them
+        self._carried: dict[str, np.ndarray] = {}
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model. A streaming model's state inputs may be left out: the state its last call
+        returned is fed back (zeros on the first call, or after ``reset``)."""
+        feeds = dict(inputs)
+        for pair in self.state:
+            if pair["input"] not in feeds:
+                feeds[pair["input"]] = self._carried.get(pair["input"], _zero_state(pair, feeds))
         start = time.perf_counter()
-        outputs = self.runner.predict(inputs)
+        outputs = self.runner.predict(feeds)
         self.telemetry.predicted((time.perf_counter() - start) * 1000, version=self.version, variant=self.variant)
+        for pair in self.state:
+            if pair["output"] in outputs:
+                self._carried[pair["input"]] = np.asarray(outputs[pair["output"]])
         return outputs
+
+    def reset(self) -> None:
+        """Forget the carried state: the next call starts a new stream."""
+        self._carried.clear()
 
     def close(self) -> None:
         self.runner.close()
@@ -65,6 +81,13 @@ class Model:
     def __repr__(self) -> str:
         where = f"{self.variant} in {self.runtime}" if self.source == "local" else self.runtime
         return f"<Model {self.model} {self.version}: {where}{' (offline)' if self.offline else ''}>"
+
+
+def _zero_state(pair: Mapping[str, Any], feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A stream's first state: zeros of the pair's shape, its batch as the other inputs' batch."""
+    batch = next((int(np.shape(v)[0]) for v in feeds.values() if np.ndim(v)), 1)
+    shape = [batch if d == "batch" else (d if isinstance(d, int) else 1) for d in pair["shape"]]
+    return np.zeros(shape, np.dtype(pair["dtype"]))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -223,7 +246,8 @@ class Client:
                               ms=(time.perf_counter() - start) * 1000, detail=f"ok {runner.label}")  # fmt: skip
         log.info("%s %s: loaded %s in %s", self.model, installed.version, installed.variant["id"], runner.label)
         return Model(runner, model=self.model, version=installed.version, variant=installed.variant["id"],
-                     source="local", telemetry=self.telemetry, offline=offline, reason=reason)  # fmt: skip
+                     source="local", telemetry=self.telemetry, offline=offline, reason=reason,
+                     state=installed.variant.get("state", ()))  # fmt: skip
 
     def _cloud(self, resolution: Mapping[str, Any], cloud: Mapping[str, Any], failures: list[str]) -> Model:
         http = httpx.Client(timeout=self.http.timeout)

@@ -89,7 +89,7 @@ def variant_entry(variant: Mapping[str, Any]) -> dict[str, Any]:
         "device_bytes": sum(f["bytes"] for f in device),
         "fidelity": variant["fidelity"], "latency_ms": variant.get("latency_ms"),
         "peak_memory_mb": variant.get("peak_memory_mb"),
-    }  # fmt: skip
+    } | ({"state": variant["state"]} if variant.get("state") else {})  # fmt: skip
 
 
 def device_files(runtime: str, main: Mapping[str, Any], files: list[dict[str, Any]]) -> list[dict[str, Any]]:

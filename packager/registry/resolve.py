@@ -172,7 +172,8 @@ def _served(variant: Mapping[str, Any], artifact_url: Callable[[str], str]) -> d
     return {"id": variant["id"], "target": variant["target"], "precision": variant["precision"],
             "runtime": dict(variant["runtime"]), "url": artifact_url(main["sha256"]), "sha256": main["sha256"],
             "bytes": main["bytes"], "path": main["path"],
-            "files": [{**f, "url": artifact_url(f["sha256"])} for f in variant["files"]]}  # fmt: skip
+            "files": [{**f, "url": artifact_url(f["sha256"])} for f in variant["files"]]} | (
+            {"state": variant["state"]} if variant.get("state") else {})  # fmt: skip
 
 
 def _reason_fit(variant: Mapping[str, Any], profile: DeviceProfile, fit: int, total: int) -> str:

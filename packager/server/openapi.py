@@ -39,7 +39,10 @@ def _schemas() -> dict[str, Any]:
         "id": {"type": "string"}, "target": {"type": "string"},
         "precision": {"type": "string", "enum": list(PRECISIONS)},
         "runtime": runtime, "url": {"type": "string"}, "sha256": SHA256, "bytes": {"type": "integer", "minimum": 0},
-        "path": {"type": "string"}, "files": {"type": "array", "items": _ref("File")}})
+        "path": {"type": "string"}, "files": {"type": "array", "items": _ref("File")},
+        "state": {"type": "array", "items": _obj(["input", "output", "shape", "dtype"], {
+            "input": {"type": "string"}, "output": {"type": "string"}, "shape": {"type": "array"},
+            "dtype": {"type": "string"}})}})
     cloud = _obj(["url", "protocol"], {"url": {"type": "string"}, "protocol": {"type": "string"}}, nullable=True)
     return {
         "Error": _obj(

@@ -369,3 +369,34 @@ def test_client_runs_a_tflite_variant_in_litert(
     assert cloud.calls[before:] == []  # run on the device, not sent to the cloud endpoint
     loaded = [e for e in reg.events() if e["event"] == "load"]
     assert loaded and loaded[-1]["variant"] == "tflite-fp32"
+
+
+def test_client_carries_a_streaming_models_state_between_calls(model_dir: Path, cloud: Cloud, tmp_path: Path) -> None:
+    from conftest import models
+
+    onnx_model = models.make_onnx_streaming(model_dir)
+    samples = models.streaming_samples(tmp_path / "s.npz")
+    result = run_cli("build", onnx_model, "--samples", samples, "-t", "onnx", "-p", "fp32", "--out", tmp_path / "dist")
+    assert result.code == 0, result.err
+    reg = make_registry(tmp_path / "dist" / "streaming" / "1", tmp_path / "reg", cloud.url)
+    profile = {"platform": "linux", "arch": "x86_64", "runtimes": {"onnxruntime": ort.__version__}}
+    session = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    chunks = [np.random.default_rng(i).standard_normal((1, 4)).astype(np.float32) for i in range(3)]
+    sr = np.array(16000, np.int64)
+    state = np.zeros((2, 1, 3), np.float32)
+    expected = []
+    for x in chunks:  # the stream run by hand: each call's stateN fed to the next
+        y, state = session.run(["y", "stateN"], {"x": x, "state": state, "sr": sr})
+        expected.append(y)
+    with run_server(reg.app()) as url, Client(url, "streaming", cache_dir=tmp_path / "cache", profile=profile,
+                                              root=reg.root) as client:  # fmt: skip
+        model = client.load()
+        assert [p["input"] for p in model.state] == ["state"]
+        got = [model.predict({"x": x, "sr": sr})["y"] for x in chunks]
+        model.reset()
+        again = model.predict({"x": chunks[0], "sr": sr})["y"]
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-6)
+    np.testing.assert_allclose(again, expected[0], atol=1e-6)
+    assert not np.allclose(expected[1], session.run(["y"], {"x": chunks[1], "state": np.zeros((2, 1, 3), np.float32),
+                                                              "sr": sr})[0])  # the state matters  # fmt: skip
