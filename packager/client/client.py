@@ -56,16 +56,17 @@ class Model:
         self._carried: dict[str, np.ndarray] = {}
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model. A streaming model's state inputs may be left out: the state its last call
-        returned is fed back (zeros on the first call, or after ``reset``)."""
+        """Run the model. A streaming model's state input left out is carried: the state the last
+        such call returned (zeros at first, or after ``reset``). A call that passes the state
+        itself is its own and changes nothing carried."""
         feeds = dict(inputs)
-        for pair in self.state:
-            if pair["input"] not in feeds:
-                feeds[pair["input"]] = self._carried.get(pair["input"], _zero_state(pair, feeds))
+        left = [pair for pair in self.state if pair["input"] not in inputs]
+        for pair in left:
+            feeds[pair["input"]] = self._carried.get(pair["input"], _zero_state(pair, feeds))
         start = time.perf_counter()
         outputs = self.runner.predict(feeds)
         self.telemetry.predicted((time.perf_counter() - start) * 1000, version=self.version, variant=self.variant)
-        for pair in self.state:
+        for pair in left:
             if pair["output"] in outputs:
                 self._carried[pair["input"]] = np.asarray(outputs[pair["output"]])
         return outputs

@@ -216,6 +216,33 @@
     return { predict, from: [got.from], backend: providers.join("|"), session };
   }
 
+  // A streaming model's state pairs (build.json's "state"): when the caller leaves a state input
+  // out, the loader carries it: the state the last such call returned, zeros at first or after
+  // reset(). A call that passes the state itself is its own and changes nothing carried.
+  function withState(predict, pairs) {
+    if (!pairs || !pairs.length) return { predict, reset: () => {} };
+    let carried = {};
+    const stateful = async (inputs) => {
+      const feeds = Object.assign({}, inputs);
+      const left = pairs.filter((p) => !(p.input in inputs));
+      for (const p of left) feeds[p.input] = carried[p.input] || zeroState(p, inputs);
+      const out = await predict(feeds);
+      for (const p of left) {
+        if (out[p.output]) carried[p.input] = { data: out[p.output].data, shape: out[p.output].shape, dtype: p.dtype };
+      }
+      return out;
+    };
+    return { predict: stateful, reset: () => { carried = {}; } };
+  }
+
+  function zeroState(pair, inputs) {
+    const first = Object.values(inputs).find((t) => t && t.shape && t.shape.length);
+    const batch = first ? first.shape[0] : 1;
+    const shape = pair.shape.map((d) => (d === "batch" ? batch : typeof d === "number" ? d : 1));
+    const size = shape.reduce((a, b) => a * b, 1);
+    return { data: new (pair.dtype === "float64" ? Float64Array : Float32Array)(size), shape, dtype: pair.dtype };
+  }
+
   function concat(buffers) {
     const total = buffers.reduce((n, b) => n + b.byteLength, 0);
     const out = new Uint8Array(total);
@@ -428,8 +455,9 @@
       try {
         const loaded = await loader(variant, ctx, opts);
         const source = loaded.from.every((f) => f === "cache") ? "cache" : "network";
-        return { predict: loaded.predict, variant, source, runtime: variant.runtime.name, backend: loaded.backend,
-          resolution, profile: ctx.profile, errors };
+        const stream = withState(loaded.predict, variant.state);
+        return { predict: stream.predict, reset: stream.reset, variant, source, runtime: variant.runtime.name,
+          backend: loaded.backend, resolution, profile: ctx.profile, errors };
       } catch (err) {
         errors.push(err instanceof PackagerError ? err : new PackagerError("load", `${variant.id}: ${err.message || err}`));
         if (global.console) console.warn(`packager: ${variant.id} not used: ${err.message || err}`);

@@ -233,3 +233,30 @@ def test_vendor_route_serves_wasm_with_its_media_type(web: Web) -> None:
 def test_openapi_lists_the_browser_routes(web: Web) -> None:
     paths: dict[str, Any] = web.client.get("/openapi.json").json()["paths"]
     assert {"/v1/client.js", "/demo/{m}", "/vendor/{package}/{file}"} <= set(paths)
+
+
+def test_browser_loader_carries_a_streaming_models_state(model_dir: Path, tmp_path: Path) -> None:
+    """A streaming model's state left out of predict() is the last call's stateN (zeros at first)."""
+    import onnxruntime as ort
+    from conftest import models
+
+    onnx_model = models.make_onnx_streaming(model_dir)
+    samples = models.streaming_samples(tmp_path / "s.npz")
+    result = run_cli("build", onnx_model, "--samples", samples, "-t", "ort-web", "-p", "fp32", "--out", tmp_path / "d")
+    assert result.code == 0, result.err
+    publish(tmp_path / "d" / "streaming" / "1", LocalStore(tmp_path / "registry"))
+    session = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    chunks = [np.random.default_rng(i).standard_normal((1, 4)).astype(np.float32) for i in range(3)]
+    sr, state, expected = np.array(16000, np.int64), np.zeros((2, 1, 3), np.float32), []
+    for x in chunks:
+        y, state = session.run(["y", "stateN"], {"x": x, "state": state, "sr": sr})
+        expected.append(y)
+    with run_server(create_app(LocalStore(tmp_path / "registry"))) as url:
+        opened = browser.BrowserPage(None, f"{url}/demo/streaming?runtime=onnxruntime-web")
+        try:
+            assert opened.ready["variant"] == "ort-web-fp32", opened.ready
+            got = [opened.predict({"x": x, "sr": sr})["y"] for x in chunks]
+        finally:
+            opened.close()
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-5)
