@@ -118,7 +118,11 @@ def require(module: str, extra: str) -> None:
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's text, for one-line messages."""
+    import re
+
     text = str(exc).strip()
+    # onnxruntime puts the whole model path first; the reason after it is what a reader needs.
+    text = re.sub(r"Load model from \S+ failed:\s*", "", text)
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 

@@ -386,6 +386,10 @@ def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelS
         if exc.evidence:
             record["fidelity"]["evidence"] = exc.evidence
         return _finish_record(record, target, spec, out_dir, info)
+    except Exception as exc:  # the runtime refuses the variant: that is its verdict, not a crash
+        record["fidelity"] = {"status": "failed", "reason": f"the variant does not load: {first_line(exc, 300)}",
+                              "tolerance": limits}  # fmt: skip
+        return _finish_record(record, target, spec, out_dir, info)
     try:
         fidelity = validate.fidelity(runner, spec.samples, spec.reference, tolerance, spec.task, spec.signature)
         timed = settings.latency and getattr(runner, "measures_latency", True)  # not under an emulator

@@ -19,7 +19,10 @@ from packager.spec import BATCH, ModelSpec, TensorSpec
 
 
 def one_sample(spec: ModelSpec) -> dict[str, list[int]]:
-    """Each input's shape in one sample: the batch axis 1, every other dim as the samples have it."""
+    """Each input's shape in one sample: the batch axis 1, every other dim as the samples have it
+    (1 for a symbolic dim when there are no samples yet, as for ``packager inspect``)."""
+    if not spec.samples:
+        return {t.name: list(t.concrete(1)) for t in spec.signature.inputs}
     first = batching.take(spec.samples, spec.signature.inputs, 0, 1)
     return {t.name: [int(d) for d in first[t.name].shape] for t in spec.signature.inputs}
 

