@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -150,9 +151,9 @@ def _from_torch(ct: Any, spec: ModelSpec, compute: Any) -> tuple[Any, dict[str, 
         traced = torch.jit.trace(wrapper, example)
         ones = [batching.take(spec.samples, spec.signature.inputs, i, i + 1) for i in range(spec.num_samples)]
         outs = [wrapper(*[torch.from_numpy(one[t.name]) for t in spec.signature.inputs]) for one in ones]
-    inputs = [ct.TensorType(name=t.name, shape=tuple(e.shape), dtype=np.float32)
+    inputs = [ct.TensorType(name=feature_name(t.name), shape=tuple(e.shape), dtype=np.float32)
               for t, e in zip(spec.signature.inputs, example, strict=True)]  # fmt: skip
-    outputs = [ct.TensorType(name=t.name) for t in spec.signature.outputs]
+    outputs = [ct.TensorType(name=feature_name(t.name)) for t in spec.signature.outputs]
     model = ct.convert(traced, inputs=inputs, outputs=outputs, convert_to="mlprogram", compute_precision=compute,
                        minimum_deployment_target=getattr(ct.target, DEPLOYMENT))  # fmt: skip
     got = [o if isinstance(o, (list, tuple)) else (o,) for o in outs]
@@ -186,6 +187,13 @@ def _from_savedmodel(ct: Any, ctx: StepContext, compute: Any) -> tuple[Any, dict
     return model, _evidence(spec, produced, f"tensorflow {tf.__version__} (the SavedModel converted)")
 
 
+def feature_name(name: str) -> str:
+    """A tensor name as an ML program allows it ([A-Za-z_][A-Za-z0-9_]*): ``sigmoid_0.tmp_0`` →
+    ``sigmoid_0_tmp_0``. spec_check.json maps each source name to it."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return cleaned if re.match(r"[A-Za-z_]", cleaned) else f"_{cleaned}"
+
+
 def _named_like_source(ct: Any, model: Any, layout: Mapping[str, Any]) -> Any:
     """Give the package the model's own input and output names (TF names outputs Identity, ...)."""
     proto = model.get_spec()
@@ -193,8 +201,8 @@ def _named_like_source(ct: Any, model: Any, layout: Mapping[str, Any]) -> Any:
     converted = [f.name for f in proto.description.output]
     renames += [(old, e["source"]) for old, e in zip(converted, layout["outputs"], strict=True)]
     for old, new in renames:
-        if old != new:
-            ct.utils.rename_feature(proto, old, new)
+        if old != feature_name(new):
+            ct.utils.rename_feature(proto, old, feature_name(new))
     return ct.models.MLModel(proto, weights_dir=model.weights_dir, skip_model_load=True)
 
 
@@ -219,13 +227,14 @@ def spec_check(package: Path, spec: ModelSpec) -> dict[str, Any]:
     outputs = [f.name for f in proto.description.output]
     fixed = shapes.one_sample(spec)  # what the package was converted at: one sample, any layout
     for t in spec.signature.inputs:
-        want = [d for i, d in enumerate(fixed[t.name]) if i != t.batch_axis]
-        if t.name not in inputs:
+        if feature_name(t.name) not in inputs:
             problems.append(f"input '{t.name}' is missing (has {sorted(inputs)})")
-        elif sorted(want) != sorted(inputs[t.name][1:]):
-            problems.append(f"input '{t.name}' has shape {inputs[t.name]}, the model {fixed[t.name]} (one sample)")
+        elif sorted(fixed[t.name]) != sorted(inputs[feature_name(t.name)]):  # one sample, any layout
+            problems.append(
+                f"input '{t.name}' has shape {inputs[feature_name(t.name)]}, the model {fixed[t.name]} (one sample)"
+            )
     for t in spec.signature.outputs:
-        if t.name not in outputs:
+        if feature_name(t.name) not in outputs:
             problems.append(f"output '{t.name}' is missing (has {outputs})")
     ops: Counter[str] = Counter()
     for function in proto.mlProgram.functions.values():
@@ -236,7 +245,8 @@ def spec_check(package: Path, spec: ModelSpec) -> dict[str, Any]:
         problems.append(f"specification version {proto.specificationVersion} is older than {DEPLOYMENT}'s (7)")
     summary = (f"ML program, spec v{proto.specificationVersion} ({DEPLOYMENT}+), inputs {inputs}, "
                f"outputs {outputs}, {sum(ops.values())} ops of {len(ops)} kinds")  # fmt: skip
-    return {"summary": summary, "inputs": inputs, "outputs": outputs, "ops": dict(sorted(ops.items())),
+    names = {t.name: feature_name(t.name) for t in (*spec.signature.inputs, *spec.signature.outputs)}
+    return {"summary": summary, "inputs": inputs, "outputs": outputs, "names": names, "ops": dict(sorted(ops.items())),
             "specification_version": proto.specificationVersion, "problems": problems}  # fmt: skip
 
 

