@@ -89,7 +89,9 @@ def test_streaming_model_with_state_and_a_scalar_input_builds(model_dir: Path, t
                      "--out", tmp_path / "dist", "--no-latency")  # fmt: skip
     assert result.code == 0, result.err
     record = json.loads((tmp_path / "dist" / "streaming" / "1" / "build.json").read_text())
-    assert record["model"]["state"] == [{"input": "state", "output": "stateN"}]
+    state = [{"input": "state", "output": "stateN", "shape": [2, "batch", 3], "dtype": "float32"}]
+    assert record["model"]["state"] == state
+    assert all(v["state"] == state for v in record["variants"])
     assert record["model"]["signature"]["inputs"][1]["shape"] == [2, "batch", 3]
     fidelity = {v["id"]: v["fidelity"] for v in record["variants"]}
     assert {f["status"] for f in fidelity.values()} == {"verified"}, fidelity
