@@ -37,7 +37,7 @@ static void pk_binary(int op, const float *A, const float *B, float *Y, int ndim
     size_t ai = 0, bi = 0;
     for (size_t i = 0; i < total; ++i) {
         const float a = A[ai], b = B[bi];
-        Y[i] = op == 0 ? a + b : op == 1 ? a - b : op == 2 ? a * b : a / b;
+        Y[i] = op == 0 ? a + b : op == 1 ? a - b : op == 2 ? a * b : op == 3 ? a / b : (a >= 0.0f ? a : a * b);
         for (int d = ndim - 1; d >= 0; --d) {
             ai += (size_t)as[d];
             bi += (size_t)bs[d];
@@ -49,8 +49,8 @@ static void pk_binary(int op, const float *A, const float *B, float *Y, int ndim
     }
 }
 
-/* 0 relu, 1 leaky relu, 2 sigmoid, 3 tanh, 4 clip (min > max gives max), 5 identity; one loop
-   per op so each vectorizes. */
+/* 0 relu, 1 leaky relu, 2 sigmoid, 3 tanh, 4 clip (min > max gives max), 6 neg, 7 hard sigmoid
+   (alpha p0, beta p1), 8 hard swish, anything else identity; one loop per op so each vectorizes. */
 static void pk_unary(int op, const float *restrict X, float *restrict Y, size_t n, float p0, float p1) {
     size_t i;
     switch (op) {
@@ -62,6 +62,19 @@ static void pk_unary(int op, const float *restrict X, float *restrict Y, size_t 
             for (i = 0; i < n; ++i) {
                 const float v = X[i] < p0 ? p0 : X[i];
                 Y[i] = v > p1 ? p1 : v;
+            }
+            break;
+        case 6: for (i = 0; i < n; ++i) Y[i] = -X[i]; break;
+        case 7:
+            for (i = 0; i < n; ++i) {
+                const float v = p0 * X[i] + p1;
+                Y[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            }
+            break;
+        case 8:
+            for (i = 0; i < n; ++i) {
+                const float v = X[i] / 6.0f + 0.5f;
+                Y[i] = X[i] * (v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v);
             }
             break;
         default: memmove(Y, X, n * sizeof(float));

@@ -91,6 +91,8 @@ def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
             return "/* fused into the Conv above */"
         a = attrs(node)
         p0, p1 = float(a.get("alpha", 0.01)), 0.0
+        if node.op_type == "HardSigmoid":
+            p0, p1 = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
         if node.op_type == "Clip":
             lo = graph.consts[node.input[1]] if len(node.input) > 1 and node.input[1] else a.get("min", -3.4e38)
             hi = graph.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else a.get("max", 3.4e38)
@@ -296,6 +298,7 @@ def _concat(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "Gemm": _gemm, "MatMul": _matmul, "Add": _binary(0), "Sub": _binary(1), "Mul": _binary(2), "Div": _binary(3),
     "Relu": _unary(0), "LeakyRelu": _unary(1), "Sigmoid": _unary(2), "Tanh": _unary(3), "Clip": _unary(4),
+    "Neg": _unary(6), "HardSigmoid": _unary(7), "HardSwish": _unary(8), "PRelu": _binary(4),
     "Softmax": _softmax, "Conv": _conv, "MaxPool": _pool(0), "AveragePool": _pool(1),
     "GlobalAveragePool": _global_avg, "BatchNormalization": _batchnorm, "Transpose": _transpose,
     "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
