@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -44,9 +45,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "real_models.json")
     parser.add_argument("--keep", type=Path, help="keep each build's output and logs under this folder")
     parser.add_argument("--precision", default="fp32", help="comma-separated precisions to build (default: fp32)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="update only the pairs run now in an existing --out (rerun some targets after a fix)",
+    )
+    parser.add_argument("--readme", action="store_true", help="print --out as the README's compact matrix and exit")
     args = parser.parse_args()
     names, targets = _pick(args.models, corpus.BY_NAME), _pick(args.targets, TARGETS)
-
+    if args.readme:
+        print(_readme(json.loads(args.out.read_text())))
+        return
+    earlier = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else None
     results = []
     for name in names:
         try:
@@ -65,6 +75,8 @@ def main() -> None:
             print(f"  {_cell(row['targets'][target])}", file=sys.stderr, flush=True)
         results.append(row)
         _write(args.out, results, targets, args.timeout)
+    if earlier is not None:
+        results, targets = _merged(earlier, results), list(earlier["targets"])
     _write(args.out, results, targets, args.timeout)
     print(_table(results, targets))
     print(f"\nwrote {args.out}")
@@ -173,10 +185,54 @@ def _table(results: list[dict], targets: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _merged(earlier: dict, fresh: list[dict]) -> list[dict]:
+    """``earlier``'s rows with the pairs of ``fresh`` put in their place."""
+    rows = {row["model"]: row for row in earlier["models"]}
+    for row in fresh:
+        if row["model"] in rows:
+            rows[row["model"]]["targets"].update(row["targets"])
+        else:
+            rows[row["model"]] = row
+    return list(rows.values())
+
+
+VERDICTS = {4: "ops", 10: "size", 7: "converter", 8: "mismatch", 15: "partial"}
+
+
+def _readme(doc: dict) -> str:
+    """One cell per pair: ✓ and the fp32 max abs error, or the kind of refusal (reasons below)."""
+    targets = doc["targets"]
+    lines = ["| model | kind | " + " | ".join(targets) + " |", "|---" * (len(targets) + 2) + "|"]
+    notes: list[str] = []
+    for row in doc["models"]:
+        cells = []
+        for t in targets:
+            r = row["targets"].get(t)
+            ok = r and r["exit_code"] == 0 and r.get("fp32") and all(v["status"] == "verified" for v in r["fp32"])
+            if ok:
+                cells.append("✓ " + f"{max(v['max_abs_err'] for v in r['fp32']):.0e}")
+            elif r and r["exit_code"] == 0 and r.get("fp32") and all(v["status"] == "unverified" for v in r["fp32"]):
+                cells.append("spec ✓")  # Core ML: its spec checked, its numerics need macOS
+            elif r is None:
+                cells.append("—")
+            else:
+                cells.append(VERDICTS.get(r["exit_code"], f"exit {r['exit_code']}"))
+                why = r["last_stderr"].removeprefix("error: ").split(" (hint:")[0]
+                for cut in (": packager's C generator", ": [ONNXRuntimeError]", ", over the limit"):
+                    why = why.split(cut)[0]
+                notes.append(f"- {row['model']} × {t}: {why[:200]}")
+        lines.append(f"| {row['model']} | {row['kind'].split(' (')[0]} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", *notes])
+
+
 def _write(out: Path, results: list[dict], targets: list[str], timeout: float) -> None:
     import packager
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    for row in results:  # the builds' temporary folders say nothing to a reader
+        for r in row["targets"].values():
+            if "last_stderr" in r:
+                r["last_stderr"] = re.sub(r"/\S*/bench-real-[^/\s]+", "<build>", r["last_stderr"])
     doc = {"host": platform.machine(), "python": platform.python_version(), "packager": packager.__version__,
            "timeout_s": timeout, "targets": targets, "models": results}  # fmt: skip
     out.write_text(json.dumps(doc, indent=2) + "\n")

