@@ -176,6 +176,14 @@ def _plan_targets(targets: list[Target], spec: ModelSpec, config: Config, cli: d
     failures: list[Failure] = []
     for target in targets:
         reason = _refusal(target, spec)
+        if reason is None:
+            settings = config.for_target(target.name, target.Options, cli)
+            wanted = tuple(p for p in settings.precisions if p in target.precisions)
+            try:
+                plans.append((target, settings, _propagate_skips(target.plan(spec, settings.options, wanted))))
+                continue
+            except PackagerError as exc:  # refused at plan time (an engine that cannot take it)
+                reason = exc
         if reason is not None:
             if explicit and (len(targets) == 1 or strict):
                 raise reason
@@ -185,10 +193,6 @@ def _plan_targets(targets: list[Target], spec: ModelSpec, config: Config, cli: d
                 continue
             skipped.append({"target": target.name, "reason": reason.one_line()})
             reporter.note(f"skipping target '{target.name}': {reason.one_line()}")
-            continue
-        settings = config.for_target(target.name, target.Options, cli)
-        wanted = tuple(p for p in settings.precisions if p in target.precisions)
-        plans.append((target, settings, _propagate_skips(target.plan(spec, settings.options, wanted))))
     return plans, skipped, failures
 
 
