@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from packager import batching
 from packager.errors import UnsupportedOpError, first_line
@@ -49,13 +50,14 @@ def fix(model, shapes: Mapping[str, list[int]], batch: int = 1) -> None:  # mode
     del model.graph.value_info[:]
 
 
-def folded(src: Path, shapes: Mapping[str, list[int]], out: Path, batch: int = 1) -> Path:
-    """``src`` with its inputs fixed (see ``fix``), constants folded by onnxruntime ("basic": the
-    optimizations that keep the graph portable), written to ``out``."""
+def folded(src: Path | Any, shapes: Mapping[str, list[int]], out: Path, batch: int = 1) -> Path:
+    """``src`` (a path, or an onnx.ModelProto, changed in place) with its inputs fixed (see
+    ``fix``), constants folded by onnxruntime ("basic": the optimizations that keep the graph
+    portable), written to ``out``."""
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(src))
+    model = src if isinstance(src, onnx.ModelProto) else onnx.load(str(src))
     fix(model, shapes, batch)
     fixed = out.with_name(out.stem + ".fixed.onnx")
     onnx.save(model, str(fixed))

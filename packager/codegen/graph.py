@@ -36,20 +36,12 @@ def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int
                 dims[0].dim_param = BATCH
     work.mkdir(parents=True, exist_ok=True)
     try:
-        path = fixed_shapes.folded(src_of(model, work, batch), shapes, work / f"folded{batch}.onnx", batch)
+        path = fixed_shapes.folded(model, shapes, work / f"folded{batch}.onnx", batch)
     except UnsupportedOpError as exc:
         raise UnsupportedOpError(f"static-lib: {exc.message}", hint="build the onnx target to see which op or type "
                                  "onnxruntime refuses") from exc  # fmt: skip
     folded = onnx.load(str(path))
     return onnx.shape_inference.infer_shapes(folded, strict_mode=True, data_prop=True)
-
-
-def src_of(model: Any, work: Path, batch: int) -> Path:
-    import onnx
-
-    path = work / f"source{batch}.onnx"
-    onnx.save(model, str(path))
-    return path
 
 
 class Weights:

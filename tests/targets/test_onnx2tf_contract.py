@@ -8,11 +8,9 @@ from __future__ import annotations
 import importlib
 import inspect
 
-import pytest
+import onnx2tf  # installed by make setup (pip install --no-deps onnx2tf==1.29.24)
 
-onnx2tf = pytest.importorskip("onnx2tf")
-
-from targets import _savedmodel  # noqa: E402
+from targets import _savedmodel
 
 
 def test_onnx2tf_is_the_pinned_version() -> None:
