@@ -107,6 +107,12 @@ def cli() -> None:
 @click.option("--version", "version", help="Model version in the output. Default: 1.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder. Default: dist.")
 @click.option("--dry-run", is_flag=True, help="Print each target's plan and write nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild even when OUT already holds this version built from the same model, samples, settings and "
+    "tools (by default such a build is kept and nothing runs).",
+)
 @click.option("--strict", is_flag=True, default=None, help="Fail when any variant fails validation, not just fp32.")
 @click.option("--no-latency", "no_latency", is_flag=True, help="Skip the latency measurement.")
 @click.option(
@@ -133,7 +139,7 @@ def cli() -> None:
     help="Read settings from this TOML file instead of ./packager.toml or ./pyproject.toml.",
 )
 def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], samples: Path | None,
-          name: str | None, version: str | None, out: Path | None, dry_run: bool, strict: bool | None,
+          name: str | None, version: str | None, out: Path | None, dry_run: bool, force: bool, strict: bool | None,
           no_latency: bool, settings: tuple[str, ...], input_shapes: tuple[str, ...],
           config_path: Path | None) -> None:  # fmt: skip
     """Build MODEL (.onnx, .pt2, module:factory, .keras, SavedModel folder, .joblib/.pkl).
@@ -159,7 +165,7 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
     cfg = config_mod.load(Path.cwd(), config_path)
     request = BuildRequest(
         model=model, targets=targets, precisions=precisions or None, samples=samples, name=name,
-        version=version, out=out, dry_run=dry_run, strict=strict, latency=False if no_latency else None,
+        version=version, out=out, dry_run=dry_run, force=force, strict=strict, latency=False if no_latency else None,
         cache_dir=config_mod.cache_dir(), target_options=_target_settings(settings),
         input_shapes=_input_shapes(input_shapes),
     )  # fmt: skip
@@ -173,9 +179,15 @@ def build(model: str, targets: tuple[str, ...], precisions: tuple[str, ...], sam
         reporter.note(warning)
     variants = result.record["variants"]
     verified = sum(v["fidelity"]["status"] == "verified" for v in variants)
-    reporter.console.print(
-        f"[bold]built[/] {len(variants)} variants ({verified} verified) in {time.perf_counter() - start:.1f}s"
-    )
+    if result.up_to_date:
+        reporter.console.print(
+            f"[bold]up to date[/]: {len(variants)} variants ({verified} verified) built earlier from the same model, "
+            "samples, settings and tools; nothing rebuilt (--force rebuilds)"
+        )
+    else:
+        reporter.console.print(
+            f"[bold]built[/] {len(variants)} variants ({verified} verified) in {time.perf_counter() - start:.1f}s"
+        )
     assert result.path is not None
     click.echo(f"report: {(result.path / 'report.html').resolve()}")
     click.echo(f"build.json: {(result.path / 'build.json').resolve()}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager import __version__, importers, isolation, report, samples, shapes, validate
+from packager import __version__, importers, isolation, rebuild, report, samples, shapes, validate
 from packager.config import Config, TargetSettings
 from packager.config import cache_dir as config_cache_dir
 from packager.errors import ConfigError, FidelityError, PackagerError, UsageError, did_you_mean, first_line
@@ -39,6 +39,7 @@ class BuildRequest:
     version: str | None = None
     out: Path | None = None
     dry_run: bool = False
+    force: bool = False  # rebuild even when the build in --out came from the same inputs
     strict: bool | None = None
     latency: bool | None = None
     cache_dir: Path | None = None
@@ -71,6 +72,7 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     targets: int = 0  # how many targets were asked for (refusals under --target all excluded)
+    up_to_date: bool = False  # the build already in --out came from the same inputs: kept as it was
 
 
 @dataclass(kw_only=True)
@@ -103,11 +105,17 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
     _check_name(version, "version")
     # Absolute from here on: steps run tools in their own folders, where a relative path breaks.
     out = (request.out or Path(config.get("out"))).absolute()
+    inputs = _fingerprint(request, config, targets, source, samples_path, name, version)
+    if not (request.dry_run or request.force):
+        kept = rebuild.up_to_date(out / name / version, inputs)
+        if kept is not None:
+            return BuildResult(path=out / name / version, record=kept, up_to_date=True,
+                               targets=len({v["target"] for v in kept["variants"]}))  # fmt: skip
     staging = Staging(out, dry_run=request.dry_run)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see isolation.WORKER_ENV
     try:
         result = _build(request, config, reporter, targets, source, samples_path, name, version, staging,
-                        explicit="all" not in requested)  # fmt: skip
+                        explicit="all" not in requested, inputs=inputs)  # fmt: skip
         if request.dry_run:
             staging.abort()
             return result
@@ -120,7 +128,7 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
 
 def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: list[Target],
            source: importers.Source, samples_path: Path | None, name: str, version: str,
-           staging: Staging, explicit: bool) -> BuildResult:  # fmt: skip
+           staging: Staging, explicit: bool, inputs: str | None) -> BuildResult:  # fmt: skip
     vdir = staging.version_dir(name, version)
     (vdir / "source").mkdir(parents=True)
     wanted = dict(request.input_shapes) or _config_shapes(config)
@@ -161,9 +169,22 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     logs = _keep_logs(run.logs, vdir)
     if logs:
         record["logs"] = logs
-    _write_outputs(vdir, spec, record)
+    _write_outputs(vdir, spec, record, inputs)
     result.record = record
     return result
+
+
+def _fingerprint(request: BuildRequest, config: Config, targets: list[Target], source: importers.Source,
+                 samples_path: Path | None, name: str, version: str) -> str | None:  # fmt: skip
+    """What decides this build (packager.rebuild): None for a model that is code (module:factory)."""
+    settings = {
+        "targets": sorted(t.name for t in targets), "precisions": request.precisions, "name": name,
+        "version": version, "strict": request.strict, "latency": request.latency,
+        "options": request.target_options, "input_shapes": request.input_shapes,
+        "config": config.values, "tables": config.target_tables,
+    }  # fmt: skip
+    return rebuild.fingerprint(source_kind=source.kind, source_path=source.location, source_sha256=source.sha256,
+                               samples=samples_path, settings=settings)  # fmt: skip
 
 
 def _plan_targets(targets: list[Target], spec: ModelSpec, config: Config, cli: dict[str, Any], explicit: bool,
@@ -508,10 +529,12 @@ def _keep_logs(logs: Path, vdir: Path) -> list[dict[str, Any]]:
     return kept
 
 
-def _write_outputs(vdir: Path, spec: ModelSpec, record: dict[str, Any]) -> None:
+def _write_outputs(vdir: Path, spec: ModelSpec, record: dict[str, Any], inputs: str | None) -> None:
     (vdir / "validation").mkdir()
     samples.save_npz(vdir / "validation" / "samples.npz", spec.samples)
     samples.save_npz(vdir / "validation" / "reference.npz", spec.reference)
+    if inputs is not None:  # what a later build compares to know it is up to date (packager.rebuild)
+        record["inputs"] = {"fingerprint": inputs, "tree": rebuild.tree_digest(vdir)}
     write_json(vdir / "build.json", record)
     (vdir / "report.html").write_text(report.render(record), encoding="utf-8")
 
