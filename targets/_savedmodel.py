@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def _from_onnx(spec: ModelSpec, out: Path, fixed: Path) -> dict[str, Any]:
         if spec.source_format == "keras":
             hint += "; build from the .keras file instead"
         raise ConversionError(
-            f"onnx2tf could not convert the model: {first_line(exc) if str(exc) else type(exc).__name__}", hint=hint
+            f"onnx2tf could not convert the model: {_onnx2tf_reason(exc, sink.getvalue(), fixed)}", hint=hint
         ) from exc
     finally:
         fixed.unlink(missing_ok=True)
@@ -254,3 +255,24 @@ def _inverse(perm: list[int] | None) -> list[int] | None:
     for i, p in enumerate(perm):
         inverse[p] = i
     return inverse
+
+
+def _onnx2tf_reason(exc: BaseException, output: str, model: Path) -> str:
+    """One line naming the ONNX node onnx2tf stopped at (it prints ``onnx_op_name: …``), its op
+    type, and the cause under TensorFlow's "Exception encountered when calling layer …" line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = next((line for line in lines if not line.startswith("Exception encountered")), "")
+    layer = lines[0] if lines else type(exc).__name__
+    found = re.search(r"onnx_op_name:\s*(\S+)", re.sub(r"\x1b\[[0-9;]*m", "", output))
+    if found is None:
+        return first_line(exc) if lines else type(exc).__name__
+    name = found.group(1)
+    try:
+        import onnx
+
+        graph = onnx.load_model(str(model), load_external_data=False).graph
+        op = next((n.op_type for n in graph.node if n.name == name), "")
+    except Exception:  # the model onnx2tf read is gone or unreadable: name the node alone
+        op = ""
+    reason = f"at ONNX node '{name}'" + (f" ({op})" if op else "") + f": {cause or layer}"
+    return reason[:300]

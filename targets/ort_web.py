@@ -80,7 +80,7 @@ class BrowserRunner:
     """The variant's own index.html, open in headless Chromium, predicting on request."""
 
     def __init__(self, variant_dir: Path, page: str) -> None:
-        self.page = browser.BrowserPage(variant_dir, page)
+        self.page = browser.BrowserPage(variant_dir, page, shared=True)  # one Chromium for a build's pages
         ready = self.page.ready
         self.runtime_label = (
             f"{ready['runtime']} {ready['version']} ({ready['backend']}) in Chromium {self.page.chromium}"

@@ -37,6 +37,7 @@ for await (const line of lines) {
   try {
     const request = JSON.parse(line);
     if (request.goto) {
+      consoleLines.length = 0; // a new page: its own console only
       await page.goto(request.goto);
       write({ ready: await page.evaluate(() => window.packagerReady) });
       continue;

@@ -3,6 +3,7 @@ from 127.0.0.1 and loads the runtime with a <script> tag; playwright-core (npm) 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import shutil
@@ -77,11 +78,39 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         super().end_headers()
 
 
+_idle: list[subprocess.Popen[str]] = []  # shared browsers no page holds (at most one is kept)
+_idle_lock = threading.Lock()
+
+
+@atexit.register
+def _close_idle() -> None:
+    with _idle_lock:
+        while _idle:
+            _stop(_idle.pop())
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        if process.stdin:
+            process.stdin.close()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 class BrowserPage:
     """A static folder served on 127.0.0.1 and one page of it open in headless Chromium; or, with
-    ``folder=None``, the page at the URL ``page`` (served by someone else)."""
+    ``folder=None``, the page at the URL ``page`` (served by someone else).
 
-    def __init__(self, folder: Path | None, page: str) -> None:
+    ``shared=True`` opens the page in a browser an earlier shared page left open, when there is
+    one, and leaves the browser open for the next one on close: starting Chromium costs more than
+    checking a small model in it. Each folder is served from a new origin with ``no-store``, so
+    nothing of one page is cached for another. Pages that test the browser's own caches (Cache
+    Storage, a second load) use a browser of their own (the default).
+    """
+
+    def __init__(self, folder: Path | None, page: str, *, shared: bool = False) -> None:
         chromium, node = find_chromium(), shutil.which("node")
         if chromium is None:
             raise RuntimeUnavailable("no Chromium here (apt-get install chromium) to run the page in")
@@ -94,9 +123,20 @@ class BrowserPage:
             self.server = QuietServer(("127.0.0.1", 0), handler)
             threading.Thread(target=self.server.serve_forever, daemon=True).start()
             url = f"http://127.0.0.1:{self.server.server_address[1]}/{page}"
-        self.process = subprocess.Popen([node, str(DRIVER), url, chromium], cwd=ROOT, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        first = self._read()
+        self.shared = shared
+        reused = None
+        if shared:
+            with _idle_lock:
+                while _idle and reused is None:
+                    candidate = _idle.pop()
+                    reused = candidate if candidate.poll() is None else None
+        if reused is not None:
+            self.process = reused
+            first = self._ask({"goto": url})
+        else:
+            self.process = subprocess.Popen([node, str(DRIVER), url, chromium], cwd=ROOT, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+            first = self._read()
         if "ready" not in first:
             self.close()
             raise RuntimeError(first.get("error", "the browser page failed") + _console(first))
@@ -126,25 +166,33 @@ class BrowserPage:
         return json.loads(line)
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        payload = {name: {"shape": list(a.shape), "dtype": a.dtype.name, "data": a.reshape(-1).tolist()}
-                   for name, a in inputs.items()}  # fmt: skip
-        answer = self._ask({"inputs": payload})
+        answer = self._ask({"inputs": _payload(inputs)})
         if "outputs" not in answer:
             raise RuntimeError(answer.get("error", "no answer from the page") + _console(answer))
-        return {name: np.asarray(o["data"], dtype=o.get("dtype", "float32")).reshape(o["shape"])
-                for name, o in answer["outputs"].items()}  # fmt: skip
+        return _arrays(answer["outputs"])
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            if self.process.stdin:
-                self.process.stdin.close()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        kept = False
+        if self.shared and self.process.poll() is None:
+            with _idle_lock:
+                if not _idle:
+                    _idle.append(self.process)
+                    kept = True
+        if not kept:
+            _stop(self.process)
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+def _payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    return {name: {"shape": list(a.shape), "dtype": a.dtype.name, "data": a.reshape(-1).tolist()}
+            for name, a in inputs.items()}  # fmt: skip
+
+
+def _arrays(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {name: np.asarray(o["data"], dtype=o.get("dtype", "float32")).reshape(o["shape"])
+            for name, o in outputs.items()}  # fmt: skip
 
 
 def _console(answer: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 
 import onnx2tf  # installed by make setup (pip install --no-deps onnx2tf==1.29.24)
 
@@ -24,3 +25,26 @@ def test_onnx2tf_test_image_downloader_is_where_packager_patches_it() -> None:
     assert inspect.signature(downloader).parameters == {}
     # convert() must look the name up in that module at call time, or the patch does nothing.
     assert attribute in inspect.getsource(module.convert)
+
+
+def test_onnx2tf_names_the_node_it_fails_at_as_packager_reads_it() -> None:
+    from onnx2tf.utils import common_functions
+
+    assert "f'onnx_op_name: {graph_node.name}'" in inspect.getsource(common_functions)
+
+
+def test_a_failure_names_the_onnx_node_its_op_and_the_cause(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool_3", kernel_shape=[2, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])  # fmt: skip
+    model = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph), str(model))
+    exc = ValueError('Exception encountered when calling layer "tf.nn.max_pool" (type TFOpLambda).\n\n'
+                     "Negative dimension size caused by subtracting 2 from 1\n")  # fmt: skip
+    output = "\x1b[31mERROR:\x1b[0m onnx_op_name: pool_3\n"
+    reason = _savedmodel._onnx2tf_reason(exc, output, model)
+    assert reason == "at ONNX node 'pool_3' (MaxPool): Negative dimension size caused by subtracting 2 from 1"
+    assert _savedmodel._onnx2tf_reason(exc, "no node named", model).startswith("Exception encountered")

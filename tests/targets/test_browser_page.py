@@ -1,0 +1,66 @@
+"""Pages of a build share one headless Chromium; each page is still its own origin and console."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from packager.tools import browser
+
+PAGE = """<!doctype html><script>
+console.log("page {n} loaded");
+window.packagerReady = Promise.resolve({{ n: {n}, origin: location.origin }});
+window.packagerPredict = async (inputs) => {{
+  const x = inputs.x;
+  return {{ y: {{ shape: x.shape, dtype: "float32", data: x.data.map((v) => v * {n}) }} }};
+}};
+</script>"""
+
+
+def _folder(root: Path, n: int) -> Path:
+    folder = root / f"page{n}"
+    folder.mkdir()
+    (folder / "index.html").write_text(PAGE.format(n=n))
+    return folder
+
+
+def test_shared_pages_reuse_one_browser_and_stay_apart(tmp_path: Path) -> None:
+    browser._close_idle()
+    x = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    first = browser.BrowserPage(_folder(tmp_path, 2), "index.html", shared=True)
+    try:
+        np.testing.assert_array_equal(first.predict(x)["y"], x["x"] * 2)
+        pid = first.process.pid
+    finally:
+        first.close()
+    second = browser.BrowserPage(_folder(tmp_path, 3), "index.html", shared=True)
+    try:
+        assert second.process.pid == pid  # the same Chromium, a new page
+        assert second.ready["n"] == 3 and second.ready["origin"] != first.ready["origin"]
+        np.testing.assert_array_equal(second.predict(x)["y"], x["x"] * 3)
+        answer = second._ask({"inputs": {}})  # the page fails: only its own console is shown
+        assert "page 3 loaded" in " ".join(answer.get("console", []))
+        assert "page 2 loaded" not in " ".join(answer.get("console", []))
+    finally:
+        second.close()
+
+
+def test_a_shared_browser_that_died_is_started_again(tmp_path: Path) -> None:
+    first = browser.BrowserPage(_folder(tmp_path, 2), "index.html", shared=True)
+    first.close()
+    first.process.kill()
+    first.process.wait()
+    again = browser.BrowserPage(_folder(tmp_path, 4), "index.html", shared=True)
+    try:
+        assert again.process.pid != first.process.pid and again.ready["n"] == 4
+    finally:
+        again.close()
+    browser._close_idle()
+    assert again.process.poll() is not None  # nothing left running
+
+
+def test_a_page_of_its_own_closes_its_browser(tmp_path: Path) -> None:
+    page = browser.BrowserPage(_folder(tmp_path, 5), "index.html")
+    page.close()
+    assert page.process.poll() is not None
