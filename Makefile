@@ -72,8 +72,8 @@ $(DIGITS): examples/digits/train.py | setup
 demo-build: setup $(DIGITS)
 	cd examples/digits && ../../$(BIN)/packager build build/digits.keras --samples build/samples.npz --out dist
 
-# Versions are immutable: a rebuild differs from the version already published (timings at
-# least), so a second run keeps the published one (exit 12 is packager's ConflictError).
+# Versions are immutable: a second run keeps the version already published (exit 12 is
+# packager's ConflictError), whether its build was kept up to date or rebuilt.
 demo-publish: demo-build
 	@out=$$($(BIN)/packager publish examples/digits/dist --registry $(DEMO_REGISTRY) 2>&1); status=$$?; \
 	if [ $$status -eq 12 ]; then \
