@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packager.errors import ConversionError, first_line
+from packager.errors import ConversionError, UnsupportedOpError, first_line
 from packager.importers.base import quiet_native_output
 from packager.resources import fill, template_path
 from packager.spec import ModelSpec
@@ -75,6 +75,15 @@ def _run_convert(quant: str | None, ctx: StepContext) -> Path:
         from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
 
     savedmodel = ctx.inputs["model"]
+    grouped = _grouped_convolutions(str(savedmodel))
+    if grouped:
+        name, depth, per_group = grouped[0]
+        raise UnsupportedOpError(
+            f"tf.js cannot run grouped convolutions, and the SavedModel has {len(grouped)}: Conv2D with groups "
+            f"(e.g. '{name}': input depth {depth}, filter depth {per_group}; onnx2tf writes depthwise ONNX "
+            "convolutions so in some graphs), which tf.js's conv2d refuses",
+            hint="build ort-web for browsers (it runs the ONNX model as it is), or tflite for devices",
+        )
     try:
         with quiet_native_output():
             converter.convert_tf_saved_model(
@@ -94,6 +103,29 @@ def _run_convert(quant: str | None, ctx: StepContext) -> Path:
     values = {"model": ctx.spec.name, "version": ctx.spec.version, "variant": ctx.out_dir.name}
     (ctx.out_dir / "index.html").write_text(fill(template_path("browser", "tfjs.html").read_text(), values))
     return ctx.out_dir / "index.html"
+
+
+@functools.lru_cache(maxsize=4)  # the worker checks one SavedModel for each of its variants
+def _grouped_convolutions(savedmodel: str) -> list[tuple[str, int, int]]:
+    """Conv2D ops whose input depth is not their filter's: grouped convolutions, which TensorFlow
+    runs and tf.js's conv2d does not. Read from the frozen graph, where every shape is static;
+    tensorflowjs freezes the SavedModel with the same function (tests/targets/test_tfjs.py)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    with quiet_native_output():
+        loaded = tf.saved_model.load(savedmodel)  # kept referenced: the function needs its variables
+        frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
+    found = []
+    for op in frozen.graph.get_operations():
+        if op.type != "Conv2D":
+            continue
+        channels_last = op.get_attr("data_format") in (b"NHWC", "NHWC")
+        depth = op.inputs[0].shape[-1 if channels_last else 1]
+        per_group = op.inputs[1].shape[2]
+        if depth is not None and per_group is not None and depth != per_group:
+            found.append((op.name, int(depth), int(per_group)))
+    return found
 
 
 class LayoutBrowserRunner(BrowserRunner):

@@ -104,6 +104,31 @@ def make_onnx_constant_weights(folder: Path) -> Path:
     return path
 
 
+def make_onnx_grouped(folder: Path) -> Path:
+    """A grouped convolution (4 channels in two groups): onnx2tf writes a grouped Conv2D, which
+    TensorFlow and LiteRT run and tf.js's conv2d does not."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array(rng.standard_normal((8, 2, 3, 3)).astype(np.float32) * 0.3, "w")
+    fc = numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "fc")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], group=2, pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "grouped",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=[w, fc],
+    )  # fmt: skip
+    path = folder / "grouped.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
 def make_onnx_double_erf(folder: Path) -> Path:
     """Erf on float64: a valid model for which onnxruntime's CPU provider has no kernel."""
     from onnx import TensorProto, helper, save

@@ -98,6 +98,18 @@ def test_sklearn_is_refused_by_tf_based_targets(target: str, model_dir: Path, tm
     assert not (tmp_path / "dist").exists()
 
 
+def test_tfjs_refuses_grouped_convolutions_by_name_and_tflite_takes_them(model_dir: Path, tmp_path: Path) -> None:
+    model = models.make_onnx_grouped(model_dir)
+    result = run_cli("build", model, "-t", "tfjs", "-t", "tflite", "-p", "fp32", "--out", tmp_path / "dist",
+                     "--no-latency")  # fmt: skip
+    assert result.code == 15, result.err
+    record = json.loads((tmp_path / "dist" / "grouped" / "1" / "build.json").read_text())
+    (failed,) = record["failed"]
+    assert (failed["target"], failed["code"]) == ("tfjs", "4")
+    assert "tf.js cannot run grouped convolutions" in failed["reason"] and "filter depth 2" in failed["reason"]
+    assert [v["fidelity"]["status"] for v in record["variants"] if v["id"] == "tflite-fp32"] == ["verified"]
+
+
 def test_int8_below_the_top1_floor_is_failed_not_deployable(model_dir: Path, tmp_path: Path) -> None:
     # Generated (random) inputs and a floor of 1.0: int8 flips some top-1 classes on this model.
     (tmp_path / "packager.toml").write_text("[tolerance.int8]\nmin_top1_agreement = 1.0\n")
