@@ -72,43 +72,50 @@ class Worker:
         self._conn: Connection | None = None
 
     def run(self, step: Step, ctx: StepContext, log_path: Path) -> Outcome:
-        """Run ``step`` with ``ctx`` in the worker; raise a PackagerError when it fails.
-
-        A ConversionError carries ``log``, the step's log file, which a failed build keeps."""
-        try:
+        """Run ``step`` with ``ctx`` in the worker; raise a PackagerError when it fails."""
+        with _naming_log(log_path):
             return self._run(step, ctx, log_path)
-        except ConversionError as exc:
-            exc.log = log_path  # type: ignore[attr-defined]
-            if str(log_path) not in exc.hint:
-                exc.hint = f"{exc.hint}; log: {log_path}" if exc.hint else f"log: {log_path}"
-            raise
+
+    def call(self, label: str, fn: Any, args: tuple[Any, ...], log_path: Path, cwd: Path) -> Any:
+        """``fn(*args)`` in the worker, in ``cwd``, its output in ``log_path``: how the importer and
+        the source model's reference run reach the frameworks (torch, TensorFlow, scikit-learn)
+        without the parent importing them. Fails as a step does."""
+        with _naming_log(log_path):
+            return self._send(label, ("call", fn, args), log_path, cwd)[0]
 
     def _run(self, step: Step, ctx: StepContext, log_path: Path) -> Outcome:
         self.home.mkdir(parents=True, exist_ok=True)
-        conn = self._connection()
         workdir = Path(tempfile.mkdtemp(prefix=f"{step.name}-", dir=self.home))
         sent = dataclasses.replace(ctx, log=_discard, checks=[])
+        artifact, notes, checks = self._send(step.name, ("step", step.run, sent), log_path, workdir, ctx.log)
+        return Outcome(artifact=Path(artifact), notes=notes, checks=checks)
+
+    def _send(self, label: str, task: tuple[Any, ...], log_path: Path, workdir: Path,
+              log: Any = _discard) -> tuple[Any, ...]:  # fmt: skip
+        """Send one task; the ``ok`` reply's values, or the failure raised as a PackagerError."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        conn = self._connection()
         try:
-            conn.send((step.run, sent, str(log_path), str(workdir)))
+            conn.send((*task, str(log_path), str(workdir)))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            raise ConversionError(f"step '{step.name}' cannot be sent to the worker: {first_line(exc)}") from exc
-        reply = self._wait(step, log_path)
+            raise ConversionError(f"step '{label}' cannot be sent to the worker: {first_line(exc)}") from exc
+        reply = self._wait(label, log_path)
         kind = reply[0]
         if kind == "ok":
-            return Outcome(artifact=Path(reply[1]), notes=reply[2], checks=reply[3])
+            return tuple(reply[1:])
         notes = reply[-1]
         for note in notes:
-            ctx.log(note)
+            log(note)
         if kind == "error":
             error_type, message, hint = reply[1], reply[2], reply[3]
             raise error_type(message, hint=hint)
         name, text = reply[1], reply[2]
         raise ConversionError(
-            f"step '{step.name}' failed: {name}: {text}",
+            f"step '{label}' failed: {name}: {text}",
             hint=f"the converter's output is in {log_path}",
         )
 
-    def _wait(self, step: Step, log_path: Path) -> tuple[Any, ...]:
+    def _wait(self, label: str, log_path: Path) -> tuple[Any, ...]:
         conn = self._conn
         assert conn is not None
         try:
@@ -120,11 +127,11 @@ class Worker:
         if not ready:
             self.close()
             raise ConversionError(
-                f"step '{step.name}' timed out after {self.timeout_s:g} s and was stopped",
+                f"step '{label}' timed out after {self.timeout_s:g} s and was stopped",
                 hint=f"raise step_timeout in [tool.packager] if it needs longer; its output is in {log_path}",
             )
         code = self._reap()
-        raise ConversionError(f"step '{step.name}' {_death(code)}", hint=f"its output is in {log_path}")
+        raise ConversionError(f"step '{label}' {_death(code)}", hint=f"its output is in {log_path}")
 
     def _connection(self) -> Connection:
         if self._process is not None and self._process.is_alive() and self._conn is not None:
@@ -159,6 +166,18 @@ class Worker:
                 self._process.kill()
             self._process.join(10)
             self._process = None
+
+
+@contextlib.contextmanager
+def _naming_log(log_path: Path) -> Iterator[None]:
+    """A ConversionError carries ``log``, the step's log file, which a failed build keeps."""
+    try:
+        yield
+    except ConversionError as exc:
+        exc.log = log_path  # type: ignore[attr-defined]
+        if str(log_path) not in exc.hint:
+            exc.hint = f"{exc.hint}; log: {log_path}" if exc.hint else f"log: {log_path}"
+        raise
 
 
 def _death(code: int | None) -> str:
@@ -199,18 +218,20 @@ def _serve(conn: Connection, env: dict[str, str], home: str) -> None:
             task = conn.recv()
         except (EOFError, OSError):
             return
-        run, ctx, log_path, workdir = task
-        conn.send(_run_one(run, ctx, Path(log_path), Path(workdir)))
+        kind, fn, arg, log_path, workdir = task
+        conn.send(_run_one(kind, fn, arg, Path(log_path), Path(workdir)))
 
 
-def _run_one(run: Any, ctx: StepContext, log_path: Path, workdir: Path) -> tuple[Any, ...]:
+def _run_one(kind: str, fn: Any, arg: Any, log_path: Path, workdir: Path) -> tuple[Any, ...]:
     notes: list[str] = []
-    ctx = dataclasses.replace(ctx, log=notes.append)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log, _redirected(log.fileno()):
         os.chdir(workdir)
         try:
-            artifact = run(ctx)
+            if kind == "call":
+                return ("ok", fn(*arg))
+            ctx = dataclasses.replace(arg, log=notes.append)
+            artifact = fn(ctx)
             return ("ok", str(artifact), notes, list(ctx.checks))
         except PackagerError as exc:
             traceback.print_exc()

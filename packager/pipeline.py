@@ -6,6 +6,7 @@ The core executes what targets declare; it never asks which target it is running
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -113,9 +114,11 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
                                targets=len({v["target"] for v in kept["variants"]}))  # fmt: skip
     staging = Staging(out, dry_run=request.dry_run)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see isolation.WORKER_ENV
+    # One worker for the whole build: the importer, the source model's reference run, every step.
+    worker = isolation.Worker(staging.scratch / "work", float(config.get("step_timeout")))
     try:
         result = _build(request, config, reporter, targets, source, samples_path, name, version, staging,
-                        explicit="all" not in requested, inputs=inputs)  # fmt: skip
+                        explicit="all" not in requested, inputs=inputs, worker=worker)  # fmt: skip
         if request.dry_run:
             staging.abort()
             return result
@@ -124,15 +127,19 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
     except BaseException as exc:
         staging.abort(keep=getattr(exc, "log", None))
         raise
+    finally:
+        worker.close()
 
 
 def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: list[Target],
            source: importers.Source, samples_path: Path | None, name: str, version: str,
-           staging: Staging, explicit: bool, inputs: str | None) -> BuildResult:  # fmt: skip
+           staging: Staging, explicit: bool, inputs: str | None, worker: isolation.Worker) -> BuildResult:  # fmt: skip
     vdir = staging.version_dir(name, version)
     (vdir / "source").mkdir(parents=True)
     wanted = dict(request.input_shapes) or _config_shapes(config)
-    spec, imported, generated = _import(source, samples_path, config, name, version, vdir, reporter, wanted)
+    logs = staging.logs(name, version)
+    spec, imported, generated = _import(source, samples_path, config, name, version, vdir, reporter, wanted,
+                                        worker, logs / "import.log")  # fmt: skip
     cli = {"precisions": request.precisions, "latency": request.latency, "options": request.target_options}
     strict = request.strict if request.strict is not None else bool(config.get("strict"))
     plans, skipped, failures = _plan_targets(targets, spec, config, cli, explicit, strict, reporter)
@@ -150,9 +157,8 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     for target, _, steps in plans:
         skipped.extend({"target": target.name, "variant": s.name, "reason": s.skipped} for s in steps if s.skipped)
     strict = request.strict if request.strict is not None else bool(config.get("strict"))
-    run = _Run(spec=spec, vdir=vdir, scratch=staging.scratch, logs=staging.logs(name, version), reporter=reporter,
-               cache=request.cache_dir or config_cache_dir(), checks=[], strict=strict,
-               worker=isolation.Worker(staging.scratch / "work", float(config.get("step_timeout"))))  # fmt: skip
+    run = _Run(spec=spec, vdir=vdir, scratch=staging.scratch, logs=logs, reporter=reporter,
+               cache=request.cache_dir or config_cache_dir(), checks=[], strict=strict, worker=worker)  # fmt: skip
     variants: list[dict[str, Any]] = []
     try:
         for target, settings, steps in plans:
@@ -166,9 +172,9 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     record["checks"] = run.checks
     if failures:
         record["failed"] = [f.to_json() for f in failures]
-    logs = _keep_logs(run.logs, vdir)
-    if logs:
-        record["logs"] = logs
+    kept = _keep_logs(run.logs, vdir)
+    if kept:
+        record["logs"] = kept
     _write_outputs(vdir, spec, record, inputs)
     result.record = record
     return result
@@ -238,12 +244,29 @@ def _give_up_if_nothing_built(failures: list[Failure], variants: list[dict[str, 
         raise failures[0].error
 
 
+def _import_model(source: importers.Source, workdir: Path, worker: isolation.Worker, log: Path) -> Imported:
+    """The importer (torch.onnx, tf2onnx, skl2onnx) runs in the worker, like every converter; its
+    model comes back as bytes, and its reference runs there too. An ONNX file is only read."""
+    if source.kind == "onnx":
+        return importers.run_importer(source, workdir)
+    import onnx
+
+    found = worker.call("import", importers.import_kept, (source, workdir), log, Path.cwd())
+    reference = functools.partial(_kept_reference, worker, source.sha256, log) if found.has_reference else None
+    return Imported(model=onnx.load_from_string(found.model), original=found.original, reference=reference,
+                    reference_runtime=found.reference_runtime, labels=found.labels, task=found.task)  # fmt: skip
+
+
+def _kept_reference(worker: isolation.Worker, key: str, log: Path, inputs: list[Any]) -> list[Any]:
+    return list(worker.call("reference", importers.reference_kept, (key, inputs), log, Path.cwd()))
+
+
 def _import(source: importers.Source, samples_path: Path | None, config: Config, name: str, version: str,
-            vdir: Path, reporter: Reporter,
-            wanted: Mapping[str, tuple[int, ...]]) -> tuple[ModelSpec, Imported, bool]:  # fmt: skip
+            vdir: Path, reporter: Reporter, wanted: Mapping[str, tuple[int, ...]], worker: isolation.Worker,
+            log: Path) -> tuple[ModelSpec, Imported, bool]:  # fmt: skip
     start = time.perf_counter()
     with reporter.step("import", f"import {source.format} model to ONNX"):
-        imported = importers.run_importer(source, vdir / "source")
+        imported = _import_model(source, vdir / "source", worker, log)
         prep = config.preprocessing()
         model = importers.canonicalize(imported, prep, Path(source.location).name)
         labels = tuple(config.get("labels")) if config.get("labels") else None

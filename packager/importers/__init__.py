@@ -83,6 +83,39 @@ def run_importer(source: Source, workdir: Path) -> Imported:
     return import_sklearn(path, workdir)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Kept:
+    """What the worker sends back of an import: the ONNX model as bytes, the rest as it is. The
+    imported model itself stays in the worker for ``reference_kept``."""
+
+    model: bytes
+    original: Path | None
+    has_reference: bool
+    reference_runtime: str
+    labels: tuple[str, ...] | None
+    task: str | None
+
+
+_KEPT: dict[str, Imported] = {}  # in the worker: the last import, by the source's sha256
+
+
+def import_kept(source: Source, workdir: Path) -> Kept:
+    """``run_importer`` in the worker process (pipeline._import_model sends it there)."""
+    imported = run_importer(source, workdir)
+    _KEPT.clear()
+    _KEPT[source.sha256] = imported
+    return Kept(model=imported.model.SerializeToString(), original=imported.original,
+                has_reference=imported.reference is not None, reference_runtime=imported.reference_runtime,
+                labels=imported.labels, task=imported.task)  # fmt: skip
+
+
+def reference_kept(key: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The kept import's source model run on ``inputs``, in the worker."""
+    reference = _KEPT[key].reference
+    assert reference is not None
+    return [np.asarray(out) for out in reference(inputs)]
+
+
 def canonicalize(imported: Imported, prep: Preprocessing, label: str):  # -> onnx.ModelProto
     """Name the batch dim, fold preprocessing, check the result."""
     model = imported.model
