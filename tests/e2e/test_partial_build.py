@@ -129,3 +129,18 @@ def test_input_shape_sets_the_generated_samples_and_is_checked(model_dir: Path, 
     assert wrong.code == 3 and "does not fit the input's [batch, 3, height, width]" in wrong.err
     unknown = run_cli("build", model, "--input-shape", "imgs=1,3,16,20", "--out", tmp_path / "d3")
     assert unknown.code == 3 and "did you mean 'images'?" in unknown.err
+
+
+def test_an_importer_that_crashes_is_one_line_with_its_log(tmp_path: Path) -> None:
+    (tmp_path / "crashing_factory.py").write_text(
+        "import os, signal\n\n\ndef make():\n    print('loading the weights', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGSEGV)\n"
+    )
+    result = run_cli("build", "crashing_factory:make", "--out", tmp_path / "dist", cwd=tmp_path)
+    assert result.code == 7, result.err
+    (line,) = result.error_lines
+    assert "step 'import' was killed by SIGSEGV" in line and "import.log" in line
+    assert "Traceback" not in result.err
+    (log,) = (tmp_path / "dist" / ".packager-logs").rglob("import.log")
+    assert "loading the weights" in log.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["crashing_factory.py", "dist"]
