@@ -56,8 +56,10 @@ def bare(model: str, samples: str | None, targets: list[str], work: Path) -> dic
     (vdir / "source").mkdir(parents=True)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    # The importer called here, in this process, not sent to a worker.
+    pipeline._import_model = lambda source, workdir, worker, log: importers.run_importer(source, workdir)
     spec, imported, _ = pipeline._import(source, Path(samples) if samples else None, cfg, "m", "1", vdir,
-                                         Reporter(), {})  # fmt: skip
+                                         Reporter(), {}, None, None)  # type: ignore[arg-type]  # fmt: skip
     pipeline._reference(spec, imported, Reporter())
     seconds["import"] = time.perf_counter() - start
     cli = {"precisions": None, "latency": None, "options": {}}
