@@ -163,6 +163,7 @@ def _from_onnx(spec: ModelSpec, out: Path, fixed: Path) -> dict[str, Any]:
         ) from exc
     _tf()
     shapes.folded(spec.onnx_path, shapes.one_sample(spec), fixed)
+    _for_onnx2tf(fixed)
     sink = io.StringIO()
     try:
         with quiet_native_output(), contextlib.redirect_stdout(sink), _own_test_images(spec):
@@ -255,6 +256,38 @@ def _inverse(perm: list[int] | None) -> list[int] | None:
     for i, p in enumerate(perm):
         inverse[p] = i
     return inverse
+
+
+SCOPE_CHARS = re.compile(r"[^A-Za-z0-9_./>-]")  # what TensorFlow takes in a name scope
+
+
+def _for_onnx2tf(path: Path) -> None:
+    """Two rewrites of the fixed model, each the same computation, around onnx2tf 1.29 bugs met on
+    real models: node names become TensorFlow scope names (paddle2onnx's ``Softmax@0`` is not
+    one), and ReduceL2 becomes ``tf.norm`` with a list for its axis (which it refuses), so it is
+    written as Sqrt(ReduceSumSquare) (tests/targets/test_onnx2tf_contract.py)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    taken: set[str] = set()
+    nodes = []
+    for index, node in enumerate(model.graph.node):
+        name = SCOPE_CHARS.sub("_", node.name) or f"{node.op_type}_{index}"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        node.name = name
+        nodes.append(node)
+        if node.op_type == "ReduceL2" and node.domain in ("", "ai.onnx"):
+            squared = f"{node.output[0]}__sum_square"
+            sqrt = helper.make_node("Sqrt", [squared], [node.output[0]], name=f"{name}_sqrt")
+            node.op_type = "ReduceSumSquare"
+            node.output[0] = squared
+            nodes.append(sqrt)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(path))
 
 
 def _onnx2tf_reason(exc: BaseException, output: str, model: Path) -> str:

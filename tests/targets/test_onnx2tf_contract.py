@@ -48,3 +48,29 @@ def test_a_failure_names_the_onnx_node_its_op_and_the_cause(tmp_path: Path) -> N
     reason = _savedmodel._onnx2tf_reason(exc, output, model)
     assert reason == "at ONNX node 'pool_3' (MaxPool): Negative dimension size caused by subtracting 2 from 1"
     assert _savedmodel._onnx2tf_reason(exc, "no node named", model).startswith("Exception encountered")
+
+
+def test_the_model_for_onnx2tf_has_scope_names_and_no_reduce_l2(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("ReduceL2", ["x"], ["n"], name="node@norm", axes=[1], keepdims=1),
+        helper.make_node("Div", ["x", "n"], ["d"], name="Div@0"),
+        helper.make_node("Softmax", ["d"], ["y"], name="Div_0"),  # a clash once "@" is replaced
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])])  # fmt: skip
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    _savedmodel._for_onnx2tf(path)
+    model = onnx.load(str(path))
+    names = [n.name for n in model.graph.node]
+    assert all(_savedmodel.SCOPE_CHARS.search(n) is None for n in names) and len(set(names)) == len(names)
+    assert [n.op_type for n in model.graph.node] == ["ReduceSumSquare", "Sqrt", "Div", "Softmax"]
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6)
