@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from packager import batching
-from packager.errors import ConversionError, first_line
+from packager.errors import ConversionError, UnsupportedOpError, first_line
 from packager.importers.base import quiet_native_output
 from packager.spec import ModelSpec
 from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
@@ -93,7 +94,15 @@ def _run_convert(kind: str, ctx: StepContext) -> Path:
         with quiet_native_output():
             flatbuffer = converter.convert()
     except Exception as exc:
-        hint = "an op without an int8 kernel: build the fp32 or int8-dynamic variants"
+        missing = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", str(exc))))
+        if missing:  # TensorFlow ops with no LiteRT builtin: the model needs ops LiteRT lacks
+            raise UnsupportedOpError(
+                f"LiteRT has no builtin kernel for TensorFlow op(s) {', '.join(missing)} ({kind}); only a LiteRT "
+                "built with the Select TF ops (flex) delegate would run them",
+                hint="build onnx or ort-web for this model (onnxruntime runs it as it is)",
+            ) from exc
+        hint = ("an op without an int8 kernel: build the fp32 or int8-dynamic variants" if kind == "int8"
+                else "the step's log has the converter's output")  # fmt: skip
         raise ConversionError(f"TFLite conversion ({kind}) failed: {first_line(exc)}", hint=hint) from exc
     out = ctx.out_dir / "model.tflite"
     out.write_bytes(flatbuffer)

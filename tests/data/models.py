@@ -143,6 +143,20 @@ def make_onnx_double_erf(folder: Path) -> Path:
     return path
 
 
+def make_onnx_erf(folder: Path) -> Path:
+    """Erf on float32 (exact GELU's core): onnxruntime runs it; LiteRT has no builtin for it."""
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Erf", ["x"], ["e"]), helper.make_node("Add", ["e", "x"], ["y"])], "erf",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )  # fmt: skip
+    path = folder / "erf.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
 def make_onnx_streaming(folder: Path) -> Path:
     """A streaming model shaped like a voice detector's: ``x [batch, 4]``, a state with the batch
     on axis 1 (``state [2, batch, 3]``) and a scalar int64 sample rate with no batch at all; it

@@ -110,6 +110,15 @@ def test_tfjs_refuses_grouped_convolutions_by_name_and_tflite_takes_them(model_d
     assert [v["fidelity"]["status"] for v in record["variants"] if v["id"] == "tflite-fp32"] == ["verified"]
 
 
+def test_tflite_refuses_tensorflow_ops_without_a_litert_builtin_by_name(model_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("build", models.make_onnx_erf(model_dir), "-t", "tflite", "-p", "fp32", "--out",
+                     tmp_path / "dist", "--no-latency")  # fmt: skip
+    assert result.code == 4, result.err
+    (line,) = result.error_lines
+    assert "LiteRT has no builtin kernel for TensorFlow op(s) Erf (fp32)" in line and "ort-web" in line
+    assert not (tmp_path / "dist" / "erf").exists()
+
+
 def test_int8_below_the_top1_floor_is_failed_not_deployable(model_dir: Path, tmp_path: Path) -> None:
     # Generated (random) inputs and a floor of 1.0: int8 flips some top-1 classes on this model.
     (tmp_path / "packager.toml").write_text("[tolerance.int8]\nmin_top1_agreement = 1.0\n")
