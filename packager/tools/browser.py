@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import select
 import shutil
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from packager.tools.local_server import QuietServer
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().parents[1] / "resources" / "browser_driver.mjs"
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+ANSWER_TIMEOUT_S = 300.0  # a page that takes longer to load or to answer one request is stopped
 
 
 def node_modules() -> Path | None:
@@ -134,8 +136,10 @@ class BrowserPage:
             self.process = reused
             first = self._ask({"goto": url})
         else:
+            # The driver answers errors on stdout; its stderr, a pipe no one reads, would fill and
+            # stop it mid-answer.
             self.process = subprocess.Popen([node, str(DRIVER), url, chromium], cwd=ROOT, stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
             first = self._read()
         if "ready" not in first:
             self.close()
@@ -158,11 +162,17 @@ class BrowserPage:
         return self._read()
 
     def _read(self) -> dict[str, Any]:
+        """The driver's next answer (one line); a hang in the page is stopped after ANSWER_TIMEOUT_S."""
         assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], ANSWER_TIMEOUT_S)
+        if not ready:
+            self.process.kill()  # never handed to another page
+            self.process.wait()
+            return {"error": f"the page did not answer within {ANSWER_TIMEOUT_S:g} s (the browser was stopped)"}
         line = self.process.stdout.readline()
         if not line:
-            err = self.process.stderr.read() if self.process.stderr else ""
-            return {"error": f"the browser driver exited: {err.strip().splitlines()[-1:] or ['no output']}"}
+            self.process.wait()
+            return {"error": "the browser driver exited with no answer"}
         return json.loads(line)
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from packager.tools import browser
 
@@ -64,3 +65,21 @@ def test_a_page_of_its_own_closes_its_browser(tmp_path: Path) -> None:
     page = browser.BrowserPage(_folder(tmp_path, 5), "index.html")
     page.close()
     assert page.process.poll() is not None
+
+
+def test_a_hung_page_is_stopped_and_its_browser_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "hang"
+    folder.mkdir()
+    (folder / "index.html").write_text(
+        "<script>window.packagerReady = Promise.resolve({});"
+        "window.packagerPredict = () => new Promise(() => {});</script>"
+    )
+    monkeypatch.setattr(browser, "ANSWER_TIMEOUT_S", 2.0)
+    page = browser.BrowserPage(folder, "index.html", shared=True)
+    try:
+        with pytest.raises(RuntimeError, match="did not answer within 2 s"):
+            page.predict({"x": np.zeros((1, 3), np.float32)})
+        assert page.process.poll() is not None
+    finally:
+        page.close()
+    assert all(p is not page.process for p in browser._idle)
