@@ -74,7 +74,10 @@ def main() -> None:
                                             [p for p in args.precision.split(",") if p])  # fmt: skip
             print(f"  {_cell(row['targets'][target])}", file=sys.stderr, flush=True)
         results.append(row)
-        _write(args.out, results, targets, args.timeout)
+        if earlier is None:  # a run in progress leaves a whole file: merged as it goes under --merge
+            _write(args.out, results, targets, args.timeout)
+        else:
+            _write(args.out, _merged(earlier, results), list(earlier["targets"]), args.timeout)
     if earlier is not None:
         results, targets = _merged(earlier, results), list(earlier["targets"])
     _write(args.out, results, targets, args.timeout)
