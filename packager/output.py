@@ -100,12 +100,17 @@ class Staging:
             logs.rmdir()
 
 
-def file_entry(path: Path, base: Path) -> dict[str, Any]:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB pieces."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return {"path": path.relative_to(base).as_posix(), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def file_entry(path: Path, base: Path) -> dict[str, Any]:
+    return {"path": path.relative_to(base).as_posix(), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def file_entries(folder: Path, base: Path) -> list[dict[str, Any]]:

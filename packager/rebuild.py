@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from packager.output import file_sha256
+
 SKIP_IN_TREE = ("build.json", "report.html")  # written after the tree digest (they hold it)
 CODE_PACKAGES = ("packager", "targets", "handlers")
 
@@ -37,7 +39,7 @@ def fingerprint(*, source_kind: str, source_path: str, source_sha256: str, sampl
     parts = {
         "source": source_sha256,
         "external_data": _external_data(Path(source_path)) if source_kind == "onnx" else {},
-        "samples": _file_sha(samples) if samples is not None else None,
+        "samples": file_sha256(samples) if samples is not None else None,
         "settings": settings,
         "code": _code_digest(),
         "distributions": _distributions(),
@@ -55,7 +57,7 @@ def tree_digest(vdir: Path) -> str:
         rel = path.relative_to(vdir).as_posix()
         if rel in SKIP_IN_TREE:
             continue
-        digest.update(rel.encode() + b"\0" + _file_sha(path).encode() + b"\n")
+        digest.update(rel.encode() + b"\0" + file_sha256(path).encode() + b"\n")
     return digest.hexdigest()
 
 
@@ -92,7 +94,7 @@ def _external_data(path: Path) -> dict[str, str]:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         file = path.parent / location
         if location and location not in found:
-            found[location] = _file_sha(file) if file.is_file() else "missing"
+            found[location] = file_sha256(file) if file.is_file() else "missing"
     return found
 
 
@@ -142,11 +144,3 @@ def _compiler() -> list[str]:
             stat = real.stat()
             found.append(f"{name}={real}:{stat.st_size}:{int(stat.st_mtime)}")
     return found
-
-
-def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -17,6 +17,7 @@ import numpy as np
 from packager.errors import ModelInputError, first_line
 from packager.importers import onnx as onnx_importer
 from packager.importers.base import Imported
+from packager.output import file_sha256
 from packager.spec import ModelSpec, Preprocessing
 
 FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -54,7 +55,7 @@ def detect(model: str) -> Source:
             f"cannot tell the format of '{path.name}' from its suffix '{path.suffix}'",
             hint=f"supported suffixes: {', '.join(SUFFIXES)}; or a SavedModel folder",
         )
-    return Source(format=fmt, kind=path.suffix.lower().lstrip("."), location=str(path), sha256=_file_sha(path))
+    return Source(format=fmt, kind=path.suffix.lower().lstrip("."), location=str(path), sha256=file_sha256(path))
 
 
 def run_importer(source: Source, workdir: Path) -> Imported:
@@ -183,17 +184,9 @@ def default_name(source: Source) -> str:
     return cleaned or "model"
 
 
-def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _tree_sha(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(_file_sha(path).encode())
+        digest.update(file_sha256(path).encode())
     return digest.hexdigest()
