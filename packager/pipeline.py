@@ -12,20 +12,21 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager import __version__, importers, isolation, rebuild, report, samples, shapes, validate
+from packager import __version__, checking, importers, isolation, rebuild, report, samples
 from packager.config import Config, TargetSettings
 from packager.config import cache_dir as config_cache_dir
-from packager.errors import ConfigError, FidelityError, PackagerError, UsageError, did_you_mean, first_line
+from packager.errors import ConfigError, FidelityError, PackagerError, UsageError, did_you_mean
 from packager.importers.base import Imported
 from packager.output import Staging, file_entries, file_entry
 from packager.plugins import resolve_targets
 from packager.progress import Reporter
 from packager.spec import ModelSpec
-from packager.target import RuntimeUnavailable, Step, StepContext, Target
+from packager.target import Step, StepContext, Target
 
 SCHEMA = 1
 
@@ -88,7 +89,20 @@ class _Run:
     cache: Path
     checks: list[dict[str, Any]]
     worker: isolation.Worker
+    checker: checking.Checker
     strict: bool
+    warnings: list[str] = field(default_factory=list)  # lower-precision variants that failed
+
+
+@dataclass(kw_only=True)
+class _Variant:
+    """A variant step of a plan: converted, and checked now or still being checked."""
+
+    target: Target
+    settings: TargetSettings
+    step: Step
+    record: dict[str, Any] | None = None  # known: a conversion that failed, or a settled check
+    future: Future[checking.Checked] | None = None
 
 
 def build(request: BuildRequest, config: Config, reporter: Reporter | None = None) -> BuildResult:
@@ -158,15 +172,21 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
         skipped.extend({"target": target.name, "variant": s.name, "reason": s.skipped} for s in steps if s.skipped)
     strict = request.strict if request.strict is not None else bool(config.get("strict"))
     run = _Run(spec=spec, vdir=vdir, scratch=staging.scratch, logs=logs, reporter=reporter,
-               cache=request.cache_dir or config_cache_dir(), checks=[], strict=strict, worker=worker)  # fmt: skip
+               cache=request.cache_dir or config_cache_dir(), checks=[], strict=strict, worker=worker,
+               checker=checking.Checker())  # fmt: skip
     variants: list[dict[str, Any]] = []
     try:
-        for target, settings, steps in plans:
-            records = _run_plan(target, settings, steps, run, failures)
-            _judge(target, records, run, failures, result)
-            variants.extend(records)
+        planned = [(target, _run_plan(target, settings, steps, run, failures)) for target, settings, steps in plans]
+        run.worker.close()  # every conversion is done; its process is not needed for the checks left
+        with reporter.step("checks", "the last variants checked in their runtimes"):
+            for target, entries in planned:
+                records = [_settle(entry, run, failures) for entry in entries]
+                _judge(target, records, run, failures)
+                variants.extend(records)
     finally:
+        run.checker.close()
         run.worker.close()
+    result.warnings.extend(run.warnings)
     _give_up_if_nothing_built(failures, variants, result.targets)
     record = _record(spec, source, variants, skipped, generated, config)
     record["checks"] = run.checks
@@ -317,12 +337,13 @@ def _refusal(target: Target, spec: ModelSpec) -> PackagerError | None:
 
 
 def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], run: _Run,
-              failures: list[Failure]) -> list[dict[str, Any]]:  # fmt: skip
-    """Run a target's steps in order. A failed step costs the steps that need it: a lower-precision
-    variant becomes a ``failed`` record; an intermediate or fp32 step fails the target."""
+              failures: list[Failure]) -> list[_Variant]:  # fmt: skip
+    """Run a target's steps in order in the worker, handing each variant to the checker as soon as
+    it is converted. A failed step costs the steps that need it: a lower-precision variant becomes
+    a ``failed`` record; an intermediate or fp32 step fails the target."""
     artifacts: dict[str, Path] = {}
     broken: dict[str, str] = {}
-    records: list[dict[str, Any]] = []
+    entries: list[_Variant] = []
     for step in steps:
         if step.skipped:
             run.reporter.note(f"{step.name}: not built: {step.skipped}")
@@ -335,30 +356,71 @@ def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], run: 
         start = time.perf_counter()
         log = run.logs / target.name / f"{step.name}.log"
         try:
-            with run.reporter.step(step.name, step.description):
+            with run.reporter.step(step.name, step.description), run.checker.turns.converting():
                 artifacts[step.name], out_dir = _run_step(target, settings, step, run, artifacts, log)
-                record = (
-                    _validate(target, settings, step, run.spec, run.vdir, out_dir, run.cache) if step.variant else None
-                )
         except PackagerError as exc:
             if run.strict:
                 raise
             broken[step.name] = exc.one_line()
-            lower = step.variant is not None and step.variant.precision != "fp32"
             run.reporter.note(f"{step.name}: failed: {exc.one_line()}")
             if step.variant is not None:
-                records.append(_unbuilt_record(target, settings, step, exc))
-            if not lower:
+                entries.append(_Variant(target=target, settings=settings, step=step,
+                                        record=_unbuilt_record(target, settings, step, exc)))  # fmt: skip
+            if step.variant is None or step.variant.precision == "fp32":
                 failures.append(Failure(target=target.name, step=step.name, error=exc,
                                         log=f"logs/{target.name}/{step.name}.log"))  # fmt: skip
             continue
-        if record is not None:
-            records.append(record)
-            run.reporter.done(step.name, f"{record['bytes']:,} B, {_verdict(record['fidelity'])}",
-                              time.perf_counter() - start)  # fmt: skip
-        else:
-            run.reporter.done(step.name, "intermediate", time.perf_counter() - start)
-    return records
+        converted = time.perf_counter() - start
+        if step.variant is None:
+            run.reporter.done(step.name, "intermediate", converted)
+            continue
+        entries.append(_check(target, settings, step, out_dir, converted, run))
+        if run.strict:  # stop at the first failure: this check is waited for
+            _judge(target, [_settle(entries[-1], run, failures)], run, failures)
+    return entries
+
+
+def _check(target: Target, settings: TargetSettings, step: Step, out_dir: Path, converted: float,
+           run: _Run) -> _Variant:  # fmt: skip
+    """Hand the converted variant to the checker; its line is printed when its check ends."""
+    check = checking.Check(target=target, settings=settings, step=step, spec=run.spec, vdir=run.vdir,
+                           out_dir=out_dir, cache=run.cache, latency=bool(settings.latency))  # fmt: skip
+    future = run.checker.submit(check)
+
+    def report(done: Future[checking.Checked]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        checked = done.result()
+        if checked.error is not None:
+            run.reporter.note(f"{step.name}: failed: {checked.error.one_line()}")
+        elif checked.record is not None:
+            detail = f"{checked.record['bytes']:,} B, {_verdict(checked.record['fidelity'])}"
+            run.reporter.done(step.name, detail, converted + checked.seconds)
+
+    future.add_done_callback(report)
+    return _Variant(target=target, settings=settings, step=step, future=future)
+
+
+def _settle(entry: _Variant, run: _Run, failures: list[Failure]) -> dict[str, Any]:
+    """The variant's record once its check is done. A check stopped by a PackagerError is the
+    variant's failure (the target's, for fp32), as a conversion's would be."""
+    if entry.record is not None:
+        return entry.record
+    assert entry.future is not None
+    checked = entry.future.result()  # an exception here is packager's own bug: it propagates
+    step = entry.step
+    if checked.error is not None:
+        if run.strict:
+            raise checked.error
+        if step.variant is not None and step.variant.precision == "fp32":
+            failures.append(Failure(target=entry.target.name, step=step.name, error=checked.error,
+                                    log=f"logs/{entry.target.name}/{step.name}.log"))  # fmt: skip
+        entry.record = _unbuilt_record(entry.target, entry.settings, step, checked.error)
+    else:
+        assert checked.record is not None
+        entry.record = checked.record
+    entry.future = None
+    return entry.record
 
 
 def _run_step(target: Target, settings: TargetSettings, step: Step, run: _Run, artifacts: dict[str, Path],
@@ -401,8 +463,7 @@ def _unbuilt_record(target: Target, settings: TargetSettings, step: Step, exc: P
     """The record of a variant whose conversion failed: kept for the record, never published."""
     info = step.variant
     assert info is not None
-    tolerance = settings.tolerance[info.precision]
-    limits = {"atol": tolerance.atol, "rtol": tolerance.rtol, "min_top1_agreement": tolerance.min_top1_agreement}
+    limits = checking.tolerance_of(settings, info.precision)
     return {
         "id": info.id, "target": target.name, "precision": info.precision,
         "runtime": {"name": info.runtime, "min_version": info.min_version},
@@ -410,65 +471,6 @@ def _unbuilt_record(target: Target, settings: TargetSettings, step: Step, exc: P
         "fidelity": {"status": "failed", "stage": "conversion", "reason": f"not built: {' '.join(exc.message.split())}",
                      "tolerance": limits},
     }  # fmt: skip
-
-
-def _validate(target: Target, settings: TargetSettings, step: Step, spec: ModelSpec,
-              vdir: Path, out_dir: Path, cache: Path) -> dict[str, Any]:  # fmt: skip
-    info = step.variant
-    assert info is not None
-    tolerance = settings.tolerance[info.precision]
-    limits = {"atol": tolerance.atol, "rtol": tolerance.rtol, "min_top1_agreement": tolerance.min_top1_agreement}
-    files = file_entries(out_dir, vdir)
-    record: dict[str, Any] = {
-        "id": info.id, "target": target.name, "precision": info.precision,
-        "runtime": {"name": info.runtime, "min_version": info.min_version},
-        "main_file": (out_dir / info.main_file).relative_to(vdir).as_posix(),
-        "files": files, "bytes": sum(f["bytes"] for f in files),
-    }  # fmt: skip
-    if info.arch:
-        record["arch"] = info.arch
-    try:
-        runner = target.runner(out_dir, info.main_file, cache)
-    except RuntimeUnavailable as exc:
-        record["fidelity"] = {"status": "unverified", "reason": str(exc), "tolerance": limits}
-        if exc.evidence:
-            record["fidelity"]["evidence"] = exc.evidence
-        return _finish_record(record, target, spec, out_dir, info)
-    except Exception as exc:  # the runtime refuses the variant: that is its verdict, not a crash
-        record["fidelity"] = {"status": "failed", "reason": f"the variant does not load: {first_line(exc, 300)}",
-                              "tolerance": limits}  # fmt: skip
-        return _finish_record(record, target, spec, out_dir, info)
-    try:
-        fidelity = validate.fidelity(runner, spec.samples, spec.reference, tolerance, spec.task, spec.signature)
-        timed = settings.latency and getattr(runner, "measures_latency", True)  # not under an emulator
-        latency = validate.latency(runner, spec.samples, spec.signature) if timed else None
-        details = runner.details() if hasattr(runner, "details") else {}
-    except Exception as exc:  # the variant does not run: that is its verdict, not a crash
-        fidelity = {"status": "failed", "runtime": runner.runtime_label,
-                    "reason": f"the variant failed to run: {first_line(exc)}"}  # fmt: skip
-        latency, details = None, {}
-    finally:
-        runner.close()
-    record["fidelity"] = fidelity | {"tolerance": limits}
-    if latency is not None:
-        record["latency_ms"] = latency
-    record.update(details)
-    return _finish_record(record, target, spec, out_dir, info)
-
-
-def _finish_record(record: dict[str, Any], target: Target, spec: ModelSpec, out_dir: Path,
-                   info: Any) -> dict[str, Any]:  # fmt: skip
-    if target.static_shapes:
-        record["input_shapes"] = shapes.one_sample(spec)
-    state = spec.signature.state()
-    if state:  # what a device carries from call to call (packager.client does)
-        record["state"] = state
-    memory = target.peak_memory_mb(spec, out_dir, info.main_file)
-    if memory is not None:
-        record["peak_memory_mb"] = memory
-    if info.notes:
-        record["notes"] = info.notes
-    return record
 
 
 def _record(spec: ModelSpec, source: importers.Source, variants: list[dict[str, Any]],
@@ -508,8 +510,7 @@ def _record(spec: ModelSpec, source: importers.Source, variants: list[dict[str, 
     return record
 
 
-def _judge(target: Target, records: list[dict[str, Any]], run: _Run, failures: list[Failure],
-           result: BuildResult) -> None:  # fmt: skip
+def _judge(target: Target, records: list[dict[str, Any]], run: _Run, failures: list[Failure]) -> None:
     """fp32 out of tolerance means the conversion is wrong: the target failed. Lower precisions warn."""
     for variant in records:
         fid = variant["fidelity"]
@@ -518,9 +519,7 @@ def _judge(target: Target, records: list[dict[str, Any]], run: _Run, failures: l
         message = f"variant '{variant['id']}' failed validation: {fid.get('reason', '')}"
         if fid.get("stage") == "conversion":
             if variant["precision"] != "fp32":
-                result.warnings.append(
-                    f"variant '{variant['id']}' {fid['reason']} (kept in build.json, never published)"
-                )
+                run.warnings.append(f"variant '{variant['id']}' {fid['reason']} (kept in build.json, never published)")
             continue
         if variant["precision"] == "fp32":
             error = FidelityError(message, hint="the conversion is wrong; check the source model's ops and report it")
@@ -530,7 +529,7 @@ def _judge(target: Target, records: list[dict[str, Any]], run: _Run, failures: l
             continue
         if run.strict:
             raise FidelityError(message, hint="drop --strict to keep the build with this variant marked failed")
-        result.warnings.append(message + " (kept in build.json, never published)")
+        run.warnings.append(message + " (kept in build.json, never published)")
 
 
 def _keep_logs(logs: Path, vdir: Path) -> list[dict[str, Any]]:

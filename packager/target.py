@@ -124,6 +124,9 @@ class Target:
     budgets: ClassVar[Mapping[str, int]] = {}
     # Takes static shapes only: every dim but the batch fixed at one sample's (recorded per variant).
     static_shapes: ClassVar[bool] = False
+    # Loading a variant is itself a figure in build.json (a Lambda function's init time): the
+    # build loads it while no conversion runs beside it (packager.checking).
+    timed_load: ClassVar[bool] = False
     Options: ClassVar[type] = type(None)
 
     def check(self, spec: ModelSpec) -> None:

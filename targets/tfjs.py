@@ -134,10 +134,11 @@ class LayoutBrowserRunner(BrowserRunner):
     def __init__(self, variant_dir: Path, page: str) -> None:
         super().__init__(variant_dir, page)
         self.layout = json.loads((variant_dir / "layout.json").read_text())
+        self.batched = _takes_any_batch(variant_dir / "model" / "model.json", self.layout)
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(next(iter(inputs.values())))
-        if count == 1:  # one sample: as it is (an input without a batch axis may be a scalar)
+        if count == 1 or self.batched:  # as it is: one sample, or a chunk the graph takes whole
             return self._one(inputs)
         rows = [self._one({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
         return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
@@ -150,3 +151,16 @@ class LayoutBrowserRunner(BrowserRunner):
             y = result[e["name"]]
             out[e["source"]] = np.transpose(y, e["perm"]) if e["perm"] else y
         return out
+
+
+def _takes_any_batch(model_json: Path, layout: Mapping[str, list[dict[str, object]]]) -> bool:
+    """Whether every input of the graph model has a free first dim that is the samples' batch axis
+    (a Keras SavedModel's, not onnx2tf's batch of 1): then a chunk of samples runs as one call."""
+    signature = json.loads(model_json.read_text()).get("signature", {}).get("inputs", {})
+    by_name = {str(k): v for k, v in signature.items()}
+    for entry in layout["inputs"]:
+        dims = by_name.get(str(entry["name"]), {}).get("tensorShape", {}).get("dim", [])
+        perm = entry["perm"]
+        if not dims or str(dims[0].get("size")) != "-1" or (isinstance(perm, list) and perm and perm[0] != 0):
+            return False
+    return bool(layout["inputs"])

@@ -88,3 +88,94 @@ class HalfBrokenTarget(Target):
 
     def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> Runner:
         raise RuntimeUnavailable("no runtime for this test target")
+
+
+# ---- checks beside conversions (packager.checking) -------------------------------------------
+
+
+def _wait_for(path: Path, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def first(ctx: StepContext) -> Path:
+    return ok(ctx)
+
+
+def second_waits_for_the_first_check(ctx: StepContext) -> Path:
+    """Converts only once the variant before it is being checked: a build that checks after its
+    conversions (not beside them) never gets here, and the check below times out."""
+    (ctx.out_dir.parent / "second-started").touch()
+    if not _wait_for(ctx.out_dir.parent / "first-checked", 60):
+        raise RuntimeError("the first variant was never checked while this step ran")
+    return ok(ctx)
+
+
+def converting_marked(ctx: StepContext) -> Path:
+    """A conversion that says it runs (a marker file) for a while."""
+    marker = ctx.out_dir.parent / "converting"
+    marker.touch()
+    try:
+        _wait_for(ctx.out_dir.parent / "never", 3)
+        return ok(ctx)
+    finally:
+        marker.unlink()
+
+
+class SourceRunner:
+    """The source model in onnxruntime; overlap-first's first call waits for the next conversion."""
+
+    runtime_label = "onnxruntime (the source model)"
+
+    def __init__(self, variant_dir: Path) -> None:
+        import onnxruntime as ort
+
+        self.folder, self.first_call = variant_dir.parent, variant_dir.name == "overlap-first"
+        source = variant_dir.parent.parent / "source" / "model.onnx"
+        self.session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+
+    def predict(self, inputs: dict[str, object]) -> dict[str, object]:
+        if self.first_call:
+            self.first_call = False
+            if not _wait_for(self.folder / "second-started", 60):
+                raise RuntimeError("the next conversion never started while this variant was checked")
+            (self.folder / "first-checked").touch()
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(None, dict(inputs)), strict=True))
+
+    def close(self) -> None:
+        pass
+
+
+class OverlapTarget(Target):
+    """overlap-first is checked while overlap-second converts (which waits for that check)."""
+
+    name = "overlap"
+    summary = "checks beside conversions"
+    emits = "artifact.txt"
+    precisions = ("fp32",)
+    steps = (("overlap-first", first), ("overlap-second", second_waits_for_the_first_check))
+
+    def plan(self, spec: ModelSpec, options: object, precisions: tuple[str, ...]) -> list[Step]:
+        steps = []
+        for vid, run in self.steps:
+            info = VariantInfo(id=vid, precision="fp32", runtime="c", min_version="1", main_file="artifact.txt")
+            steps.append(Step(name=vid, description=vid, run=run, variant=info))
+        return steps
+
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> Runner:
+        if self.timed_load and _wait_for(variant_dir.parent / "converting", 2):  # a load that takes 2 s
+            raise RuntimeError("loaded while a conversion ran beside it")
+        return SourceRunner(variant_dir)
+
+
+class TimedLoadTarget(OverlapTarget):
+    """Its loads are figures: timed-load is never loaded while 'marked' converts after it."""
+
+    name = "timed"
+    timed_load = True
+    steps = (("timed-load", first), ("marked", converting_marked))

@@ -144,3 +144,25 @@ def test_an_importer_that_crashes_is_one_line_with_its_log(tmp_path: Path) -> No
     (log,) = (tmp_path / "dist" / ".packager-logs").rglob("import.log")
     assert "loading the weights" in log.read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["crashing_factory.py", "dist"]
+
+
+def test_checks_run_beside_the_next_conversion(mlp_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """overlap-first's check waits for overlap-second's conversion to start, which waits for that
+    check: a build that checked only between conversions would fail both."""
+    out = tmp_path / "dist"
+    result = _build(mlp_onnx, out, [crashing_steps.OverlapTarget()], monkeypatch)
+    assert result.failures == []
+    record = json.loads((out / "mlp" / "1" / "build.json").read_text())
+    assert {v["id"]: v["fidelity"]["status"] for v in record["variants"]} == {
+        "overlap-first": "verified", "overlap-second": "verified"}  # fmt: skip
+
+
+def test_a_load_that_is_a_figure_waits_for_the_conversion_beside_it(
+    mlp_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "dist"
+    result = _build(mlp_onnx, out, [crashing_steps.TimedLoadTarget()], monkeypatch)
+    record = json.loads((out / "mlp" / "1" / "build.json").read_text())
+    assert result.failures == [], record["variants"]
+    assert {v["id"]: v["fidelity"]["status"] for v in record["variants"]} == {"timed-load": "verified",
+                                                                              "marked": "verified"}  # fmt: skip
