@@ -33,7 +33,12 @@ def tree_entries(root: Path, prefix: str = "") -> list[Entry]:
     return entries
 
 
-def write_zip(path: Path, entries: Iterable[Entry], *, level: int = 9) -> int:
+# zlib's default level. Level 9 made the digits Lambda bundle (70 MB of onnxruntime and numpy)
+# 0.6% smaller in 2.5x the time: 23.27 MB in 10.8 s against 23.41 MB in 4.4 s.
+LEVEL = 6
+
+
+def write_zip(path: Path, entries: Iterable[Entry], *, level: int = LEVEL) -> int:
     """Write ``entries`` sorted by name; returns the archive's size in bytes."""
     seen: set[str] = set()
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level) as archive:

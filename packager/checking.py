@@ -1,22 +1,25 @@
-"""Variants checked in their own runtimes on a thread beside the worker.
+"""Variants checked in their own runtimes on threads beside the worker.
 
-A build has two kinds of work: conversions, which run in the worker process (one at a time), and
-checks, which load each variant in its runtime here and run the samples through it (headless
-Chromium, the Lambda runtime client, onnxruntime, LiteRT). They need each other only in one
-direction: a check needs its variant converted. So while the worker converts the next step, the
-variant before it is checked on the ``Checker``'s thread, and a build's wall time is about its
-conversions plus what of the checks cannot hide behind them: two cores both busy, as ``make -j2``
-keeps them.
+A build has three kinds of work: conversions, which run in the worker process one at a time;
+checks, which load each variant in its runtime here (headless Chromium, the Lambda runtime
+client, onnxruntime, LiteRT) and run the samples through it; and latency runs, which time one
+sample at a time. A check needs its variant converted, and nothing else: so while the worker
+converts the next step, the variant before it is checked, and a build's wall time is about its
+conversions plus what of the checks cannot hide behind them (two cores both busy, as ``make -j2``
+keeps them).
 
-What is measured in time is measured alone: latency runs, and loading a variant whose load is
-itself a figure (a Lambda function's init), wait for the worker to finish the step it is on and
-hold the next one back until they are done (``Turns``), so that no figure in ``build.json`` is
-slowed down by a converter on the other core.
+Latency is a figure in ``build.json``, and a figure taken beside a converter on the other core is
+a slower one (measured: the Lambda bundle's p50 doubles, the browser pages' grows by a quarter).
+So latency runs alone: on a thread of their own, each waits for the conversion and the check in
+progress to end, and holds the next ones back while it runs (``Turns``). Loading a variant is not
+timed alone: a Lambda function's init time measured with one core busy stayed within the spread
+of quiet runs (0.7 to 1.5 s for the digits bundle, either way).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,46 +33,77 @@ from packager.config import TargetSettings
 from packager.errors import PackagerError, first_line
 from packager.output import file_entries
 from packager.spec import ModelSpec
-from packager.target import RuntimeUnavailable, Step, Target
+from packager.target import Runner, RuntimeUnavailable, Step, Target
+
+CHECK_NICENESS = 10
 
 
 class Turns:
-    """Conversions and timed measurements take turns; everything else runs side by side.
+    """Who may run now: conversions and checks side by side, latency runs alone.
 
-    ``converting()`` (the worker's steps) waits while a measurement runs or waits to run, so a
-    measurement waits for at most the step in progress; ``measuring()`` waits for that step.
+    A latency run waits for the conversion and the check in progress. While it waits, no check
+    starts unless a conversion runs (the run could not start then anyway), and no conversion
+    starts unless a check runs (so a conversion never waits for a check to end). At most
+    ``MAX_UNTIMED`` checked variants wait for their latency run, each holding its runtime open
+    (a page, a function's process): past that, checks wait for them.
     """
+
+    MAX_UNTIMED = 4
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._converting = False
+        self._checking = False
         self._measuring = False
-        self._waiting = 0
+        self._waiting = 0  # latency runs waiting for their turn
+        self._untimed = 0  # checked variants handed to the latency thread and not yet timed
 
     @contextlib.contextmanager
     def converting(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._measuring and not self._waiting)
-            self._converting = True
-        try:
+        def may_start() -> bool:
+            return not self._measuring and (self._checking or not self._waiting)
+
+        with self._holding("_converting", may_start):
             yield
-        finally:
-            with self._cond:
-                self._converting = False
-                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def checking(self) -> Iterator[None]:
+        def may_start() -> bool:
+            room = self._untimed < self.MAX_UNTIMED
+            return room and not self._measuring and (self._converting or not self._waiting)
+
+        with self._holding("_checking", may_start):
+            yield
+
+    def untimed(self, change: int) -> None:
+        """A checked variant handed to the latency thread (+1), or timed (-1)."""
+        with self._cond:
+            self._untimed += change
+            self._cond.notify_all()
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
         with self._cond:
             self._waiting += 1
-            self._cond.wait_for(lambda: not self._converting and not self._measuring)
-            self._waiting -= 1
-            self._measuring = True
+        try:
+            with self._holding("_measuring", lambda: not (self._converting or self._checking or self._measuring)):
+                yield
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def _holding(self, flag: str, may_start: Callable[[], bool]) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(may_start)
+            setattr(self, flag, True)
+            if flag == "_measuring":
+                self._waiting -= 1
         try:
             yield
         finally:
             with self._cond:
-                self._measuring = False
+                setattr(self, flag, False)
                 self._cond.notify_all()
 
 
@@ -97,36 +131,70 @@ class Checked:
 
 
 class Checker:
-    """One thread that checks variants in the order they are handed in."""
+    """Checks variants in the order they are handed in (one thread), and times those that pass
+    their check (another thread), each alone (``turns``)."""
 
     def __init__(self) -> None:
         self.turns = Turns()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packager-check")
+        self._checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packager-check", initializer=_yield_cpu)
+        self._timing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packager-latency")
 
     def submit(self, check: Check) -> Future[Checked]:
-        return self._pool.submit(self._run, check)
+        done: Future[Checked] = Future()
+        self._checks.submit(self._check, check, done)
+        return done
 
-    def _run(self, check: Check) -> Checked:
-        start = time.perf_counter()
+    def _check(self, check: Check, done: Future[Checked]) -> None:
+        began = time.perf_counter()
         try:
-            record = check_variant(check, self.turns.measuring)
+            with self.turns.checking():
+                began = time.perf_counter()  # what the check costs, not its wait for a turn
+                record, details, runner = check_variant(check)
+                tail = details | _tail(check)
         except PackagerError as exc:
-            return Checked(record=None, error=exc, seconds=time.perf_counter() - start)
-        return Checked(record=record, error=None, seconds=time.perf_counter() - start)
+            done.set_result(Checked(record=None, error=exc, seconds=time.perf_counter() - began))
+            return
+        except BaseException as exc:  # packager's own bug: the build reports it
+            done.set_exception(exc)
+            return
+        worked = time.perf_counter() - began
+        if runner is None:
+            done.set_result(Checked(record=record | tail, error=None, seconds=worked))
+            return
+        self.turns.untimed(+1)
+        self._timing.submit(self._time, check, record, tail, runner, done, worked)
+
+    def _time(self, check: Check, record: dict[str, Any], tail: dict[str, Any], runner: Runner,
+              done: Future[Checked], worked: float) -> None:  # fmt: skip
+        try:
+            with self.turns.measuring():
+                began = time.perf_counter()
+                record["latency_ms"] = validate.latency(runner, check.spec.samples, check.spec.signature)
+                worked += time.perf_counter() - began
+        except Exception as exc:  # the variant ran its samples but not this: its verdict, not a crash
+            record["fidelity"] |= {"status": "failed", "reason": f"the variant failed to run: {first_line(exc)}"}
+        finally:
+            runner.close()
+            self.turns.untimed(-1)
+        done.set_result(Checked(record=record | tail, error=None, seconds=worked))
 
     def close(self) -> None:
-        """Wait for the check in progress (a page or a function is never left running); drop the rest."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Wait for the checks in progress (a page or a function is never left running); drop the rest."""
+        self._checks.shutdown(wait=True, cancel_futures=True)
+        self._timing.shutdown(wait=True, cancel_futures=True)
 
 
-def _alone() -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext()
+def _yield_cpu() -> None:
+    """Lower this thread's priority (and so that of the pages and functions it starts): the
+    conversions are the build's critical path, and the checks fill the CPU they leave."""
+    with contextlib.suppress(OSError, AttributeError):  # setpriority on a thread is Linux's
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICENESS)
 
 
-def check_variant(check: Check, alone: Callable[[], contextlib.AbstractContextManager[None]] = _alone
-                  ) -> dict[str, Any]:  # fmt: skip
-    """The variant's record: its files, and its fidelity and latency measured in its own runtime.
-    ``alone`` is held while something is timed (latency, a load that is a figure)."""
+def check_variant(check: Check) -> tuple[dict[str, Any], dict[str, Any], Runner | None]:
+    """The variant's record (its files, and its fidelity measured in its own runtime), what its
+    runner reported (a Lambda function's init time), and the runner, still open when its latency
+    is to be measured (the caller then closes it)."""
     info = check.step.variant
     assert info is not None
     limits = tolerance_of(check.settings, info.precision)
@@ -140,37 +208,31 @@ def check_variant(check: Check, alone: Callable[[], contextlib.AbstractContextMa
     if info.arch:
         record["arch"] = info.arch
     try:
-        with alone() if check.target.timed_load else contextlib.nullcontext():
-            runner = check.target.runner(check.out_dir, info.main_file, check.cache)
+        runner = check.target.runner(check.out_dir, info.main_file, check.cache)
     except RuntimeUnavailable as exc:
         record["fidelity"] = {"status": "unverified", "reason": str(exc), "tolerance": limits}
         if exc.evidence:
             record["fidelity"]["evidence"] = exc.evidence
-        return _finish(record, check)
+        return record, {}, None
     except Exception as exc:  # the runtime refuses the variant: that is its verdict, not a crash
         record["fidelity"] = {"status": "failed", "reason": f"the variant does not load: {first_line(exc, 300)}",
                               "tolerance": limits}  # fmt: skip
-        return _finish(record, check)
+        return record, {}, None
     spec = check.spec
     try:
         fidelity = validate.fidelity(runner, spec.samples, spec.reference, check.settings.tolerance[info.precision],
                                      spec.task, spec.signature)  # fmt: skip
-        latency = None
-        if check.latency and getattr(runner, "measures_latency", True):  # not under an emulator
-            with alone():
-                latency = validate.latency(runner, spec.samples, spec.signature)
         details = runner.details() if hasattr(runner, "details") else {}
     except Exception as exc:  # the variant does not run: that is its verdict, not a crash
         fidelity = {"status": "failed", "runtime": runner.runtime_label,
                     "reason": f"the variant failed to run: {first_line(exc)}"}  # fmt: skip
-        latency, details = None, {}
-    finally:
-        runner.close()
+        details = {}
     record["fidelity"] = fidelity | {"tolerance": limits}
-    if latency is not None:
-        record["latency_ms"] = latency
-    record.update(details)
-    return _finish(record, check)
+    timed = check.latency and fidelity["status"] != "failed" and getattr(runner, "measures_latency", True)
+    if not timed:  # not asked, failed, or not here in time (an emulator)
+        runner.close()
+        return record, details, None
+    return record, details, runner
 
 
 def tolerance_of(settings: TargetSettings, precision: str) -> dict[str, float]:
@@ -178,17 +240,19 @@ def tolerance_of(settings: TargetSettings, precision: str) -> dict[str, float]:
     return {"atol": tolerance.atol, "rtol": tolerance.rtol, "min_top1_agreement": tolerance.min_top1_agreement}
 
 
-def _finish(record: dict[str, Any], check: Check) -> dict[str, Any]:
+def _tail(check: Check) -> dict[str, Any]:
+    """What a record ends with: fixed shapes, state, the memory estimate, notes."""
     info = check.step.variant
     assert info is not None
+    tail: dict[str, Any] = {}
     if check.target.static_shapes:
-        record["input_shapes"] = shapes.one_sample(check.spec)
+        tail["input_shapes"] = shapes.one_sample(check.spec)
     state = check.spec.signature.state()
     if state:  # what a device carries from call to call (packager.client does)
-        record["state"] = state
+        tail["state"] = state
     memory = check.target.peak_memory_mb(check.spec, check.out_dir, info.main_file)
     if memory is not None:
-        record["peak_memory_mb"] = memory
+        tail["peak_memory_mb"] = memory
     if info.notes:
-        record["notes"] = info.notes
-    return record
+        tail["notes"] = info.notes
+    return tail

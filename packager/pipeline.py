@@ -5,11 +5,13 @@ The core executes what targets declare; it never asks which target it is running
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -130,6 +132,8 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see isolation.WORKER_ENV
     # One worker for the whole build: the importer, the source model's reference run, every step.
     worker = isolation.Worker(staging.scratch / "work", float(config.get("step_timeout")))
+    if not request.dry_run:
+        _warm_up(targets)
     try:
         result = _build(request, config, reporter, targets, source, samples_path, name, version, staging,
                         explicit="all" not in requested, inputs=inputs, worker=worker)  # fmt: skip
@@ -176,10 +180,13 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
                checker=checking.Checker())  # fmt: skip
     variants: list[dict[str, Any]] = []
     try:
-        planned = [(target, _run_plan(target, settings, steps, run, failures)) for target, settings, steps in plans]
+        # Targets whose checks outweigh their conversions go first, so that their checks run
+        # beside the other targets' conversions instead of after the last one.
+        order = sorted(range(len(plans)), key=lambda i: not plans[i][0].slow_checks)
+        planned = {i: _run_plan(*plans[i], run, failures) for i in order}
         run.worker.close()  # every conversion is done; its process is not needed for the checks left
         with reporter.step("checks", "the last variants checked in their runtimes"):
-            for target, entries in planned:
+            for (target, _, _), entries in zip(plans, (planned[i] for i in range(len(plans))), strict=True):
                 records = [_settle(entry, run, failures) for entry in entries]
                 _judge(target, records, run, failures)
                 variants.extend(records)
@@ -187,6 +194,8 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
         run.checker.close()
         run.worker.close()
     result.warnings.extend(run.warnings)
+    names = [t.name for t in targets]
+    failures.sort(key=lambda f: names.index(f.target) if f.target in names else len(names))  # as asked, not as run
     _give_up_if_nothing_built(failures, variants, result.targets)
     record = _record(spec, source, variants, skipped, generated, config)
     record["checks"] = run.checks
@@ -198,6 +207,21 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     _write_outputs(vdir, spec, record, inputs)
     result.record = record
     return result
+
+
+def _warm_up(targets: list[Target]) -> None:
+    """While the worker imports the model's framework and converts it, this process imports what
+    it needs next (onnx, onnxruntime: seconds) and the targets start what their checks need."""
+
+    def load() -> None:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        for target in targets:
+            with contextlib.suppress(Exception):  # the target's checks meet the same failure, named
+                target.warm_up()
+
+    threading.Thread(target=load, name="packager-warm-up", daemon=True).start()
 
 
 def _fingerprint(request: BuildRequest, config: Config, targets: list[Target], source: importers.Source,

@@ -124,13 +124,17 @@ class Target:
     budgets: ClassVar[Mapping[str, int]] = {}
     # Takes static shapes only: every dim but the batch fixed at one sample's (recorded per variant).
     static_shapes: ClassVar[bool] = False
-    # Loading a variant is itself a figure in build.json (a Lambda function's init time): the
-    # build loads it while no conversion runs beside it (packager.checking).
-    timed_load: ClassVar[bool] = False
+    # Checking a variant costs more than converting it (a page in a browser): the build converts
+    # such targets first, so that their checks run beside the other targets' conversions.
+    slow_checks: ClassVar[bool] = False
     Options: ClassVar[type] = type(None)
 
     def check(self, spec: ModelSpec) -> None:
         """Raise a PackagerError when this target cannot take the model (e.g. an op)."""
+
+    def warm_up(self) -> None:
+        """Start what checking this target's variants will need (a browser), on a thread of the
+        build's while the model is imported; never raises (the check itself reports failures)."""
 
     def plan(self, spec: ModelSpec, options: Any, precisions: tuple[str, ...]) -> list[Step]:
         raise NotImplementedError

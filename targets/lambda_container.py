@@ -26,7 +26,6 @@ from targets.lambda_zip import HANDLER, LambdaOptions, LambdaRunner
 
 class LambdaContainerTarget(Target):
     name = "lambda-container"
-    timed_load = True  # its init time is measured as it loads
     summary = "AWS Lambda container image context (Dockerfile) + SAM template; for bundles over zip limits"
     emits = "context/Dockerfile, template.yaml"
     precisions = ("fp32", "int8")

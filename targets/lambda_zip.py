@@ -84,7 +84,6 @@ class LambdaZipOptions(LambdaOptions):
 
 class LambdaZipTarget(Target):
     name = "lambda-zip"
-    timed_load = True  # its init time is measured as it loads
     summary = "AWS Lambda .zip + SAM template; Open Inference Protocol over an HTTP API; sizes gated"
     emits = "function.zip, template.yaml"
     precisions = ("fp32", "int8")

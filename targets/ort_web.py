@@ -28,6 +28,7 @@ RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd
 
 class OrtWebTarget(Target):
     name = "ort-web"
+    slow_checks = True  # each variant is checked in headless Chromium
     summary = "ONNX + onnxruntime-web (WebAssembly) as a static page; validated in headless Chromium"
     emits = "index.html, model.onnx, ort.wasm.min.js + .mjs/.wasm"
     precisions = ("fp32", "int8")
@@ -46,6 +47,9 @@ class OrtWebTarget(Target):
             steps.append(Step(name=variant.id, variant=variant, run=_site, requires=(model_step,),
                               description=f"static page with onnxruntime-web {version} (wasm)"))  # fmt: skip
         return steps
+
+    def warm_up(self) -> None:
+        browser.prelaunch()
 
     def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> BrowserRunner:
         return BrowserRunner(variant_dir, main_file)

@@ -35,6 +35,7 @@ KINDS = {"fp32": ("tfjs-fp32", None), "fp16": ("tfjs-fp16", "float16"), "int8": 
 class TfjsTarget(Target):
     name = "tfjs"
     static_shapes = True
+    slow_checks = True  # each variant is checked in headless Chromium
     summary = "TensorFlow.js graph model (fp32, float16, uint8 weights) as a static page; checked in Chromium"
     emits = "model/model.json + shards, tf.min.js, index.html"
     precisions = ("fp32", "fp16", "int8")
@@ -54,6 +55,9 @@ class TfjsTarget(Target):
             steps.append(Step(name=vid, variant=variant, run=_convert(quant), requires=(_savedmodel.STEP,),
                               description=f"SavedModel → tf.js graph model ({what}, 4 MB shards) + page"))  # fmt: skip
         return steps
+
+    def warm_up(self) -> None:
+        browser.prelaunch()
 
     def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> LayoutBrowserRunner:
         return LayoutBrowserRunner(variant_dir, main_file)

@@ -195,6 +195,14 @@ class BrowserPage:
             self.server.server_close()
 
 
+def prelaunch() -> None:
+    """Start the shared browser now (on a blank page), for the shared pages opened later."""
+    with _idle_lock:
+        if _idle:
+            return
+    BrowserPage(None, "about:blank", shared=True).close()
+
+
 def _payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {name: {"shape": list(a.shape), "dtype": a.dtype.name, "data": a.reshape(-1).tolist()}
             for name, a in inputs.items()}  # fmt: skip

@@ -14,7 +14,7 @@ def test_build_overhead_bench_times_cold_bare_and_warm(mlp_onnx: Path, mlp_sampl
     out = tmp_path / "overhead.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "build_overhead.py"), str(mlp_onnx), "--samples", str(mlp_samples),
-         "--target", "onnx", "--cwd", str(tmp_path), "--out", str(out)],
+         "--target", "onnx", "--cwd", str(tmp_path), "--out", str(out), "--rounds", "1"],
         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
