@@ -69,8 +69,11 @@ DIGITS := examples/digits/build/digits.keras
 $(DIGITS): examples/digits/train.py | setup
 	cd examples/digits && ../../$(BIN)/python train.py
 
+# A retrained model replaces the demo's earlier build of version 1 (--force); otherwise packager
+# keeps the build, or rebuilds it when only packager or its tools changed.
 demo-build: setup $(DIGITS)
-	cd examples/digits && ../../$(BIN)/packager build build/digits.keras --samples build/samples.npz --out dist
+	cd examples/digits && ../../$(BIN)/packager build build/digits.keras --samples build/samples.npz --out dist \
+	  $$( [ -f dist/digits/1/build.json ] && [ dist/digits/1/build.json -ot build/digits.keras ] && echo --force )
 
 # Versions are immutable: a second run keeps the version already published (exit 12 is
 # packager's ConflictError), whether its build was kept up to date or rebuilt.

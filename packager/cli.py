@@ -105,13 +105,14 @@ def cli() -> None:
 )
 @click.option("--name", help="Model name in the output. Default: the file's stem.")
 @click.option("--version", "version", help="Model version in the output. Default: 1.")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder. Default: dist.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder. Default: dist.")
 @click.option("--dry-run", is_flag=True, help="Print each target's plan and write nothing.")
 @click.option(
     "--force",
     is_flag=True,
     help="Rebuild even when OUT already holds this version built from the same model, samples, settings and "
-    "tools (by default such a build is kept and nothing runs).",
+    "tools (by default such a build is kept and nothing runs), and replace a build of this version made from "
+    "another model, samples or settings (by default refused, exit 5).",
 )
 @click.option("--strict", is_flag=True, default=None, help="Fail when any variant fails validation, not just fp32.")
 @click.option("--no-latency", "no_latency", is_flag=True, help="Skip the latency measurement.")
@@ -260,6 +261,29 @@ def targets() -> None:
     _console(stderr=False).print(table)
 
 
+@cli.command("config")
+def config_keys() -> None:
+    """List every setting: the keys of [tool.packager] and of each target's table, with defaults.
+
+    \b
+    Where they go, highest precedence first:
+      --flag / --set TARGET.KEY=VALUE             on the command line
+      PACKAGER_<KEY>, PACKAGER_TARGET_<T>_<KEY>   in the environment
+      [tool.packager.target.<name>]               in pyproject.toml (or [target.<name>] in packager.toml)
+      [tool.packager]                             in pyproject.toml, or the top level of packager.toml
+    """
+    from rich.table import Table
+
+    from packager.config import describe
+
+    table = Table(box=None, header_style="bold")
+    for col in ("key", "default", "meaning"):
+        table.add_column(col, overflow="fold")
+    for key, default, meaning in describe():
+        table.add_row(_esc(key), _esc(default), _esc(meaning))
+    _console(stderr=False).print(table)
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -298,9 +322,11 @@ def verify(dist: Path) -> None:
             mark = "[green]✓[/]" if outcome.ok else "[red]✗[/]"
             bad += not outcome.ok
             text = f"{outcome.variant}: {outcome.now} (recorded {outcome.recorded}); {outcome.detail}"
+            if outcome.recorded == "intact":  # a file of the build, not a variant
+                text = outcome.detail
             console.print(f"  {mark} {_esc(text)}", soft_wrap=True)
     if bad:
-        raise VerifyError(f"{bad} variant(s) no longer match their build.json")
+        raise VerifyError(f"{bad} file(s) or variant(s) no longer match their build.json")
 
 
 def _fixed_hash_seed() -> None:
@@ -323,7 +349,7 @@ def main() -> None:
     """Entry point: the one place that turns errors into exit codes."""
     _fixed_hash_seed()
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, prog_name="packager")
     except PackagerError as exc:
         _console().print(f"[red]error:[/] {_esc(exc.one_line())}", soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -663,9 +689,15 @@ def _print_prediction(loaded: Any, samples: Path) -> None:
 
     where = f"{loaded.variant} in {loaded.runtime}" if loaded.source == "local" else loaded.runtime
     click.echo(f"{loaded.model} {loaded.version}: {loaded.source}, {where}{' (offline)' if loaded.offline else ''}")
-    with np.load(samples) as data:
-        inputs = {name: data[name] for name in data.files}
-    outputs = loaded.predict(inputs)
+    from packager.errors import SamplesError
+
+    try:
+        with np.load(samples, allow_pickle=False) as data:
+            inputs = {name: data[name] for name in data.files}
+    except Exception as exc:  # zipfile, zlib and numpy each have their own
+        raise SamplesError(f"--predict {samples}: not a readable .npz: {first_line(exc)}") from exc
+    # One array for a one-input model, whatever its name (as `packager build --samples` takes it).
+    outputs = loaded.predict(next(iter(inputs.values())) if len(inputs) == 1 else inputs)
     for name, value in outputs.items():
         line = f"  {name}: {value.dtype} {list(value.shape)}"
         if value.size and np.issubdtype(value.dtype, np.number):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import ConfigError, did_you_mean
+from packager.plugins import target_names
 from packager.resources import read_toml
 from packager.spec import Preprocessing
 from packager.target import PRECISIONS
@@ -28,6 +29,25 @@ GLOBAL_KEYS = {
     "input_shapes": dict, "labels": list, "preprocessing": dict, "tolerance": dict, "target": dict,
 }  # fmt: skip
 TARGET_KEYS = {"precisions": list, "tolerance": dict, "latency": bool}
+# What each key of [tool.packager] means (`packager config` prints them with their defaults).
+GLOBAL_HELP = {
+    "name": "the model's name in the output and the registry (default: the model file's stem)",
+    "version": "the version built (default: 1); a version folder in --out is replaced only with --force",
+    "out": "the output folder (--out)",
+    "targets": 'targets built when --target is not given; ["all"] builds every installed one',
+    "precisions": "precisions built where a target has them (--precision)",
+    "samples": "a .npz of sample inputs, one array per input (--samples); default: generated",
+    "num_samples": "how many samples are generated when there is no samples file",
+    "seed": "the seed of the generated samples",
+    "strict": "fail the build when any variant fails validation, not only fp32 (--strict)",
+    "latency": "measure each variant's latency here (--no-latency turns it off)",
+    "step_timeout": "seconds one step (a converter in the worker process) may run before it is stopped",
+    "input_shapes": "static-shape targets' fixed input shapes, {x = [1, 3, 320, 320]} (--input-shape)",
+    "labels": "class labels of a classifier's outputs, in order",
+    "preprocessing": "baked into every bundle: mean, std (per channel), scale, channel_axis",
+    "tolerance": "[tolerance.<precision>] atol, rtol, min_top1_agreement: when a variant passes",
+    "target": "[target.<name>]: precisions, tolerance, latency for that target, and its own keys",
+}
 PREPROCESSING_KEYS = {"mean": (list, float, int), "std": (list, float, int),
                       "scale": (float, int), "channel_axis": int}  # fmt: skip
 TOLERANCE_KEYS = {"atol": (float, int), "rtol": (float, int), "min_top1_agreement": (float, int)}
@@ -135,6 +155,36 @@ def _parse_option(options_cls: type, key: str, raw: str, where: str) -> Any:
         raise ConfigError(f"{where}={raw!r}: {exc}") from exc
 
 
+def describe() -> list[tuple[str, str, str]]:
+    """Every key as (key, default, meaning): [tool.packager]'s, then each installed target's own."""
+    from packager.plugins import load_target
+
+    defaults = read_toml("defaults.toml")
+    rows = [(key, _shown(defaults.get(key)), meaning) for key, meaning in GLOBAL_HELP.items()]
+    for name in target_names():
+        options = getattr(load_target(name), "Options", None)
+        if not dataclasses.is_dataclass(options):
+            continue
+        helps = getattr(options, "HELP", {})
+        for f in dataclasses.fields(options):
+            rows.append((f"target.{name}.{f.name}", _shown(f.default), helps.get(f.name, "")))
+    return rows
+
+
+def _shown(value: Any) -> str:
+    if value is None or value is dataclasses.MISSING:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{…}"
+    return str(value)
+
+
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where downloaded runtime wheels and tools are kept between builds."""
     env = environ if environ is not None else os.environ
@@ -152,9 +202,13 @@ def load(cwd: Path, explicit: Path | None = None, environ: Mapping[str, str] | N
     prefix = "tool.packager." if origin.endswith("pyproject.toml") else ""
     _check_table(table, GLOBAL_KEYS, origin, prefix)
     targets = table.pop("target", {})
+    installed = target_names()
     for tname, ttable in targets.items():
         if not isinstance(ttable, dict):
             raise ConfigError(f"{origin}: `{prefix}target.{tname}` must be a table")
+        if tname not in installed:
+            raise ConfigError(f"{origin}: `{prefix}target.{tname}` is not an installed target"
+                              f"{did_you_mean(tname, installed)} (installed: {', '.join(installed)})")  # fmt: skip
         _check_types(ttable, TARGET_KEYS, origin, f"{prefix}target.{tname}.", allow_extra=True)
     tolerance = _merge_tolerance(values.pop("tolerance"), table.pop("tolerance", {}), origin)
     values.update(table)
@@ -184,8 +238,21 @@ def _read_project_table(cwd: Path, explicit: Path | None) -> tuple[dict[str, Any
             if table is None:
                 continue
             return dict(table), path.name
-        return data, path.name
+        return _unwrapped(data, path.name), path.name
     return {}, "defaults"
+
+
+def _unwrapped(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A packager.toml holds the keys at its top level; one written as the README's pyproject.toml
+    examples are, under ``[tool.packager]``, is read the same."""
+    tool = data.get("tool")
+    if not isinstance(tool, dict) or "packager" not in tool:
+        return data
+    others = sorted(k for k in data if k != "tool") + sorted(f"tool.{k}" for k in tool if k != "packager")
+    if others or not isinstance(tool["packager"], dict):
+        raise ConfigError(f"{name}: keys go either at the top level or under [tool.packager], not both "
+                          f"(found {', '.join(others) or 'tool.packager = a value'})")  # fmt: skip
+    return dict(tool["packager"])
 
 
 def _check_table(table: Mapping[str, Any], keys: Mapping[str, Any], origin: str, prefix: str) -> None:

@@ -36,7 +36,7 @@ class UsageError(PackagerError):
 
 class ConfigError(PackagerError):
     exit_code = 2
-    hint = "see `packager build --help` for the keys of [tool.packager]"
+    hint = "run `packager config` for every key, its default and what it means"
 
 
 class UnknownTargetError(UsageError):

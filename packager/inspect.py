@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from packager import importers
+from packager import importers, weights
 from packager.errors import PackagerError
 from packager.plugins import load_target, target_names
 from packager.spec import Preprocessing
@@ -34,32 +34,9 @@ def inspect_model(model: str) -> dict[str, Any]:
 
 
 def parameter_count(model: Any) -> int:
-    """Weights in initializers and in ``Constant`` nodes (where exporters such as paddle2onnx put
-    them), subgraphs included; a Constant's scalar or shape vector counts as what it holds."""
-    return _graph_parameters(model.graph)
-
-
-def _graph_parameters(graph: Any) -> int:
-    total = sum(_count(t.dims) for t in graph.initializer)
-    total += sum(_count(t.values.dims) for t in graph.sparse_initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if node.op_type == "Constant" and attr.HasField("t"):
-                total += _count(attr.t.dims)
-            elif node.op_type == "Constant" and attr.name in ("value_floats", "value_ints"):
-                total += len(attr.floats) + len(attr.ints)
-            if attr.HasField("g"):
-                total += _graph_parameters(attr.g)
-            for sub in attr.graphs:
-                total += _graph_parameters(sub)
-    return total
-
-
-def _count(dims: Any) -> int:
-    total = 1
-    for d in dims:
-        total *= int(d)
-    return total
+    """Weights wherever the model keeps them (packager.weights): initializers, Constant nodes,
+    ai.onnx.ml attributes (a tree ensemble's thresholds and leaves), subgraphs included."""
+    return weights.of_model(model).count
 
 
 def _verdict(name: str, spec: Any) -> str:

@@ -124,10 +124,14 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
     out = (request.out or Path(config.get("out"))).absolute()
     inputs = _fingerprint(request, config, targets, source, samples_path, name, version)
     if not (request.dry_run or request.force):
-        kept = rebuild.up_to_date(out / name / version, inputs)
+        kept = rebuild.up_to_date(out / name / version, inputs.fingerprint)
         if kept is not None:
             return BuildResult(path=out / name / version, record=kept, up_to_date=True,
                                targets=len({v["target"] for v in kept["variants"]}))  # fmt: skip
+    if not request.dry_run:
+        note = rebuild.check_destination(out, name, version, inputs.request, force=request.force)
+        if note:
+            reporter.note(note)
     staging = Staging(out, dry_run=request.dry_run)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see isolation.WORKER_ENV
     # One worker for the whole build: the importer, the source model's reference run, every step.
@@ -151,7 +155,8 @@ def build(request: BuildRequest, config: Config, reporter: Reporter | None = Non
 
 def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: list[Target],
            source: importers.Source, samples_path: Path | None, name: str, version: str,
-           staging: Staging, explicit: bool, inputs: str | None, worker: isolation.Worker) -> BuildResult:  # fmt: skip
+           staging: Staging, explicit: bool, inputs: rebuild.Inputs,
+           worker: isolation.Worker) -> BuildResult:  # fmt: skip
     vdir = staging.version_dir(name, version)
     (vdir / "source").mkdir(parents=True)
     wanted = dict(request.input_shapes) or _config_shapes(config)
@@ -225,16 +230,16 @@ def _warm_up(targets: list[Target]) -> None:
 
 
 def _fingerprint(request: BuildRequest, config: Config, targets: list[Target], source: importers.Source,
-                 samples_path: Path | None, name: str, version: str) -> str | None:  # fmt: skip
-    """What decides this build (packager.rebuild): None for a model that is code (module:factory)."""
+                 samples_path: Path | None, name: str, version: str) -> rebuild.Inputs:  # fmt: skip
+    """What decides this build (packager.rebuild)."""
     settings = {
         "targets": sorted(t.name for t in targets), "precisions": request.precisions, "name": name,
         "version": version, "strict": request.strict, "latency": request.latency,
         "options": request.target_options, "input_shapes": request.input_shapes,
         "config": config.values, "tables": config.target_tables,
     }  # fmt: skip
-    return rebuild.fingerprint(source_kind=source.kind, source_path=source.location, source_sha256=source.sha256,
-                               samples=samples_path, settings=settings)  # fmt: skip
+    return rebuild.inputs(source_kind=source.kind, source_path=source.location, source_sha256=source.sha256,
+                          samples=samples_path, settings=settings)  # fmt: skip
 
 
 def _plan_targets(targets: list[Target], spec: ModelSpec, config: Config, cli: dict[str, Any], explicit: bool,
@@ -575,12 +580,15 @@ def _keep_logs(logs: Path, vdir: Path) -> list[dict[str, Any]]:
     return kept
 
 
-def _write_outputs(vdir: Path, spec: ModelSpec, record: dict[str, Any], inputs: str | None) -> None:
+def _write_outputs(vdir: Path, spec: ModelSpec, record: dict[str, Any], inputs: rebuild.Inputs) -> None:
     (vdir / "validation").mkdir()
     samples.save_npz(vdir / "validation" / "samples.npz", spec.samples)
     samples.save_npz(vdir / "validation" / "reference.npz", spec.reference)
-    if inputs is not None:  # what a later build compares to know it is up to date (packager.rebuild)
-        record["inputs"] = {"fingerprint": inputs, "tree": rebuild.tree_digest(vdir)}
+    record["validation"]["files"] = file_entries(vdir / "validation", vdir)  # what `packager verify` checks
+    # What a later build compares to know it is up to date, or that it would replace another (packager.rebuild).
+    record["inputs"] = {"request": inputs.request, "tree": rebuild.tree_digest(vdir)}
+    if inputs.fingerprint is not None:
+        record["inputs"]["fingerprint"] = inputs.fingerprint
     write_json(vdir / "build.json", record)
     (vdir / "report.html").write_text(report.render(record), encoding="utf-8")
 

@@ -21,33 +21,92 @@ import platform
 import shutil
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from packager.errors import OutputError
 from packager.output import file_sha256
 
 SKIP_IN_TREE = ("build.json", "report.html")  # written after the tree digest (they hold it)
 CODE_PACKAGES = ("packager", "targets", "handlers")
 
 
-def fingerprint(*, source_kind: str, source_path: str, source_sha256: str, samples: Path | None,
-                settings: Mapping[str, Any]) -> str | None:  # fmt: skip
-    """The digest of everything that decides a build, or None when it cannot be known (a factory)."""
-    if source_kind == "factory":
-        return None
-    parts = {
+@dataclass(frozen=True)
+class Inputs:
+    """``request``: the digest of what the user asked for (the model's bytes, the samples, the
+    settings); ``fingerprint``: that and the tools (packager's code, every distribution, the C
+    compiler, the Python), None for a model that is code (a factory)."""
+
+    request: str
+    fingerprint: str | None
+
+
+def inputs(*, source_kind: str, source_path: str, source_sha256: str, samples: Path | None,
+           settings: Mapping[str, Any]) -> Inputs:  # fmt: skip
+    asked = {
         "source": source_sha256,
         "external_data": _external_data(Path(source_path)) if source_kind == "onnx" else {},
         "samples": file_sha256(samples) if samples is not None else None,
         "settings": settings,
+    }
+    request = _digest(asked)
+    if source_kind == "factory":
+        return Inputs(request=request, fingerprint=None)
+    tools = {
         "code": _code_digest(),
         "distributions": _distributions(),
         "compiler": _compiler(),
         "python": [sys.version, platform.machine()],
     }
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return Inputs(request=request, fingerprint=_digest({"request": request, **tools}))
+
+
+def fingerprint(*, source_kind: str, source_path: str, source_sha256: str, samples: Path | None,
+                settings: Mapping[str, Any]) -> str | None:  # fmt: skip
+    """The digest of everything that decides a build, or None when it cannot be known (a factory)."""
+    return inputs(source_kind=source_kind, source_path=source_path, source_sha256=source_sha256, samples=samples,
+                  settings=settings).fingerprint  # fmt: skip
+
+
+def _digest(parts: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_destination(out: Path, name: str, version: str, request: str, *, force: bool) -> str:
+    """Refuse, before anything is built, a build that cannot be put in place or that would replace
+    another build of this version. A version folder from the same request (only packager or the
+    tools changed, or the earlier build was partial or damaged) is rebuilt, and the returned note
+    says so; one from another model, samples or settings is replaced only with ``force``."""
+    for path in (out, out / name, out / name / version):
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"'{path}' is a file, where the build's folder {name}/{version} would go",
+                              hint="move it away, or pass another --out")  # fmt: skip
+    vdir = out / name / version
+    if not vdir.is_dir():
+        return ""
+    try:
+        record = json.loads((vdir / "build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    earlier = record.get("inputs", {}).get("request") if isinstance(record, dict) else None
+    if earlier == request:
+        return f"rebuilding {name} {version}: the same model, samples and settings; packager or its tools changed"
+    if force:
+        return f"replacing the earlier build of {name} {version} (--force)"
+    if not isinstance(record, dict):
+        what = "files that are not a packager build"
+    else:
+        variants = record.get("variants", [])
+        targets = sorted({str(v.get("target")) for v in variants if isinstance(v, dict)})
+        built = f"{len(variants)} variants: {', '.join(targets)}"
+        if earlier is None:  # written before build.json recorded its request
+            what = f"a build by an earlier packager, whose model, samples and settings are not recorded ({built})"
+        else:
+            what = f"a build from another model, samples or settings ({built})"
+    raise OutputError(f"{vdir} already holds {what}; this build would replace it",
+                      hint="pass --force to replace it, or --version to build another version")  # fmt: skip
 
 
 def tree_digest(vdir: Path) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packager.errors import SamplesError, did_you_mean
+from packager.errors import SamplesError, did_you_mean, first_line
 from packager.spec import Signature, TensorSpec
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -149,5 +149,9 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """The arrays of a .npz packager wrote; a file that is not one is a SamplesError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:  # zipfile, zlib and numpy each have their own
+        raise SamplesError(f"{path.name} is not a readable .npz: {type(exc).__name__}: {first_line(exc)}") from exc

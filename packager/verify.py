@@ -9,7 +9,7 @@ from typing import Any
 
 from packager import samples, validate
 from packager.config import Tolerance
-from packager.errors import ModelInputError, VerifyError, first_line
+from packager.errors import ModelInputError, PackagerError, VerifyError, first_line
 from packager.output import file_entry
 from packager.plugins import load_target
 from packager.spec import Signature
@@ -44,18 +44,48 @@ def find_builds(dist: Path) -> list[Path]:
 
 
 def verify_build(vdir: Path, cache_dir: Path) -> list[Outcome]:
+    """Every file build.json records (the source model, the original, the validation samples and
+    reference, each variant's files) against its sha256 and size, then every variant run again."""
     try:
         record = json.loads((vdir / "build.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise VerifyError(f"cannot read {vdir / 'build.json'}: {first_line(exc)}") from exc
-    if record.get("schema") != 1:
-        raise VerifyError(f"{vdir / 'build.json'} has schema {record.get('schema')!r}; this packager reads 1")
-    val = record["validation"]
-    inputs = samples.load_npz(vdir / val["samples"])
-    reference = samples.load_npz(vdir / val["reference"])
-    signature = Signature.from_json(record["model"]["signature"])
-    task = record["model"].get("task")
-    return [_verify_variant(vdir, v, inputs, reference, task, signature, cache_dir) for v in record["variants"]]
+    if not isinstance(record, dict) or record.get("schema") != 1:
+        schema = record.get("schema") if isinstance(record, dict) else None
+        raise VerifyError(f"{vdir / 'build.json'} has schema {schema!r}; this packager reads 1")
+    try:
+        return _verify_record(vdir, record, cache_dir)
+    except (KeyError, TypeError, ValueError) as exc:  # a build.json edited by hand, or truncated
+        raise VerifyError(f"{vdir / 'build.json'} is not a build record packager wrote: {first_line(exc)}") from exc
+
+
+def _verify_record(vdir: Path, record: dict[str, Any], cache_dir: Path) -> list[Outcome]:
+    model, val = record["model"], record["validation"]
+    entries = [model["canonical"], *model.get("original", []), *val.get("files", [])]
+    broken = [Outcome(build=vdir, variant=e["path"], recorded="intact", now="failed", detail=problem)
+              for e in entries if (problem := _file_problem(vdir, e))]  # fmt: skip
+    if any(o.variant.startswith("validation/") for o in broken):  # nothing to run the variants on
+        return broken
+    try:
+        inputs = samples.load_npz(vdir / val["samples"])
+        reference = samples.load_npz(vdir / val["reference"])
+    except PackagerError as exc:
+        raise VerifyError(f"cannot read the validation files of {vdir}: {exc.message}") from exc
+    signature = Signature.from_json(model["signature"])
+    task = model.get("task")
+    checked = [_verify_variant(vdir, v, inputs, reference, task, signature, cache_dir) for v in record["variants"]]
+    return broken + checked
+
+
+def _file_problem(vdir: Path, entry: dict[str, Any]) -> str:
+    """Why a recorded file is not as the build wrote it ("" when it is)."""
+    path = vdir / entry["path"]
+    if not path.is_file():
+        return f"missing file {entry['path']}"
+    now = file_entry(path, vdir)
+    if (now["sha256"], now["bytes"]) != (entry["sha256"], entry["bytes"]):
+        return f"{entry['path']} changed since the build (sha256 differs)"
+    return ""
 
 
 def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference: dict,
@@ -65,14 +95,9 @@ def _verify_variant(vdir: Path, variant: dict[str, Any], inputs: dict, reference
         return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now=recorded,
                        detail=variant["fidelity"].get("reason", "not built"))  # fmt: skip
     for entry in variant["files"]:
-        path = vdir / entry["path"]
-        if not path.is_file():
-            return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="failed",
-                           detail=f"missing file {entry['path']}")  # fmt: skip
-        now = file_entry(path, vdir)
-        if (now["sha256"], now["bytes"]) != (entry["sha256"], entry["bytes"]):
-            return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="failed",
-                           detail=f"{entry['path']} changed since the build (sha256 differs)")  # fmt: skip
+        problem = _file_problem(vdir, entry)
+        if problem:
+            return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="failed", detail=problem)
     if recorded == "unverified":
         return Outcome(build=vdir, variant=variant["id"], recorded=recorded, now="unverified",
                        detail="files intact; no runtime here to run it")  # fmt: skip

@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -49,6 +49,16 @@ class LambdaOptions:
     max_batch: int = 0  # 0: the largest batch (at most 64) whose request and response fit the payload limit
     memory_mb: int = 1024
     timeout_s: int = 30
+    HELP: ClassVar[dict[str, str]] = {
+        "runtime": "Lambda runtime the bundle is built and checked for (python3.11, python3.12, python3.13)",
+        "arch": "Lambda architecture: x86_64 or arm64",
+        "layer": "put the dependencies in layer.zip (a Lambda layer) instead of function.zip",
+        "model_from_s3": "leave the model out of the bundle; the function loads it from S3 at init",
+        "max_batch": "largest batch one request may carry; 0: the largest whose request and response fit 6 MB",
+        "memory_mb": "the function's memory in template.yaml (Lambda gives CPU in proportion)",
+        "timeout_s": "the function's timeout in template.yaml",
+        "engine": "lambda-zip only: 'onnxruntime', or 'native' (the model compiled to C, a stdlib-only handler)",
+    }
 
     def __post_init__(self) -> None:
         facts = read_toml("lambda.toml")

@@ -20,11 +20,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from packager import batching
+from packager import weights as model_weights  # the estimate below has a local `weights`
 from packager.errors import ConversionError, UnsupportedOpError, first_line
 from packager.resources import read_toml
 from packager.spec import ModelSpec
@@ -45,6 +46,12 @@ class OnnxOptions:
     optimization: str = "basic"
     ort_format: bool = True
     per_channel: bool = True
+    HELP: ClassVar[dict[str, str]] = {
+        "optimization": f"onnxruntime graph optimizations baked into onnx-fp32 ({', '.join(LEVELS)}); "
+        "'basic' keeps the graph portable to every onnxruntime build",
+        "ort_format": "also write onnx-ort-fp32, the ORT flatbuffer that minimal mobile builds load",
+        "per_channel": "int8 weights quantized per output channel (opset 13 and later)",
+    }
 
     def __post_init__(self) -> None:
         if self.optimization not in LEVELS:
@@ -436,7 +443,7 @@ def estimate_memory_mb(path: Path) -> float:
     from onnx import helper
 
     model = onnx.load(str(path))
-    weights = sum(_tensor_bytes(t) for t in model.graph.initializer)
+    weights = model_weights.of_model(model).bytes  # Constant nodes and ai.onnx.ml attributes too
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:
@@ -451,14 +458,6 @@ def estimate_memory_mb(path: Path) -> float:
             count *= dim.dim_value if dim.dim_value > 0 else 1
         activations += count * np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)).itemsize
     return round((weights + activations) / 1e6, 3)
-
-
-def _tensor_bytes(tensor: object) -> int:
-    from onnx import helper
-
-    count = int(np.prod(tensor.dims)) if tensor.dims else 1  # type: ignore[attr-defined]
-    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)  # type: ignore[attr-defined]
-    return count * np.dtype(dtype).itemsize
 
 
 def _min_version(spec: ModelSpec) -> str:

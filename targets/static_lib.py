@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -47,6 +48,11 @@ class StaticLibOptions:
     prefix: str = ""
     march: str = "x86-64-v2"
     cross: str = ""  # "aarch64": also compile for it with the cross compiler
+    HELP: ClassVar[dict[str, str]] = {
+        "prefix": "C identifier prefixing every symbol and file (default: the model's name)",
+        "march": "gcc -march of the host library, e.g. x86-64-v2 (portable) or native",
+        "cross": "also compile for this architecture with its cross compiler: 'aarch64'",
+    }
 
     def __post_init__(self) -> None:
         if self.cross and self.cross not in CROSS:

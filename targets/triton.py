@@ -15,6 +15,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from packager import batching
 from packager.errors import ConversionError, first_line
@@ -38,6 +39,12 @@ class TritonOptions:
     max_queue_delay_us: int = 100
     instances: int = 1
     kind: str = "KIND_GPU"
+    HELP: ClassVar[dict[str, str]] = {
+        "max_batch_size": "config.pbtxt max_batch_size: the largest batch dynamic batching forms",
+        "max_queue_delay_us": "how long Triton waits to fill a batch, in microseconds",
+        "instances": "model instances per GPU (instance_group count)",
+        "kind": f"where the instances run: {', '.join(KINDS)}",
+    }
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

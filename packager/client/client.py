@@ -30,7 +30,7 @@ from packager.client.download import Wanted, download
 from packager.client.profile import detect_profile, settings
 from packager.client.telemetry import Telemetry
 from packager.client.trust import Trust
-from packager.errors import ClientError, CloudError, NoVariantError, OfflineError
+from packager.errors import ClientError, CloudError, NoVariantError, OfflineError, did_you_mean
 from packager.registry.names import check_name
 from packager.registry.profile import DeviceProfile
 
@@ -55,10 +55,13 @@ class Model:
         self.state = tuple(state)  # a streaming model's (input, output) pairs, as the build found them
         self._carried: dict[str, np.ndarray] = {}
 
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model. A streaming model's state input left out is carried: the state the last
-        such call returned (zeros at first, or after ``reset``). A call that passes the state
-        itself is its own and changes nothing carried."""
+    def predict(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on ``{input name: array}``, or on a bare array when the model takes one
+        input. Names, dtypes and shapes are checked against what the loaded variant takes: a
+        mismatch is a ClientError naming the input. A streaming model's state input left out is
+        carried: the state the last such call returned (zeros at first, or after ``reset``). A
+        call that passes the state itself is its own and changes nothing carried."""
+        inputs = self._checked(inputs)
         feeds = dict(inputs)
         left = [pair for pair in self.state if pair["input"] not in inputs]
         for pair in left:
@@ -71,6 +74,31 @@ class Model:
                 self._carried[pair["input"]] = np.asarray(outputs[pair["output"]])
         return outputs
 
+    def _checked(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        specs: list[runtimes.InputSpec] | None = getattr(self.runner, "inputs", None)
+        carried = {pair["input"] for pair in self.state}
+        if not isinstance(inputs, Mapping):
+            free = [spec.name for spec in specs or () if spec.name not in carried]
+            if len(free) != 1:
+                takes = f"takes {len(free)} inputs ({', '.join(free)})" if specs else "does not say what it takes"
+                raise ClientError(f"{self.model} {takes}: pass a dict of input name -> array, not one array")
+            inputs = {free[0]: inputs}
+        given = {str(name): np.asarray(value) for name, value in inputs.items()}
+        if not specs:
+            return given
+        known = {spec.name: spec for spec in specs}
+        for name in given:
+            if name not in known:
+                raise ClientError(f"{self.model} has no input '{name}'{did_you_mean(name, known)} "
+                                  f"(it takes {', '.join(known)})")  # fmt: skip
+        missing = [spec.name for spec in specs if spec.name not in given and spec.name not in carried]
+        if missing:
+            raise ClientError(f"{self.model}: input {', '.join(repr(m) for m in missing)} is missing "
+                              f"(it takes {', '.join(known)})")  # fmt: skip
+        for name, value in given.items():
+            _check_input(self.model, known[name], value)
+        return given
+
     def reset(self) -> None:
         """Forget the carried state: the next call starts a new stream."""
         self._carried.clear()
@@ -82,6 +110,20 @@ class Model:
     def __repr__(self) -> str:
         where = f"{self.variant} in {self.runtime}" if self.source == "local" else self.runtime
         return f"<Model {self.model} {self.version}: {where}{' (offline)' if self.offline else ''}>"
+
+
+def _check_input(model: str, spec: runtimes.InputSpec, value: np.ndarray) -> None:
+    """The input's dtype and shape against what the variant takes (None: anything)."""
+    wanted = "[" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]" if spec.shape is not None else ""
+    given = f"{value.dtype} {list(value.shape)}"
+    if spec.dtype is not None and value.dtype != np.dtype(spec.dtype):
+        raise ClientError(f"{model}: input '{spec.name}' takes {spec.dtype} {wanted}, given {given}",
+                          hint=f"convert it, e.g. array.astype(np.{spec.dtype})")  # fmt: skip
+    if spec.shape is None:
+        return
+    same_rank = len(value.shape) == len(spec.shape)
+    if not same_rank or any(w is not None and w != g for w, g in zip(spec.shape, value.shape, strict=True)):
+        raise ClientError(f"{model}: input '{spec.name}' takes shape {wanted} ('?': any), given {given}")
 
 
 def _zero_state(pair: Mapping[str, Any], feeds: Mapping[str, np.ndarray]) -> np.ndarray:

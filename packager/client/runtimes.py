@@ -23,6 +23,25 @@ from packager.errors import ClientError, LoadError
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """What a loaded variant takes for one input: None where it takes anything (a symbolic dim,
+    or a runtime that does not say)."""
+
+    name: str
+    dtype: str | None = None
+    shape: tuple[int | None, ...] | None = None
+
+
+ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+             "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+             "tensor(bool)": "bool", "tensor(string)": "str"}  # fmt: skip
+
+
+def _dims(shape: Any) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in shape)
+
+
 class Runner(Protocol):
     label: str
 
@@ -83,6 +102,7 @@ class OrtRunner:
             options.add_session_config_entry("session.load_model_format", "ORT")
         self.session = ort.InferenceSession(str(files.main_path()), options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self.inputs = [InputSpec(i.name, ORT_TYPES.get(i.type), _dims(i.shape)) for i in self.session.get_inputs()]
         self.label = f"onnxruntime {ort.__version__}"
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -104,6 +124,7 @@ class LiteRunner:
         self.interpreter = Interpreter(model_path=str(files.main_path()), num_threads=1)
         self.signature = self.interpreter.get_signature_runner("serving_default")
         self.details = {**self.signature.get_input_details(), **self.signature.get_output_details()}
+        self.inputs = [InputSpec(e["source"]) for e in self.layout["inputs"]]  # quantized ones take floats too
         self.label = f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -164,7 +185,9 @@ class CRunner:
         self.run.restype = ctypes.c_int
         signature = getattr(self.lib, f"{prefix}_signature")
         signature.restype = ctypes.c_char_p
-        self.shapes = {o["name"]: o["shape"] for o in json.loads(signature() or b"{}").get("outputs", [])}
+        described = json.loads(signature() or b"{}")
+        self.shapes = {o["name"]: o["shape"] for o in described.get("outputs", [])}
+        self.inputs = [InputSpec(i["name"], i["dtype"], _dims(i["shape"])) for i in described.get("inputs", [])]
         self.label = "c (ctypes)"
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

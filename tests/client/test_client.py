@@ -27,7 +27,7 @@ from conftest import run_cli
 from server_helpers import two_runtime_build
 
 from packager.client import Client, detect_profile
-from packager.errors import IntegrityError, NoVariantError, OfflineError
+from packager.errors import ClientError, IntegrityError, NoVariantError, OfflineError
 from packager.registry.publish import rollout
 from packager.registry.store import LocalStore
 from packager.registry.verify import VerificationError
@@ -400,3 +400,48 @@ def test_client_carries_a_streaming_models_state_between_calls(model_dir: Path, 
     np.testing.assert_allclose(again, expected[0], atol=1e-6)
     assert not np.allclose(expected[1], session.run(["y"], {"x": chunks[1], "state": np.zeros((2, 1, 3), np.float32),
                                                               "sr": sr})[0])  # the state matters  # fmt: skip
+
+
+# --- inputs a user gets wrong (issue 14) -----------------------------------------------------
+
+
+def test_client_predict_takes_a_bare_array_for_a_one_input_model(
+    server: str, two_runtime_build: Path, tmp_path: Path
+) -> None:
+    x, y = reference(two_runtime_build)
+    with Client(server, "mlp", cache_dir=tmp_path) as client:
+        model = client.load()
+        _close(y, model.predict(x["x"]))
+        model.close()
+
+
+@pytest.mark.parametrize("profile", [None, C_ONLY], ids=["onnxruntime", "c"])
+def test_client_predict_names_the_input_a_wrong_name_dtype_or_shape_is_given_for(
+    server: str, two_runtime_build: Path, tmp_path: Path, profile: dict | None
+) -> None:
+    x, _ = reference(two_runtime_build)
+    with Client(server, "mlp", cache_dir=tmp_path, profile=profile) as client:
+        model = client.load()
+        with pytest.raises(ClientError, match=r"has no input 'xx'; did you mean 'x'\? \(it takes x\)"):
+            model.predict({"xx": x["x"]})
+        with pytest.raises(ClientError, match=r"input 'x' takes float32 \[\?, 64\], given float64 \[200, 64\]"):
+            model.predict({"x": x["x"].astype(np.float64)})
+        with pytest.raises(
+            ClientError, match=r"input 'x' takes shape \[\?, 64\] \('\?': any\), given float32 \[200, 8, 8\]"
+        ):
+            model.predict({"x": x["x"].reshape(200, 8, 8)})
+        model.close()
+
+
+def test_fetch_cli_predict_takes_a_one_array_file_whatever_its_name(
+    server: str, two_runtime_build: Path, tmp_path: Path
+) -> None:
+    x, _ = reference(two_runtime_build)
+    np.savez(tmp_path / "rows.npz", pixels=x["x"][:4])
+    args = ("fetch", "mlp", "--server", server, "--cache", tmp_path / "cache")
+    predicted = run_cli(*args, "--predict", tmp_path / "rows.npz")
+    assert predicted.code == 0, predicted.err
+    assert "logits: float32 [4, 10]" in predicted.out
+    np.savez(tmp_path / "two.npz", a=x["x"][:4], b=x["x"][:4])
+    wrong = run_cli(*args, "--predict", tmp_path / "two.npz")
+    assert wrong.code == 14 and "has no input 'a'" in wrong.err and "internal error" not in wrong.err

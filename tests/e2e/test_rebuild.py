@@ -58,6 +58,12 @@ def test_rebuild_any_change_builds_again(first: tuple[Path, Path, Path, dict], c
         onnx.save(proto, str(model))
     elif change == "settings":
         extra = ["--set", "onnx.optimization=extended"]
+    if change in ("samples", "model", "settings"):  # another build of this version: replaced on request
+        refused = run_cli("build", model, "--target", "onnx", "--precision", "fp32", "--samples", samples,
+                          "--out", out, "--no-latency", *extra)  # fmt: skip
+        assert refused.code == 5 and "pass --force to replace it" in refused.err, refused.err
+        assert json.loads((out / "mlp" / "1" / "build.json").read_text()) == record
+        extra.append("--force")
     elif change == "force":
         extra = ["--force"]
     elif change == "tampered":
