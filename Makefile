@@ -66,8 +66,14 @@ demo: demo-publish
 # Trained once: the model only changes with its script. The build after it is up to date (kept as
 # it is, in well under a second) when neither the model nor packager changed; --force rebuilds.
 DIGITS := examples/digits/build/digits.keras
+# TensorFlow's start-up lines (CUDA factories, oneDNN, absl) go to the training log, as packager
+# sends a converter's to its step log; a failure prints it.
 $(DIGITS): examples/digits/train.py | setup
-	cd examples/digits && ../../$(BIN)/python train.py
+	@mkdir -p examples/digits/build
+	@echo "training the digits example (log: examples/digits/build/train.log)"
+	@cd examples/digits && ../../$(BIN)/python train.py > build/train.log 2>&1 \
+	  || { cat build/train.log; echo "training failed (log: examples/digits/build/train.log)"; exit 1; }
+	@tail -n 2 examples/digits/build/train.log
 
 # A retrained model replaces the demo's earlier build of version 1 (--force); otherwise packager
 # keeps the build, or rebuilds it when only packager or its tools changed.

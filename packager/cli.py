@@ -50,6 +50,7 @@ class ConsoleReporter(Reporter):
 
     def __init__(self) -> None:
         self.console = _progress_console()
+        self._said: set[str] = set()
 
     def step(self, label: str, description: str) -> AbstractContextManager[Any]:
         return self.console.status(f"[bold]{_esc(label)}[/]: {_esc(description)}…", spinner="dots")
@@ -60,6 +61,14 @@ class ConsoleReporter(Reporter):
         )
 
     def note(self, text: str) -> None:
+        # One line per distinct message: "lambda-zip-int8: max_batch 64, ..." after
+        # "lambda-zip-fp32: max_batch 64, ..." says nothing new.
+        # Failures are always said: each costs its own variant.
+        head, sep, rest = text.partition(": ")
+        key = rest if sep and " " not in head else text
+        if key in self._said and not rest.startswith("failed"):
+            return
+        self._said.add(key)
         self.console.print(f"  [yellow]![/] {_esc(text)}", soft_wrap=True)
 
 
@@ -460,7 +469,19 @@ def publish(dist: Path, registry: str, channel: str, cloud_url: str | None, keys
         console.print(f"  {_esc(_pointer_line(done.pointer))}", soft_wrap=True)
         if done.pointer.candidate == done.version:
             console.print(f"  next: packager rollout {done.model} --version {done.version} --percent 5"
-                          f" --channel {channel} --registry {registry}", soft_wrap=True)  # fmt: skip
+                          f" --channel {channel} --registry {registry}{_credentials(keys, token)}",
+                          soft_wrap=True)  # fmt: skip
+
+
+def _credentials(keys: Path | None, token: str | None) -> str:
+    """What a printed next command needs to run as printed: the keys folder (a path, no secret),
+    and for a token the variable it came from (never the token itself)."""
+    import shlex
+
+    text = f" --keys {shlex.quote(str(keys))}" if keys is not None else ""
+    if token and os.environ.get("PACKAGER_TOKEN") != token:
+        text += ' --token "$PACKAGER_TOKEN"  # export PACKAGER_TOKEN=<the token you published with>'
+    return text
 
 
 @cli.command()

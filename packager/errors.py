@@ -169,7 +169,10 @@ class ServiceError(PackagerError):
     """An HTTP error of the manifest server: ``status``, a stable ``code`` and a message.
 
     The server answers it as ``{"error": {"code", "message"}}`` (powertools' ServiceError shape).
+    One that reaches the command line is the registry's error (exit 11).
     """
+
+    exit_code = 11
 
     def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)

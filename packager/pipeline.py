@@ -177,8 +177,14 @@ def _build(request: BuildRequest, config: Config, reporter: Reporter, targets: l
     if request.dry_run:
         return result
     _reference(spec, imported, reporter)
+    by_reason: dict[str, list[str]] = {}
     for target, _, steps in plans:
         skipped.extend({"target": target.name, "variant": s.name, "reason": s.skipped} for s in steps if s.skipped)
+        for step in steps:
+            if step.skipped and step.variant is not None:
+                by_reason.setdefault(step.skipped, []).append(step.name)
+    for reason, names in by_reason.items():  # one line per reason, not one per variant
+        reporter.note(f"not built: {', '.join(names)}: {reason}")
     strict = request.strict if request.strict is not None else bool(config.get("strict"))
     run = _Run(spec=spec, vdir=vdir, scratch=staging.scratch, logs=logs, reporter=reporter,
                cache=request.cache_dir or config_cache_dir(), checks=[], strict=strict, worker=worker,
@@ -262,7 +268,7 @@ def _plan_targets(targets: list[Target], spec: ModelSpec, config: Config, cli: d
                 reason = exc
         if reason is not None:
             if explicit and (len(targets) == 1 or strict):
-                raise reason
+                raise _with_takers(reason, target, spec)
             if explicit:
                 failures.append(Failure(target=target.name, step="", error=reason))
                 reporter.note(f"target '{target.name}' refused: {reason.one_line()}")
@@ -270,6 +276,23 @@ def _plan_targets(targets: list[Target], spec: ModelSpec, config: Config, cli: d
             skipped.append({"target": target.name, "reason": reason.one_line()})
             reporter.note(f"skipping target '{target.name}': {reason.one_line()}")
     return plans, skipped, failures
+
+
+def _with_takers(error: PackagerError, refused: Target, spec: ModelSpec) -> PackagerError:
+    """A refusal that ends the build names the installed targets whose own checks take the model."""
+    from packager.plugins import load_target, target_names
+
+    takers = []
+    for name in target_names():
+        if name == refused.name:
+            continue
+        with contextlib.suppress(PackagerError):
+            if _refusal(load_target(name), spec) is None:
+                takers.append(name)
+    if takers:
+        also = f"targets that take this model: {', '.join(takers)}"
+        error.hint = f"{error.hint}; {also}" if error.hint else also
+    return error
 
 
 def _config_shapes(config: Config) -> dict[str, tuple[int, ...]]:
@@ -374,8 +397,7 @@ def _run_plan(target: Target, settings: TargetSettings, steps: list[Step], run: 
     broken: dict[str, str] = {}
     entries: list[_Variant] = []
     for step in steps:
-        if step.skipped:
-            run.reporter.note(f"{step.name}: not built: {step.skipped}")
+        if step.skipped:  # said before the build ran (_build)
             continue
         blocker = next((r for r in step.requires if r in broken), None)
         if blocker is not None:

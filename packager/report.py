@@ -20,7 +20,7 @@ def render(record: dict[str, Any]) -> str:
         summary=_summary(record),
         signature=_signature(model["signature"]),
         chart=_chart(record["variants"]),
-        rows="\n".join(_row(v) for v in record["variants"]),
+        rows="\n".join(_row(v, record.get("checks", [])) for v in record["variants"]),
         skipped=_failed(record.get("failed", [])) + _skipped(record.get("skipped", [])),
         checks=_checks(record.get("checks", [])),
         packager=html.escape(str(record.get("packager", ""))),
@@ -53,7 +53,7 @@ def _signature(sig: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _row(v: dict[str, Any]) -> str:
+def _row(v: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     fid = v["fidelity"]
     lat = v.get("latency_ms", {})
     top1 = f"{fid['top1_agreement']:.4f}" if "top1_agreement" in fid else "—"
@@ -67,11 +67,24 @@ def _row(v: dict[str, Any]) -> str:
     return (
         f"<tr><td><code>{html.escape(v['id'])}</code></td><td>{v['precision']}</td>"
         f"<td class=nowrap>{html.escape(v['runtime']['name'])} ≥ {html.escape(v['runtime']['min_version'])}</td>"
-        f'<td class=num>{_size(v["bytes"])}</td><td style="color:{COLORS.get(fid["status"], "#000")}">'
+        f"<td class=num>{_size(v['bytes'])}{_estimates(v['id'], checks)}</td>"
+        f'<td style="color:{COLORS.get(fid["status"], "#000")}">'
         f"{fid['status']}{reason}</td><td class=num>{err}</td><td class=num>{top1}</td>"
         f"<td class=num>{_ms(lat.get('p50'))}</td><td class=num>{_ms(lat.get('p90'))}</td>"
         f"<td class=num>{v.get('peak_memory_mb', '—')}</td></tr>"
     )
+
+
+def _estimates(variant: str, checks: list[dict[str, Any]]) -> str:
+    """What the variant becomes where it deploys, when a check estimated it (a container image:
+    the bundle is a build context of a few kB, the image hundreds of MB)."""
+    found = []
+    for check in checks:
+        name = str(check.get("name", ""))
+        if name.startswith(f"{variant}.") and name.endswith("_bytes_estimate") and check.get("value") is not None:
+            what = name[len(variant) + 1 : -len("_bytes_estimate")].replace("_", " ")
+            found.append(f'<br><span class="est">{html.escape(what)} ≈ {_size(int(check["value"]))}</span>')
+    return "".join(found)
 
 
 def _skipped(items: list[dict[str, str]]) -> str:
@@ -146,7 +159,7 @@ def _chart(variants: list[dict[str, Any]]) -> str:
     def py(y: float) -> float:
         return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
 
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px" role="img" '
              f'aria-label="size against max abs error">',
              f'<rect x="{pad}" y="{pad / 2}" width="{width - 2 * pad}" height="{height - 1.5 * pad}" '
              f'fill="#f6f8fa" stroke="#d0d7de"/>']  # fmt: skip
@@ -158,15 +171,20 @@ def _chart(variants: list[dict[str, Any]]) -> str:
     for tick in range(math.floor(y0), math.ceil(y1) + 1):
         if y0 <= tick <= y1:
             parts.append(f'<text x="{pad - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">1e{tick}</text>')
-    placed: list[tuple[float, float]] = []
+    # Labels go where they overlap no other label, tick label or axis title: right of the dot,
+    # else left of it, else a line further down or up; their boxes are estimated generously.
+    taken = [
+        _box(px(math.log10(t)) - _width(_size(int(t))) / 2, height - pad + 18, _size(int(t))) for t in _ticks(x0, x1)
+    ]
+    taken.append(_box(width / 2 - 30, height - 12, "size (log)"))
+    taken += [_box(pad - 6 - _width(f"1e{t}"), py(t) + 4, f"1e{t}") for t in range(math.floor(y0), math.ceil(y1) + 1)
+              if y0 <= t <= y1]  # fmt: skip
+    area = (pad, pad / 2, width - 2, height - pad - 2)
     for v, x, y, ms in sorted(zip(points, xs, ys, lat, strict=True), key=lambda item: (item[1], item[2])):
         r = 5 + (8 * ms / lat_max if ms and lat_max else 0)
         color = COLORS.get(v["fidelity"]["status"], "#000")
-        label_x, label_y = px(x) + r + 3, py(y) + 4
-        # Nudge a label down while it would sit on one already placed (close variants).
-        while any(abs(label_y - ly) < 13 and abs(label_x - lx) < 120 for lx, ly in placed):
-            label_y += 14
-        placed.append((label_x, label_y))
+        label_x, label_y = _place(v["id"], px(x), py(y), r, taken, area)
+        taken.append(_box(label_x, label_y, v["id"]))
         parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{r:.1f}" fill="{color}" fill-opacity="0.6">'
                      f'<title>{html.escape(v["id"])}</title></circle>'
                      f'<text x="{label_x:.1f}" y="{label_y:.1f}">{html.escape(v["id"])}</text>')  # fmt: skip
@@ -174,6 +192,38 @@ def _chart(variants: list[dict[str, Any]]) -> str:
     parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
                  f'text-anchor="middle">max abs error vs source (log)</text></svg>')  # fmt: skip
     return "".join(parts)
+
+
+CHAR_PX = 7.4  # a 12px system-ui character, at its widest on common fonts (labels are ids and sizes)
+Box = tuple[float, float, float, float]
+
+
+def _width(text: str) -> float:
+    return CHAR_PX * len(text)
+
+
+def _box(x: float, baseline: float, text: str) -> Box:
+    """The box a label drawn at (x, baseline) covers: 12px text, its descenders, a margin."""
+    return (x - 1, baseline - 13, x + _width(text) + 1, baseline + 4)
+
+
+def _place(text: str, cx: float, cy: float, r: float, taken: list[Box], area: Box) -> tuple[float, float]:
+    """Where a dot's label goes: the first free spot right of the dot, left of it, or lines away."""
+    right, left = cx + r + 3, cx - r - 3 - _width(text)
+    tries = [(right, cy + 4), (left, cy + 4)]
+    for step in range(1, 12):
+        for sign in (1, -1):
+            tries += [(right, cy + 4 + sign * 15 * step), (left, cy + 4 + sign * 15 * step)]
+    for x, y in tries:
+        box = _box(x, y, text)
+        inside = area[0] <= box[0] and box[2] <= area[2] and area[1] <= box[1] and box[3] <= area[3]
+        if inside and not any(_overlap(box, other) for other in taken):
+            return x, y
+    return tries[0]
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _ticks(lo: float, hi: float) -> list[float]:

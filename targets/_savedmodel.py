@@ -28,11 +28,31 @@ STEP = "tf-savedmodel"
 
 
 def refuse_sklearn(spec: ModelSpec, target: str) -> None:
+    """The build names the targets that do take the model (their own checks say so)."""
     if spec.source_format == "sklearn" or any(op.startswith("ai.onnx.ml::") for op in spec.ops):
         raise UnsupportedOpError(
             f"target '{target}' cannot take scikit-learn models: their ai.onnx.ml ops "
-            f"({', '.join(sorted(op for op in spec.ops if op.startswith('ai.onnx.ml::')))}) have no TensorFlow form",
-            hint="build the onnx, ort-web, lambda-zip, lambda-container or triton targets instead",
+            f"({', '.join(sorted(op for op in spec.ops if op.startswith('ai.onnx.ml::')))}) have no TensorFlow form"
+        )
+
+
+# Recurrent ops onnx2tf 1.29 does not convert from torch's ONNX exports: a Conv1d+GRU classifier
+# stops at the GRU ("Number of ways to split should evenly divide the split dimension"), an LSTM
+# classifier at the LSTM ("An `initial_state` was passed that is not compatible with
+# `cell.state_size`"). A Keras model with them takes the Keras path, which keeps its layers.
+RECURRENT = ("GRU", "LSTM", "RNN")
+
+
+def refuse_recurrent(spec: ModelSpec, target: str) -> None:
+    """Refuse, before anything runs, a model onnx2tf would stop on: recurrent ops reached through
+    ONNX (a torch or ONNX source; a Keras or SavedModel source does not go through onnx2tf)."""
+    if not path_for(spec).startswith("canonical ONNX"):
+        return
+    found = sorted(op for op in spec.ops if op in RECURRENT)
+    if found:
+        raise UnsupportedOpError(
+            f"target '{target}' cannot take {', '.join(found)} from a {spec.source_format} model: onnx2tf, its "
+            "ONNX -> TensorFlow step, does not convert recurrent layers exported to ONNX"
         )
 
 

@@ -48,6 +48,8 @@ class CoremlTarget(Target):
 
     def check(self, spec: ModelSpec) -> None:
         _savedmodel.refuse_sklearn(spec, self.name)
+        if spec.source_format != "torch":  # a torch program goes to coremltools directly
+            _savedmodel.refuse_recurrent(spec, self.name)
 
     def plan(self, spec: ModelSpec, options: object, precisions: tuple[str, ...]) -> list[Step]:
         from_torch = spec.source_format == "torch"

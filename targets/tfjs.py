@@ -43,6 +43,7 @@ class TfjsTarget(Target):
 
     def check(self, spec: ModelSpec) -> None:
         _savedmodel.refuse_sklearn(spec, self.name)
+        _savedmodel.refuse_recurrent(spec, self.name)
 
     def plan(self, spec: ModelSpec, options: object, precisions: tuple[str, ...]) -> list[Step]:
         version = browser.npm_version("@tensorflow/tfjs")

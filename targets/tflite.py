@@ -40,6 +40,7 @@ class TfliteTarget(Target):
 
     def check(self, spec: ModelSpec) -> None:
         _savedmodel.refuse_sklearn(spec, self.name)
+        _savedmodel.refuse_recurrent(spec, self.name)
 
     def plan(self, spec: ModelSpec, options: object, precisions: tuple[str, ...]) -> list[Step]:
         from importlib.metadata import version

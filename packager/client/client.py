@@ -75,7 +75,7 @@ class Model:
         return outputs
 
     def _checked(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        specs: list[runtimes.InputSpec] | None = getattr(self.runner, "inputs", None)
+        specs: list[runtimes.InputSpec] | None = getattr(self.runner, "input_specs", None)
         carried = {pair["input"] for pair in self.state}
         if not isinstance(inputs, Mapping):
             free = [spec.name for spec in specs or () if spec.name not in carried]

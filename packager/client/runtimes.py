@@ -102,7 +102,7 @@ class OrtRunner:
             options.add_session_config_entry("session.load_model_format", "ORT")
         self.session = ort.InferenceSession(str(files.main_path()), options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.inputs = [InputSpec(i.name, ORT_TYPES.get(i.type), _dims(i.shape)) for i in self.session.get_inputs()]
+        self.input_specs = [InputSpec(i.name, ORT_TYPES.get(i.type), _dims(i.shape)) for i in self.session.get_inputs()]
         self.label = f"onnxruntime {ort.__version__}"
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -124,7 +124,7 @@ class LiteRunner:
         self.interpreter = Interpreter(model_path=str(files.main_path()), num_threads=1)
         self.signature = self.interpreter.get_signature_runner("serving_default")
         self.details = {**self.signature.get_input_details(), **self.signature.get_output_details()}
-        self.inputs = [InputSpec(e["source"]) for e in self.layout["inputs"]]  # quantized ones take floats too
+        self.input_specs = [InputSpec(e["source"]) for e in self.layout["inputs"]]  # quantized ones take floats too
         self.label = f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -187,7 +187,7 @@ class CRunner:
         signature.restype = ctypes.c_char_p
         described = json.loads(signature() or b"{}")
         self.shapes = {o["name"]: o["shape"] for o in described.get("outputs", [])}
-        self.inputs = [InputSpec(i["name"], i["dtype"], _dims(i["shape"])) for i in described.get("inputs", [])]
+        self.input_specs = [InputSpec(i["name"], i["dtype"], _dims(i["shape"])) for i in described.get("inputs", [])]
         self.label = "c (ctypes)"
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

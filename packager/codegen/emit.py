@@ -126,14 +126,12 @@ def _check(graph: Graph) -> None:
     if unsupported:
         raise UnsupportedOpError(
             f"target 'static-lib' cannot take op(s) {', '.join(unsupported)}: packager's C generator does not "
-            f"implement them (it does: {', '.join(sorted(SUPPORTED_OPS))})",
-            hint="build the onnx, lambda-zip, tflite or ort-web targets for this model",
+            f"implement them (it does: {', '.join(sorted(SUPPORTED_OPS))})"
         )
     if len(graph.inputs) != 1 or not graph.main:
         raise UnsupportedOpError(
             f"target 'static-lib' takes models with one float input and at least one float output (this one has "
-            f"{len(graph.inputs)} inputs and {len(graph.outputs) - len(graph.int_outputs)} float outputs)",
-            hint="build the onnx or lambda-zip targets for this model",
+            f"{len(graph.inputs)} inputs and {len(graph.outputs) - len(graph.int_outputs)} float outputs)"
         )
     _check_types(graph)
 
@@ -158,8 +156,7 @@ def _check_types(graph: Graph) -> None:
             )
         if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise UnsupportedOpError(
-                f"target 'static-lib' takes float32 inputs and outputs; '{value.name}' is not float32",
-                hint="build the onnx or lambda-zip targets for this model",
+                f"target 'static-lib' takes float32 inputs and outputs; '{value.name}' is not float32"
             )
     for node in graph.nodes:
         for name in node.output:

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from packager.errors import ConflictError, RegistryError, SigningError, UsageError
+from packager.errors import ConflictError, RegistryError, SigningError, UsageError, did_you_mean
 from packager.registry import signing
 from packager.registry.docs import Pointer, canonical_json, facts
 from packager.registry.names import check_name, pointer_copy_key, pointer_key, version_key
@@ -101,9 +101,17 @@ def mirror(store: Store, pointer: Pointer) -> None:
 
 
 def require_version(store: Store, model: str, version: str) -> None:
-    if store.size(version_key(model, version)) is None:
-        raise RegistryError(f"{model} version {version} is not published in {store.url}",
-                            hint="publish it first with `packager publish DIST --registry ...`")  # fmt: skip
+    """A RegistryError naming what is published (the closest model or version) when it is not."""
+    if store.size(version_key(model, version)) is not None:
+        return
+    models = sorted({key.split("/")[1] for key in store.list("models/") if key.count("/") >= 3})
+    if model not in models:
+        raise RegistryError(f"model '{model}' is not published in {store.url}{did_you_mean(model, models)}",
+                            hint=f"published: {', '.join(models) or 'none'}")  # fmt: skip
+    prefix = f"models/{model}/versions/"
+    versions = sorted(k[len(prefix) : -len(".json")] for k in store.list(prefix) if k.endswith(".json"))
+    raise RegistryError(f"{model} version {version} is not published in {store.url}{did_you_mean(version, versions)}",
+                        hint=f"published versions of {model}: {', '.join(versions) or 'none'}")  # fmt: skip
 
 
 def after_publish(version: str, now: datetime) -> Change:

@@ -90,6 +90,6 @@ def test_failed_rebuild_keeps_the_previous_output(mlp_onnx: Path, tmp_path: Path
     assert run_cli("build", mlp_onnx, "--out", out, "--no-latency", "-p", "fp32").code == 0
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     np.savez(tmp_path / "s.npz", x=np.zeros((3, 5), np.float32))
-    result = run_cli("build", mlp_onnx, "--out", out, "--samples", tmp_path / "s.npz")
+    result = run_cli("build", mlp_onnx, "--out", out, "--samples", tmp_path / "s.npz", "--force")
     assert result.code == 3
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

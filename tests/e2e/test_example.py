@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ def test_digits_example_trains_exports_and_builds(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     result = run_cli("build", out / "digits.keras", "--samples", out / "samples.npz", "--out", dist, cwd=EXAMPLE)
     assert result.code == 0, result.err
+    # Only packager's own lines at the default verbosity: TensorFlow's, CUDA's and absl's go to the logs.
+    foreign = [ln for ln in result.err.splitlines() if ln.strip() and not re.match(r"(  [✓!] |built )", ln)]
+    assert foreign == [], foreign
     assert f"report: {dist / 'digits' / '1' / 'report.html'}" in result.out
     record = json.loads((dist / "digits" / "1" / "build.json").read_text())
     assert record["model"]["preprocessing"] == {"scale": 0.0625}  # from examples/digits/packager.toml

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -124,3 +125,73 @@ def test_scikit_learn_models_have_parameters_and_a_memory_estimate(model_dir: Pa
         assert built.code == 0, built.err
         record = json.loads(next((tmp_path / model.stem).glob("*/1/build.json")).read_text())
         assert all(v["peak_memory_mb"] >= 0.004 for v in record["variants"]), record["variants"]  # >= 3 KB of weights
+
+
+GRU_MODULE = """
+import torch
+
+
+class ConvGRU(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(8, 16, 3, padding=1)
+        self.gru = torch.nn.GRU(16, 32, batch_first=True)
+        self.head = torch.nn.Linear(32, 4)
+
+    def forward(self, x):  # [batch, time, channels]
+        h = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        out, _ = self.gru(h)
+        return self.head(out[:, -1])
+
+
+def make():
+    torch.manual_seed(0)
+    return ConvGRU().eval(), torch.randn(2, 20, 8)
+"""
+OURS = re.compile(r"^(  [✓!] |error: |built |up to date)")  # packager's own progress and error lines
+
+
+def test_a_recurrent_torch_model_is_refused_by_name_where_onnx2tf_would_fail(tmp_path: Path) -> None:
+    (tmp_path / "gru_model.py").write_text(GRU_MODULE)
+    info = run_cli("inspect", "gru_model:make", "--json", cwd=tmp_path)
+    assert info.code == 0, info.err
+    verdicts = json.loads(info.out)["targets"]
+    assert verdicts["tflite"].startswith("no: target 'tflite' cannot take GRU from a torch model")
+    assert verdicts["tfjs"].startswith("no:") and verdicts["onnx"] == "yes"
+    single = run_cli("build", "gru_model:make", "-t", "tflite", "--out", tmp_path / "d", cwd=tmp_path)
+    assert single.code == 4 and "cannot take GRU" in single.err
+    takers = single.err.split("targets that take this model: ")[1]
+    assert "onnx" in takers and "tflite" not in takers and "tfjs" not in takers and "static-lib" not in takers
+
+
+def test_a_recurrent_model_built_for_every_target_prints_only_packagers_lines(tmp_path: Path) -> None:
+    """No line from TensorFlow, CUDA, absl or torch at the default verbosity: theirs go to the logs."""
+    (tmp_path / "gru_model.py").write_text(GRU_MODULE)
+    result = run_cli("build", "gru_model:make", "--target", "all", "--out", tmp_path / "d", cwd=tmp_path)
+    assert result.code in (0, 15), result.err
+    foreign = [line for line in result.err.splitlines() if line.strip() and not OURS.match(line)]
+    assert foreign == [], foreign
+    notes = [line for line in result.err.splitlines() if line.startswith("  ! ")]
+    assert len(notes) == len(set(notes))
+
+
+def test_a_scikit_learn_refusal_names_the_targets_that_take_it(model_dir: Path, tmp_path: Path) -> None:
+    model = models.make_sklearn_pipeline(model_dir)
+    result = run_cli("build", model, "-t", "tflite", "--out", tmp_path / "d")
+    assert result.code == 4 and "cannot take scikit-learn models" in result.err
+    takers = result.err.split("targets that take this model: ")[1]
+    assert "static-lib" in takers and "onnx" in takers and "tfjs" not in takers
+
+
+def test_the_native_lambda_engine_is_as_close_to_the_source_as_static_lib(
+    model_dir: Path, digits_nhwc: Path, tmp_path: Path
+) -> None:
+    """The same C generator behind both: the Lambda bundle through awslambdaric and JSON matches
+    the library run through ctypes, on a Keras CNN."""
+    model = models.make_keras_cnn(model_dir)
+    result = run_cli("build", model, "--samples", digits_nhwc, "-t", "lambda-zip", "-t", "static-lib", "-p", "fp32",
+                     "--set", "lambda-zip.engine=native", "--out", tmp_path / "d", "--no-latency")  # fmt: skip
+    assert result.code == 0, result.err
+    record = json.loads(next((tmp_path / "d").glob("*/1/build.json")).read_text())
+    errs = {v["id"]: v["fidelity"]["max_abs_err"] for v in record["variants"]}
+    assert errs["lambda-native-fp32"] <= 2 * errs["static-lib-fp32"] + 1e-7, errs

@@ -48,3 +48,33 @@ def test_cli_registry_help_teaches_with_examples() -> None:
     result = run_cli("publish", "--help")
     assert result.code == 0 and "packager publish dist --registry ./registry" in result.out
     assert "--cloud-url" in result.out and "PACKAGER_REGISTRY" in result.out
+
+
+def test_cli_publishs_next_command_runs_as_printed_on_a_signed_registry(built_mlp: Path, tmp_path: Path) -> None:
+    import shlex
+    import shutil
+
+    reg, keys, dist = tmp_path / "reg", tmp_path / "keys", tmp_path / "dist"
+    assert run_cli("keys", "init", "--keys", keys, "--registry", reg).code == 0
+    for version in ("1", "2"):
+        shutil.copytree(built_mlp, dist / version / "mlp" / version)
+        record = json.loads((dist / version / "mlp" / version / "build.json").read_text())
+        record["model"]["version"] = version
+        (dist / version / "mlp" / version / "build.json").write_text(json.dumps(record))
+        done = run_cli("publish", dist / version, "--registry", reg, "--keys", keys)
+        assert done.code == 0, done.err
+    (line,) = [ln.strip() for ln in done.out.splitlines() if ln.strip().startswith("next: ")]
+    command = shlex.split(line.removeprefix("next: "))
+    assert command[:2] == ["packager", "rollout"] and "--keys" in command
+    rolled = run_cli(*command[1:])
+    assert rolled.code == 0 and "candidate 2 at 5%" in rolled.out, rolled.err
+
+
+def test_cli_rollout_of_what_is_not_published_says_what_is(built_mlp: Path, tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    assert run_cli("publish", built_mlp, "--registry", reg).code == 0
+    version = run_cli("rollout", "mlp", "--version", "11", "--registry", reg)
+    assert version.code == 11 and "mlp version 11 is not published" in version.err
+    assert "did you mean '1'?" in version.err and "published versions of mlp: 1" in version.err
+    model = run_cli("rollout", "mpl", "--version", "1", "--registry", reg)
+    assert model.code == 11 and "model 'mpl' is not published" in model.err and "did you mean 'mlp'?" in model.err
