@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,30 @@ def test_a_hung_page_is_stopped_and_its_browser_not_reused(tmp_path: Path, monke
     finally:
         page.close()
     assert all(p is not page.process for p in browser._idle)
+
+
+def test_a_page_loads_a_graph_models_many_weight_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tf.js loading 22 shards of 4 MB (MiniLM's weights) from a page served as the checks serve
+    it: all arrive. Served "Cache-Control: no-store", Chromium stalled after six requests."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    count, floats = 22, 1 << 20
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        (folder / f"shard{i}.bin").write_bytes(rng.random(floats, dtype=np.float32).tobytes())
+    weights = [{"name": f"w{i}", "shape": [floats], "dtype": "float32"} for i in range(count)]
+    manifest = [{"paths": [f"shard{i}.bin" for i in range(count)], "weights": weights}]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copyfile(browser.npm_file("@tensorflow/tfjs", "dist", "tf.min.js"), folder / "tf.min.js")
+    (folder / "index.html").write_text(
+        '<script src="tf.min.js"></script><script>window.packagerReady = (async () => {'
+        "const manifest = await (await fetch('manifest.json')).json();"
+        "const weights = await tf.io.loadWeights(manifest, './');"
+        "return {tensors: Object.keys(weights).length}; })();</script>"
+    )
+    monkeypatch.setattr(browser, "ANSWER_TIMEOUT_S", 60.0)
+    page = browser.BrowserPage(folder, "index.html")
+    try:
+        assert page.ready["tensors"] == count
+    finally:
+        page.close()
