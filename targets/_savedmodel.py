@@ -191,6 +191,10 @@ def _from_onnx(spec: ModelSpec, out: Path, fixed: Path) -> dict[str, Any]:
                             non_verbose=True, output_signaturedefs=True, batch_size=1)  # fmt: skip
     except BaseException as exc:  # onnx2tf exits through sys.exit on some failures
         print(sink.getvalue())  # the step's log (the worker sends its output there)
+        print(
+            "packager: the options onnx2tf suggests above are its own command line's; packager runs onnx2tf "
+            "with fixed settings (shapes fixed from the samples, batch 1), so they cannot be passed through it"
+        )
         hint = "an op or pattern onnx2tf cannot convert; the step's log has its output"
         if spec.source_format == "keras":
             hint += "; build from the .keras file instead"

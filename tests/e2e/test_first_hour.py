@@ -147,6 +147,22 @@ class ConvGRU(torch.nn.Module):
 def make():
     torch.manual_seed(0)
     return ConvGRU().eval(), torch.randn(2, 20, 8)
+
+
+class LSTMClassifier(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(8, 24, batch_first=True)
+        self.head = torch.nn.Linear(24, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+def make_lstm():
+    torch.manual_seed(0)
+    return LSTMClassifier().eval(), torch.randn(2, 20, 8)
 """
 OURS = re.compile(r"^(  [✓!] |error: |built |up to date)")  # packager's own progress and error lines
 
@@ -158,6 +174,9 @@ def test_a_recurrent_torch_model_is_refused_by_name_where_onnx2tf_would_fail(tmp
     verdicts = json.loads(info.out)["targets"]
     assert verdicts["tflite"].startswith("no: target 'tflite' cannot take GRU from a torch model")
     assert verdicts["tfjs"].startswith("no:") and verdicts["onnx"] == "yes"
+    lstm = run_cli("inspect", "gru_model:make_lstm", "--json", cwd=tmp_path)
+    assert lstm.code == 0, lstm.err
+    assert json.loads(lstm.out)["targets"]["tflite"].startswith("no: target 'tflite' cannot take LSTM")
     single = run_cli("build", "gru_model:make", "-t", "tflite", "--out", tmp_path / "d", cwd=tmp_path)
     assert single.code == 4 and "cannot take GRU" in single.err
     takers = single.err.split("targets that take this model: ")[1]
