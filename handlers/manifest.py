@@ -358,7 +358,8 @@ def telemetry() -> Response:
 @app.get("/healthz")
 def healthz() -> Response:
     signed, _ = REGISTRY.tuf_targets()
-    return _json({"status": "ok", "registry": REGISTRY.store.url, "signed": signed},
+    return _json({"status": "ok", "store": "s3" if REGISTRY.store.url.startswith("s3://") else "folder",
+                  "signed": signed},
                  headers={"Cache-Control": "no-store"})  # fmt: skip
 
 

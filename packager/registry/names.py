@@ -23,8 +23,25 @@ def check_name(kind: str, value: str) -> str:
     """
     if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
         shown = value if isinstance(value, str) else type(value).__name__
-        raise InvalidNameError(f"invalid {kind} name {shown[:80]!r}: at most {MAX_NAME} characters")
+        raise InvalidNameError(f"invalid {kind} name {shown[:80]!r}: {_why_not(value)}")
     return value
+
+
+def _why_not(value: object) -> str:
+    """The rule a name breaks, first one first."""
+    if not isinstance(value, str):
+        return "a name is text"
+    if not value:
+        return "it is empty"
+    if len(value) > MAX_NAME:
+        return f"at most {MAX_NAME} characters"
+    if not (value[0].isascii() and value[0].isalnum()):
+        return "it must start with a letter or digit"
+    if ".." in value:
+        return "it must not hold '..'"
+    if value.endswith("."):
+        return "it must not end with '.'"
+    return "use only letters, digits, '.', '_' and '-'"
 
 
 def check_sha256(value: str) -> str:

@@ -76,11 +76,17 @@ def _text(key: str, value: Any) -> str | None:
     return value
 
 
+MAX_NUMBER = 1e15  # past any memory, storage, size or latency a profile states (and exact as a float)
+
+
 def _number(key: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProfileError(f"{key} must be a non-negative number, not {str(value)[:40]!r}")
+    # An int of hundreds of digits would overflow a float: compared as it is, before any conversion.
+    if not (0 <= value <= MAX_NUMBER) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ProfileError(f"{key} must be a non-negative number of at most {MAX_NUMBER:.0e}, not {str(value)[:40]!r}")
     return float(value)
 
 

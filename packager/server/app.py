@@ -70,6 +70,7 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     svc = Service(view=view, tokens=Tokens(tokens), keys=keys, base_url=base_url.rstrip("/"),
                   telemetry=TelemetrySink(store, telemetry), limits=limits)  # fmt: skip
     app.state.service = svc
+    app.router.redirect_slashes = False  # Starlette's redirect is built from the Host header a client sends
     app.state.resolver = Resolver(svc, classes=int(cache["profiles"]), answers=int(cache["resolutions"]))
     return Front(app, app.state.resolver, metrics, cors_origins=cors_origins, cors_exposed=CORS_EXPOSED)
 
@@ -139,8 +140,9 @@ def _routes(metrics: Metrics) -> list[Route]:
 async def healthz(request: Request) -> Response:
     svc = service(request)
     signed = await run_in_threadpool(svc.view.signed)
-    return json_response({"status": "ok", "registry": svc.view.store.url, "signed": signed},
-                         headers={"Cache-Control": "no-store"})  # fmt: skip
+    # The kind of store, not its URL: a folder's URL is a path on this server's disk.
+    store = "s3" if svc.view.store.url.startswith("s3://") else "folder"
+    return json_response({"status": "ok", "store": store, "signed": signed}, headers={"Cache-Control": "no-store"})
 
 
 async def openapi_route(request: Request) -> Response:

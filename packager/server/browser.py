@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, Response
 
 from packager.resources import fill, template_path
 from packager.server.http import etag_matches, quoted
-from packager.server.service import not_found, path_name
+from packager.server.service import not_found, path_name, service
 
 CLIENT_CACHE = "public, max-age=600"  # the URL never changes: browsers revalidate with the ETag
 VENDOR_CACHE = "public, max-age=86400"
@@ -87,7 +87,10 @@ def demo_scripts(runtime: str | None) -> tuple[list[str], str]:
 
 
 async def demo_route(request: Request) -> Response:
+    from packager.server.reads import served_channel
+
     model = path_name(request, "model", "m")
+    await served_channel(service(request), model, "stable")  # a 404 for a model nothing was published as
     runtime = request.query_params.get("runtime")
     tags, note = demo_scripts(runtime)
     page = fill(template_path("browser", "demo.html").read_text(),

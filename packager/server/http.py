@@ -22,6 +22,7 @@ from packager.errors import (
     ServiceError,
     SigningError,
     UsageError,
+    first_line,
 )
 from packager.resources import read_toml
 
@@ -108,11 +109,39 @@ async def read_json(request: Request, limit: int) -> Any:
     return parse_json(await read_body(request, limit))
 
 
+MAX_DEPTH = 16  # a device profile is 2 deep, a telemetry batch 3: far past what any client sends
+
+
+def check_depth(body: bytes, limit: int = MAX_DEPTH) -> None:
+    """A 400 for JSON nested deeper than ``limit``, found before a parser recurses into it (Python's
+    json and orjson both fail deep inside a deep body, as a RecursionError or a TypeError)."""
+    if body.count(b"[") + body.count(b"{") <= limit:  # the common case, at C speed
+        return
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                raise ServiceError(400, "invalid_json", f"the body nests arrays or objects deeper than {limit}")
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+
+
 def parse_json(body: bytes) -> Any:
+    check_depth(body)
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ServiceError(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ServiceError(400, "invalid_json", f"the body is not JSON: {first_line(exc)}") from exc
 
 
 def quoted(tag: str) -> str:
@@ -148,6 +177,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if match is None or match.group(1) == match.group(2) == "":
         return None
     first, last = match.group(1), match.group(2)
+    # Numbers of more than 18 digits are past any object's size (and past what int() reads): as
+    # large numbers they mean "to the end" (a last byte, a suffix) or "past the end" (a first byte).
+    if len(first) > 18:
+        raise _unsatisfiable(size)
+    if len(last) > 18:
+        last = "" if first else str(size)
     if first == "":  # suffix: the last N bytes
         length = min(int(last), size)
         if length == 0:

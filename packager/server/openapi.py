@@ -180,8 +180,9 @@ def _schemas() -> dict[str, Any]:
         ),
         "Accepted": _obj(["accepted"], {"accepted": {"type": "integer"}}),
         "Health": _obj(
-            ["status", "registry", "signed"],
-            {"status": {"type": "string"}, "registry": {"type": "string"}, "signed": {"type": "boolean"}},
+            ["status", "store", "signed"],
+            {"status": {"type": "string"}, "store": {"type": "string", "enum": ["folder", "s3"]},
+             "signed": {"type": "boolean"}},
         ),
     }
     # fmt: on
@@ -298,7 +299,8 @@ def _browser() -> dict[str, Any]:
             "operationId": "demoPage", "summary": "A page that loads the model with the runtime and /v1/client.js",
             "parameters": [_path("m", NAME), {"name": "runtime", "in": "query", "required": False,
                                               "schema": {"type": "string", "enum": ["tfjs", "onnxruntime-web"]}}],
-            "responses": {"200": {"description": "the page", "content": {"text/html": text}}, **_errors(400)}}},
+            "responses": {"200": {"description": "the page", "content": {"text/html": text}},
+                          **_errors(400, 404)}}},
         "/vendor/{package}/{file}": {"get": {
             "operationId": "vendorRuntime",
             "summary": "For the demo page only: tf.js or onnxruntime-web from this checkout's node_modules",

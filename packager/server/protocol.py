@@ -28,6 +28,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from packager.server.front import Front
+from packager.server.http import error_body
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -51,6 +52,17 @@ class ResolveProtocol(HttpToolsProtocol):
         self.idle_since: float | None = None  # when the connection's last answer went, if it is idle
 
     # --- the parser's callbacks -----------------------------------------------------------------
+
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse (a malformed request line, a bad Content-Length) gets
+        the JSON error shape every other refusal has, not uvicorn's text/plain line."""
+        body = error_body("bad_request", f"the request is not valid HTTP/1.1: {msg}")
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         """uvicorn's, but its scope is made only for a request uvicorn serves (``_scope``)."""

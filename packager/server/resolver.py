@@ -35,7 +35,7 @@ from packager.registry.docs import facts, iso
 from packager.registry.names import check_name
 from packager.registry.profile import DeviceProfile, device_id_field
 from packager.registry.resolve import cohort_of, resolve
-from packager.server.http import JSON, json_body, parse_json, read_body
+from packager.server.http import JSON, check_depth, json_body, parse_json, read_body
 from packager.server.reads import published, served_channel
 from packager.server.service import Service
 
@@ -105,6 +105,7 @@ class Resolver:
         """The body's class key, a profile of its class and its device id; or its 400 (not JSON) or
         422 (ProfileError). The key is None for what only the standard parser reads (NaN, a byte
         order mark, UTF-16): such a body gets no class."""
+        check_depth(body)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
