@@ -464,6 +464,10 @@ def publish(dist: Path, registry: str, channel: str, cloud_url: str | None, keys
         else:
             done = run_publish(folder, store, channel=channel, cloud_url=cloud_url, keys=keys)
         withheld = f"; withheld (failed validation): {', '.join(done.withheld)}" if done.withheld else ""
+        if not done.changed:
+            console.print(f"{done.model} {done.version} is already published as built: nothing changed", soft_wrap=True)
+            console.print(f"  {_esc(_pointer_line(done.pointer))}", soft_wrap=True)
+            continue
         console.print(f"published {done.model} {done.version}: {len(done.variants)} variants, "
                       f"{done.uploaded} new artifacts{_esc(withheld)}", soft_wrap=True)  # fmt: skip
         console.print(f"  {_esc(_pointer_line(done.pointer))}", soft_wrap=True)

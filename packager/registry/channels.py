@@ -51,25 +51,34 @@ def update(store: Store, model: str, channel: str, change: Change, *, keys: Path
 
     ``extra_targets`` (artifacts, a version document) are signed in the same commit.
     """
+    return apply(store, model, channel, change, keys=keys, extra_targets=extra_targets, now=now)[0]
+
+
+def apply(store: Store, model: str, channel: str, change: Change, *, keys: Path | None,
+          extra_targets: Mapping[str, Any] | None = None, now: datetime) -> tuple[Pointer, bool]:  # fmt: skip
+    """``update``, and whether anything was written: a change that keeps the pointer as it is,
+    with every extra target already signed as given, writes and re-signs nothing."""
     for _ in range(int(facts()["writes"]["attempts"])):
         state = signing.read_state(store)
         signers = signers_for(store, state, keys)
         old, etag = current(store, model, channel, state)
         new = change(old)
         data = canonical_json(new.to_json())
+        add = {**(extra_targets or {}), pointer_key(model, channel): signing.target_file(pointer_key(model, channel),
+                                                                                        data)}  # fmt: skip
+        signed = state is not None and all(state.target(k) == v for k, v in add.items())
+        if new is old and (signed or (state is None and etag is not None)):
+            return old, False
         try:
             if state is None:
                 store.put(pointer_key(model, channel), data, if_match=etag)
             else:
-                copy = pointer_copy_key(model, channel, hashlib.sha256(data).hexdigest())
-                store.put_immutable(copy, data)
-                add = {**(extra_targets or {}), pointer_key(model, channel): signing.target_file(
-                    pointer_key(model, channel), data)}  # fmt: skip
+                store.put_immutable(pointer_copy_key(model, channel, hashlib.sha256(data).hexdigest()), data)
                 signing.commit(store, signers, state, add, now)
                 mirror(store, new)
         except ConflictError:
             continue
-        return new
+        return new, True
     raise ConflictError(f"{model}/{channel}: other writers kept changing the registry; gave up after retries")
 
 

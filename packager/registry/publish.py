@@ -38,6 +38,7 @@ class Published:
     withheld: tuple[str, ...]
     uploaded: int  # artifacts written (the rest were already there)
     pointer: Pointer
+    changed: bool = True  # False: this very build was published already, and nothing was written
 
 
 def read_build(folder: Path) -> dict[str, Any]:
@@ -71,10 +72,11 @@ def publish(folder: Path, store: Store, *, channel: str = "stable", cloud_url: s
     doc_bytes = _write_version(store, model, version, doc)
     extra = {artifact_key(sha): signing.artifact_target(artifact_key(sha), sha, f["bytes"]) for sha, f in files.items()}
     extra[version_key(model, version)] = signing.target_file(version_key(model, version), doc_bytes)
-    pointer = channels.update(store, model, channel, channels.after_publish(version, now), keys=keys,
-                              extra_targets=extra if signing.is_signed(store) else None, now=now)  # fmt: skip
+    pointer, changed = channels.apply(store, model, channel, channels.after_publish(version, now), keys=keys,
+                                      extra_targets=extra if signing.is_signed(store) else None, now=now)  # fmt: skip
     return Published(model=model, version=version, channel=channel, variants=tuple(v["id"] for v in doc["variants"]),
-                     withheld=tuple(w["id"] for w in doc["withheld"]), uploaded=uploaded, pointer=pointer)  # fmt: skip
+                     withheld=tuple(w["id"] for w in doc["withheld"]), uploaded=uploaded, pointer=pointer,
+                     changed=changed or uploaded > 0)  # fmt: skip
 
 
 def _upload(store: Store, folder: Path, entry: Mapping[str, Any]) -> bool:

@@ -70,7 +70,8 @@ class Server:
                              content=_read_chunks(spool))  # fmt: skip
         return Published(model=doc["model"], version=doc["version"], channel=doc["channel"],
                          variants=tuple(doc["variants"]), withheld=tuple(doc["withheld"]),
-                         uploaded=int(doc["uploaded"]), pointer=Pointer.from_json(doc["pointer"]))  # fmt: skip
+                         uploaded=int(doc["uploaded"]), pointer=Pointer.from_json(doc["pointer"]),
+                         changed=bool(doc.get("changed", True)))  # fmt: skip
 
     def rollout(self, model: str, version: str, *, channel: str, percent: int) -> Pointer:
         path = f"/v1/models/{check_name('model', model)}/channels/{check_name('channel', channel)}"

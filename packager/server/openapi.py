@@ -149,7 +149,7 @@ def _schemas() -> dict[str, Any]:
             },
         ),
         "Published": _obj(
-            ["model", "version", "channel", "variants", "withheld", "uploaded", "pointer"],
+            ["model", "version", "channel", "variants", "withheld", "uploaded", "changed", "pointer"],
             {
                 "model": NAME,
                 "version": NAME,
@@ -157,6 +157,7 @@ def _schemas() -> dict[str, Any]:
                 "variants": {"type": "array", "items": {"type": "string"}},
                 "withheld": {"type": "array", "items": {"type": "string"}},
                 "uploaded": {"type": "integer"},
+                "changed": {"type": "boolean"},
                 "pointer": _ref("Pointer"),
             },
         ),
@@ -265,6 +266,7 @@ def _writes() -> dict[str, Any]:
                                                             "schema": {"type": "string", "maxLength": 512}}],
             "requestBody": {"required": True, "content": {"application/x-tar": tar, "application/gzip": tar}},
             "responses": {"201": _json("Published", "published"),
+                          "200": _json("Published", "this very build was published already: nothing was written"),
                           **_errors(400, 401, 403, 409, 413, 422, 500, 503)}}},
         "/v1/models/{m}/channels/{c}": {
             "get": {"operationId": "pointer", "summary": "The channel pointer of record (the signed bytes)",

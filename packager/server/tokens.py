@@ -8,6 +8,12 @@ one scrypt, not one per entry), the secret holds 256 random bits. The file (JSON
 
 The server reads it again whenever its modification time changes, so ``packager token add``
 takes effect without a restart.
+
+Checking a secret costs one scrypt (about 50 ms of CPU): ``Tokens.verify`` runs it on a worker
+thread, at most ``SCRYPT_AT_ONCE`` at a time, so a burst of wrong secrets never holds the event
+loop, and a secret that passed is remembered by its SHA-256 for ``VERIFIED_SECONDS`` (a client
+publishing many files, or rolling out, pays scrypt once). The memory is bounded and dropped when
+the tokens file changes, so a revoked token stops working at once.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import json
 import os
 import re
 import secrets
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -30,8 +38,16 @@ from packager.registry.names import check_name
 from packager.resources import read_toml
 
 ANY_MODEL = "*"
+
 _TOKEN = re.compile(r"pkt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="packager"'}
+SCRYPT_AT_ONCE = 2
+VERIFIED_SECONDS = 60.0
+VERIFIED_MOST = 1024
+
+
+def _forbidden() -> ServiceError:
+    return ServiceError(403, "forbidden", "the token is not valid for this server")
 
 
 @cache
@@ -102,6 +118,8 @@ class Tokens:
         self.path = path
         self._stamp: float | None = None
         self._entries: dict[str, Entry] = {}
+        self._verified: OrderedDict[bytes, tuple[Entry, float]] = OrderedDict()  # sha256(token) -> entry, until
+        self._limiter: Any = None  # anyio's CapacityLimiter, made on the event loop that first needs it
 
     def _entries_now(self) -> dict[str, Entry]:
         if self.path is None:
@@ -118,7 +136,27 @@ class Tokens:
         return self._entries
 
     def check(self, authorization: str | None, model: str) -> Entry:
-        """The entry of a bearer token that may write ``model``; else a 401 or 403 ServiceError."""
+        """The entry of a bearer token that may write ``model``; else a 401 or 403 ServiceError.
+        Runs scrypt in the calling thread: servers call ``verify``."""
+        entry, secret, key = self._find(authorization)
+        if not self._remembered(entry, key):
+            self._settle(entry, key, entry.matches(secret))
+        return self._scoped(entry, model)
+
+    async def verify(self, authorization: str | None, model: str) -> Entry:
+        """``check`` for the event loop: scrypt on a worker thread (``SCRYPT_AT_ONCE`` at a time),
+        skipped for a secret verified in the last ``VERIFIED_SECONDS``."""
+        import anyio.to_thread
+
+        entry, secret, key = self._find(authorization)
+        if not self._remembered(entry, key):
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(SCRYPT_AT_ONCE)
+            ok = await anyio.to_thread.run_sync(entry.matches, secret, limiter=self._limiter)
+            self._settle(entry, key, ok)
+        return self._scoped(entry, model)
+
+    def _find(self, authorization: str | None) -> tuple[Entry, str, bytes]:
         if not authorization:
             raise ServiceError(401, "unauthorized", "this endpoint needs a bearer token", headers=CHALLENGE)
         scheme, _, token = authorization.partition(" ")
@@ -127,8 +165,30 @@ class Tokens:
                                headers=CHALLENGE)  # fmt: skip
         match = _TOKEN.fullmatch(token.strip())
         entry = self._entries_now().get(match.group(1)) if match else None
-        if match is None or entry is None or not entry.matches(match.group(2)):
-            raise ServiceError(403, "forbidden", "the token is not valid for this server")
+        if match is None or entry is None:
+            raise _forbidden()
+        return entry, match.group(2), hashlib.sha256(token.strip().encode()).digest()
+
+    def _remembered(self, entry: Entry, key: bytes) -> bool:
+        """Whether the token hashing to ``key`` passed scrypt for ``entry`` lately; a memory of an
+        entry the tokens file no longer holds (revoked, re-read) counts for nothing."""
+        held = self._verified.get(key)
+        if held is None:
+            return False
+        if held[0] is entry and held[1] > time.monotonic():
+            return True
+        del self._verified[key]
+        return False
+
+    def _settle(self, entry: Entry, key: bytes, ok: bool) -> None:
+        if not ok:
+            raise _forbidden()
+        self._verified[key] = (entry, time.monotonic() + VERIFIED_SECONDS)
+        while len(self._verified) > VERIFIED_MOST:
+            self._verified.popitem(last=False)
+
+    @staticmethod
+    def _scoped(entry: Entry, model: str) -> Entry:
         if not entry.allows(model):
             raise ServiceError(403, "forbidden", f"the token may not write model {model!r}")
         return entry

@@ -22,20 +22,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from packager.errors import InvalidNameError, ServiceError, UsageError
+from packager.errors import InvalidNameError, PackagerError, ServiceError, UsageError
 from packager.registry import publish as registry
 from packager.registry.docs import Pointer
 from packager.registry.names import check_name
 from packager.registry.publish import Published, read_build
-from packager.server.http import json_response, read_json
+from packager.server.http import as_service_error, json_response, read_json
 from packager.server.service import Service, not_found, path_name, query_channel, require_object, service
 from packager.server.telemetry import check_batch
 
 _SPOOL = 16 << 20
+_REFUSED = {"AbsolutePathError": "an absolute path", "OutsideDestinationError": "a path outside the build folder",
+            "AbsoluteLinkError": "a link", "LinkOutsideDestinationError": "a link",
+            "SpecialFileError": "a special file"}
 
 
-def _authorize(request: Request, svc: Service, model: str) -> None:
-    svc.tokens.check(request.headers.get("authorization"), model)
+async def _authorize(request: Request, svc: Service, model: str) -> None:
+    await svc.tokens.verify(request.headers.get("authorization"), model)
 
 
 async def _ready_to_sign(svc: Service) -> None:
@@ -46,13 +49,14 @@ async def _ready_to_sign(svc: Service) -> None:
 
 def published_json(done: Published) -> dict[str, Any]:
     return {"model": done.model, "version": done.version, "channel": done.channel, "variants": list(done.variants),
-            "withheld": list(done.withheld), "uploaded": done.uploaded, "pointer": done.pointer.to_json()}  # fmt: skip
+            "withheld": list(done.withheld), "uploaded": done.uploaded, "changed": done.changed,
+            "pointer": done.pointer.to_json()}  # fmt: skip
 
 
 async def publish(request: Request) -> Response:
     svc = service(request)
     model = path_name(request, "model", "m")
-    _authorize(request, svc, model)
+    await _authorize(request, svc, model)
     channel = query_channel(request)
     cloud_url = request.query_params.get("cloud_url")
     if cloud_url is not None and (len(cloud_url) > 512 or not cloud_url.startswith(("https://", "http://"))):
@@ -60,14 +64,26 @@ async def publish(request: Request) -> Response:
     await _ready_to_sign(svc)
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool, tempfile.TemporaryDirectory() as tmp:
         await _spool(request, spool, svc.limits["upload_body"])
-        folder = await run_in_threadpool(_unpack, spool, Path(tmp), svc.limits)
-        build = read_build(folder)
-        if build["model"]["name"] != model:
-            raise ServiceError(400, "model_mismatch", f"the build is of model {build['model']['name']!r}, "
-                               f"not {model!r} as the URL says")  # fmt: skip
-        done = await run_in_threadpool(_publish, folder, svc, channel, cloud_url)
+        try:
+            folder = await run_in_threadpool(_unpack, spool, Path(tmp), svc.limits)
+            build = read_build(folder)
+            if build["model"]["name"] != model:
+                raise ServiceError(400, "model_mismatch", f"the build is of model {build['model']['name']!r}, "
+                                   f"not {model!r} as the URL says")  # fmt: skip
+            done = await run_in_threadpool(_publish, folder, svc, channel, cloud_url)
+        except PackagerError as exc:
+            raise _without(as_service_error(exc), Path(tmp)) from None
     svc.view.forget(model)
-    return json_response(published_json(done), status=201)
+    return json_response(published_json(done), status=201 if done.changed else 200)
+
+
+def _without(error: ServiceError, tmp: Path) -> ServiceError:
+    """``error`` with the server's temporary folder left out of its message: a client learns which
+    file of its upload was wrong, never where the server keeps it."""
+    message = error.message
+    for shown in {str(tmp.resolve()), str(tmp)}:
+        message = message.replace(shown + "/", "").replace(shown, "the upload")
+    return ServiceError(error.status, error.code, message, headers=error.headers)
 
 
 def _publish(folder: Path, svc: Service, channel: str, cloud_url: str | None) -> Published:
@@ -94,6 +110,9 @@ def _unpack(spool: IO[bytes], into: Path, limits: dict[str, int]) -> Path:
             members = tar.getmembers()
             _check_members(members, limits)
             tar.extractall(into, members=members, filter="data")
+    except tarfile.FilterError as exc:  # its own text holds the server's path: name the member instead
+        raise ServiceError(400, "invalid_upload", f"{exc.tarinfo.name[:120]!r} in the archive is refused: "
+                           f"{_REFUSED.get(type(exc).__name__, 'not a plain relative file')}") from None  # fmt: skip
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise ServiceError(400, "invalid_upload", f"the body is not a tar of a build folder: {exc}") from exc
     if (into / "build.json").is_file():
@@ -120,7 +139,7 @@ def _check_members(members: list[tarfile.TarInfo], limits: dict[str, int]) -> No
 async def rollout(request: Request) -> Response:
     svc = service(request)
     model, channel = path_name(request, "model", "m"), path_name(request, "channel", "c")
-    _authorize(request, svc, model)
+    await _authorize(request, svc, model)
     body = require_object(await read_json(request, svc.limits["json_body"]), "the body")
     version, percent = body.get("version"), body.get("percent", 100)
     if set(body) - {"version", "percent"} or not isinstance(version, str):
@@ -142,7 +161,7 @@ async def rollout(request: Request) -> Response:
 async def rollback(request: Request) -> Response:
     svc = service(request)
     model, channel = path_name(request, "model", "m"), path_name(request, "channel", "c")
-    _authorize(request, svc, model)
+    await _authorize(request, svc, model)
     await _ready_to_sign(svc)
     found = await run_in_threadpool(svc.view.channel, model, channel)
     if found is None:

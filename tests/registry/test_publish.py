@@ -96,6 +96,7 @@ def test_publish_again_is_idempotent_and_other_content_conflicts(built_mlp: Path
     first = publish(built_mlp, store, now=NOW)
     again = publish(built_mlp, store, now=datetime(2025, 2, 1, tzinfo=UTC))
     assert again.uploaded == 0 and again.pointer == first.pointer
+    assert first.changed and not again.changed
 
     def relabel(record: dict[str, Any], folder: Path) -> None:
         record["model"]["labels"] = ["other"] * 10

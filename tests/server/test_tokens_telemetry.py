@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 from conftest import run_cli
 from server_helpers import Served, served, tokens_file, two_runtime_build
 
 from packager.errors import ServiceError
 from packager.registry.store import LocalStore
-from packager.server.tokens import Tokens, add_token
+from packager.server.tokens import Entry, Tokens, add_token
 
 __all__ = ["served", "tokens_file", "two_runtime_build"]
 
@@ -95,3 +101,65 @@ def test_telemetry_refuses_invalid_batches(served: Served, body: object) -> None
 def test_telemetry_body_is_bounded(served: Served) -> None:
     response = served.client.post("/v1/telemetry", content=b'{"events": [' + b" " * 300_000 + b"]}")
     assert response.status_code == 413
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, gate: threading.Event | None = None) -> list[str]:
+    """Entry.matches, counted (and held until ``gate`` is set, when one is given)."""
+    calls: list[str] = []
+    real = Entry.matches
+
+    def matches(self: Entry, secret: str) -> bool:
+        calls.append(self.id)
+        if gate is not None:
+            assert gate.wait(30)
+        return real(self, secret)
+
+    monkeypatch.setattr(Entry, "matches", matches)
+    return calls
+
+
+def _rewrite(path: Path, text: str) -> None:
+    """Write ``path`` and move its mtime on by a second, so a reader that looks at the mtime sees it."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_tokens_scrypt_runs_off_the_event_loop(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    calls = _counting(monkeypatch, gate)
+    wrong = served.tokens["admin"][:-1] + ("A" if served.tokens["admin"][-1] != "A" else "B")
+    with httpx.Client(base_url=served.url, timeout=30) as other, ThreadPoolExecutor(8) as pool:
+        writes = [pool.submit(other.post, "/v1/models/mlp/channels/stable/rollback",
+                              headers={"Authorization": f"Bearer {wrong}"}) for _ in range(8)]  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # scrypt is held: a read on the same server is answered all the same
+        assert calls and served.client.post("/v1/models/mlp/resolve", json={"platform": "linux"}).status_code == 200
+        assert served.client.get("/healthz").status_code == 200
+        gate.set()
+        assert [w.result().status_code for w in writes] == [403] * 8
+    assert len(calls) == 8  # a wrong secret is never remembered
+
+
+def test_tokens_a_verified_secret_is_remembered_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.json"
+    token = add_token(path, "mlp")
+    tokens = Tokens(path)
+    calls = _counting(monkeypatch)
+    for _ in range(3):
+        assert anyio.run(tokens.verify, f"Bearer {token}", "mlp").model == "mlp"
+    assert len(calls) == 1
+    with pytest.raises(ServiceError, match="may not write model 'digits'"):  # remembered, still scoped
+        anyio.run(tokens.verify, f"Bearer {token}", "digits")
+    kept = path.read_text()
+    _rewrite(path, json.dumps({"schema": 1, "tokens": []}))  # revoked
+    with pytest.raises(ServiceError) as caught:
+        anyio.run(tokens.verify, f"Bearer {token}", "mlp")
+    assert caught.value.status == 403
+    _rewrite(path, kept)  # back: the secret is checked again, not taken from memory
+    anyio.run(tokens.verify, f"Bearer {token}", "mlp")
+    assert len(calls) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -93,12 +94,35 @@ def _evil_tar(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE) -> b
 @pytest.mark.parametrize("body", [
     _evil_tar("../escape.json"), _evil_tar("/abs/build.json"), _evil_tar("build.json", kind=tarfile.SYMTYPE),
     _evil_tar("build.json", b"{not json"), _evil_tar("other.txt"), b"not a tar at all",
-])  # fmt: skip
+], ids=["parent", "absolute", "symlink", "bad-json", "no-build-json", "not-tar"])  # fmt: skip
 def test_publish_refuses_bad_archives_and_changes_nothing(fresh: Served, body: bytes) -> None:
     before = snapshot(fresh.registry)
     response = fresh.client.post("/v1/models/mlp/versions", content=body,
                                  headers={"Authorization": f"Bearer {fresh.tokens['mlp']}"})  # fmt: skip
     assert 400 <= response.status_code < 500 and "error" in response.json(), response.text
+    assert not re.search(r"""(^|[\s'"(=])/[A-Za-z]""", response.json()["error"]["message"]), response.text  # no path
+    assert snapshot(fresh.registry) == before
+
+
+def test_publish_of_the_same_build_again_is_a_200_that_writes_nothing(fresh: Served, two_runtime_build: Path,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    headers = {"Content-Type": "application/x-tar", "Authorization": f"Bearer {fresh.tokens['mlp']}"}
+    body = _tar(copy_build(two_runtime_build, tmp_path / "dist", "3"))
+    first = fresh.client.post("/v1/models/mlp/versions", content=body, headers=headers)
+    assert first.status_code == 201 and first.json()["changed"] is True, first.text
+    before = snapshot(fresh.registry)
+    for _ in range(2):
+        again = fresh.client.post("/v1/models/mlp/versions", content=body, headers=headers)
+        assert again.status_code == 200 and again.json()["changed"] is False, again.text
+        assert again.json()["pointer"] == first.json()["pointer"]
+    assert snapshot(fresh.registry) == before  # nothing re-signed
+
+    def relabel(record: dict[str, Any], folder: Path) -> None:
+        record["model"]["labels"] = ["other"] * 10
+
+    other = _tar(copy_build(two_runtime_build, tmp_path / "dist-other", "3", relabel))
+    conflict = fresh.client.post("/v1/models/mlp/versions", content=other, headers=headers)
+    assert conflict.status_code == 409 and "already published" in conflict.json()["error"]["message"]
     assert snapshot(fresh.registry) == before
 
 
