@@ -34,7 +34,7 @@ from packager.server.telemetry import check_batch
 _SPOOL = 16 << 20
 _REFUSED = {"AbsolutePathError": "an absolute path", "OutsideDestinationError": "a path outside the build folder",
             "AbsoluteLinkError": "a link", "LinkOutsideDestinationError": "a link",
-            "SpecialFileError": "a special file"}
+            "SpecialFileError": "a special file"}  # fmt: skip
 
 
 async def _authorize(request: Request, svc: Service, model: str) -> None:
