@@ -12,6 +12,12 @@ refuses it as it reads. Its body is gathered as it comes and the answer written 
 complete. If the channel's pointer is due a store read, the request is handed to uvicorn then, as
 if it had just been parsed: the front door's ASGI side waits for the read.
 
+Slow clients are bounded here too (``Watch``): a request's headers must arrive within
+``header_seconds``, a body may not pause for longer than ``body_idle_seconds``, and at most
+``incomplete_most`` connections may wait for headers at once (server.toml's ``[connections]``).
+uvicorn itself has no header or body timeout: a connection that sends half a request is held for
+ever.
+
 The keep-alive timer is armed once per idle spell instead of once per request (uvicorn cancels
 and re-arms it for each), which saves a tenth of a resolve's cost.
 
@@ -22,15 +28,70 @@ constraints.txt, and tests/server/test_protocol.py covers each path through them
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from packager.resources import read_toml
 from packager.server.front import Front
 from packager.server.http import error_body
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HEADERS, _BODY = 1, 2  # what a connection waits for from its client (0: nothing, its answer is due)
+
+
+class Watch:
+    """The slow-client bounds of one server (every connection of one uvicorn ``ServerState``):
+    the connections waiting for headers, oldest first, and a sweep once a second that times out
+    those past their deadline."""
+
+    def __init__(self, loop: Any, header_seconds: float, body_seconds: float, most: int) -> None:
+        self.loop = loop
+        self.header_seconds, self.body_seconds, self.most = header_seconds, body_seconds, most
+        self.waiting: dict[ResolveProtocol, float] = {}  # waiting for headers -> since when
+        self.reading: set[ResolveProtocol] = set()  # reading a body
+        self.sweep_handle: Any = None
+
+    def arm(self) -> None:
+        if self.sweep_handle is None:
+            self.sweep_handle = self.loop.call_later(1.0, self.sweep)
+
+    def wait_headers(self, conn: ResolveProtocol) -> None:
+        if conn not in self.waiting:
+            self.waiting[conn] = self.loop.time()
+            while len(self.waiting) > self.most:  # the flood's oldest connection goes
+                next(iter(self.waiting)).time_out("the server holds too many unfinished requests")
+            self.arm()
+
+    def sweep(self) -> None:
+        self.sweep_handle = None
+        now = self.loop.time()
+        for conn, since in list(self.waiting.items()):
+            if now - since <= self.header_seconds:
+                break  # oldest first: the rest are younger
+            conn.time_out(f"the request's headers did not arrive within {self.header_seconds:g} s")
+        for conn in list(self.reading):
+            if not conn.flow.read_paused and now - conn.progress > self.body_seconds:
+                conn.time_out(f"the request's body paused for over {self.body_seconds:g} s")
+        if self.waiting or self.reading:
+            self.arm()
+
+
+_WATCHES: weakref.WeakKeyDictionary[Any, Watch] = weakref.WeakKeyDictionary()
+
+
+def _watch(conn: ResolveProtocol) -> Watch:
+    watch = _WATCHES.get(conn.server_state)
+    if watch is None:
+        # uvicorn's Config as `serving.config` made it, else a Config of someone else's: the defaults
+        conf, bounds = conn.config, read_toml("server.toml")["connections"]
+        header, body, most = (getattr(conf, n, bounds[n]) for n in ("header_seconds", "body_idle_seconds",
+                                                                     "incomplete_most"))  # fmt: skip
+        watch = Watch(conn.loop, float(header), float(body), int(most))
+        _WATCHES[conn.server_state] = watch
+    return watch
 
 
 class ResolveProtocol(HttpToolsProtocol):
@@ -50,14 +111,39 @@ class ResolveProtocol(HttpToolsProtocol):
         self._defaults: list[tuple[bytes, bytes]] | None = None
         self._default_bytes = b""
         self.idle_since: float | None = None  # when the connection's last answer went, if it is idle
+        self.watch: Watch | None = None
+        self.progress = 0.0  # when the body being read last moved
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.watch = _watch(self)
+        self.watch.wait_headers(self)
+
+    def time_out(self, why: str) -> None:
+        """408 with the JSON error shape (unless an answer has begun), then close."""
+        self._stop_waiting()
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            self._answer_and_close(408, "request_timeout", why)
+        else:
+            self.transport.close()
+
+    def _stop_waiting(self) -> None:
+        if self.watch is not None:
+            self.watch.waiting.pop(self, None)
+            self.watch.reading.discard(self)
 
     # --- the parser's callbacks -----------------------------------------------------------------
 
     def send_400_response(self, msg: str) -> None:
         """A request httptools cannot parse (a malformed request line, a bad Content-Length) gets
         the JSON error shape every other refusal has, not uvicorn's text/plain line."""
-        body = error_body("bad_request", f"the request is not valid HTTP/1.1: {msg}")
-        head = [STATUS_LINE[400]]
+        self._answer_and_close(400, "bad_request", f"the request is not valid HTTP/1.1: {msg}")
+
+    def _answer_and_close(self, status: int, code: str, message: str) -> None:
+        body = error_body(code, message)
+        head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head.extend([name, b": ", value, b"\r\n"])
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
@@ -69,8 +155,19 @@ class ResolveProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        if self.watch is not None:
+            self.watch.wait_headers(self)
 
     def on_headers_complete(self) -> None:
+        watch = self.watch
+        if watch is not None:
+            watch.waiting.pop(self, None)
+            watch.reading.add(self)
+            self.progress = self.loop.time()
+            watch.arm()
+        self._headers_complete()
+
+    def _headers_complete(self) -> None:
         if self.front is None or not self._holds():
             self._scope()
             super().on_headers_complete()
@@ -82,12 +179,15 @@ class ResolveProtocol(HttpToolsProtocol):
             self.expect_100_continue = False
 
     def on_body(self, body: bytes) -> None:
+        self.progress = self.loop.time()
         if self.held is None:
             super().on_body(body)
         else:
             self.held.append(body)
 
     def on_message_complete(self) -> None:
+        if self.watch is not None:
+            self.watch.reading.discard(self)
         held = self.held
         if held is None:
             super().on_message_complete()
@@ -149,6 +249,7 @@ class ResolveProtocol(HttpToolsProtocol):
             super().timeout_keep_alive_handler()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
         super().connection_lost(exc)
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import UsageError
+from packager.resources import read_toml
 from packager.server.front import Front
 
 
@@ -44,8 +45,12 @@ def config(app: Any, *, host: str, port: int, loop: str = "uvloop") -> Any:
 
     # proxy_headers off: the app does not read the client's address, so nothing is gained by
     # trusting X-Forwarded-* from whoever connects; no websockets route, so no websockets protocol
-    return uvicorn.Config(app, host=host, port=port, http=ResolveProtocol, loop=loop, interface="asgi3", ws="none",
+    conf = uvicorn.Config(app, host=host, port=port, http=ResolveProtocol, loop=loop, interface="asgi3", ws="none",
                           lifespan="on", proxy_headers=False, access_log=False, log_level="warning")  # fmt: skip
+    # the slow-client bounds ResolveProtocol reads from its config (server.toml's [connections])
+    for name, value in read_toml("server.toml")["connections"].items():
+        setattr(conf, name, value)
+    return conf
 
 
 def run(app: Front, *, host: str, port: int) -> None:

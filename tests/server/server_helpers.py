@@ -105,10 +105,11 @@ def make_registry(build: Path, folder: Path) -> tuple[Path, Path, bytes]:
     return registry, keys, root
 
 
-def _serve(build: Path, folder: Path, tokens_file: tuple[Path, dict[str, str]]) -> Iterator[Served]:
+def serve(build: Path, folder: Path, tokens_file: tuple[Path, dict[str, str]], **settings: Any) -> Iterator[Served]:
+    """A server over a new signed registry of ``build`` (``settings``: as ``run_server`` takes them)."""
     registry, keys, root = make_registry(build, folder)
     app = create_app(LocalStore(registry), tokens=tokens_file[0], keys=keys, pointer_seconds=0.5)
-    with run_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with run_server(app, **settings) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield Served(url=url, registry=registry, keys=keys, root=root, tokens=tokens_file[1], client=client)
 
 
@@ -116,10 +117,10 @@ def _serve(build: Path, folder: Path, tokens_file: tuple[Path, dict[str, str]]) 
 def served(two_runtime_build: Path, tmp_path_factory: pytest.TempPathFactory,
            tokens_file: tuple[Path, dict[str, str]]) -> Iterator[Served]:  # fmt: skip
     """One server per test module, for tests that only read (or whose writes others may see)."""
-    yield from _serve(two_runtime_build, tmp_path_factory.mktemp("served"), tokens_file)
+    yield from serve(two_runtime_build, tmp_path_factory.mktemp("served"), tokens_file)
 
 
 @pytest.fixture
 def fresh(two_runtime_build: Path, tmp_path: Path, tokens_file: tuple[Path, dict[str, str]]) -> Iterator[Served]:
     """A server over a registry of its own, for tests that write."""
-    yield from _serve(two_runtime_build, tmp_path, tokens_file)
+    yield from serve(two_runtime_build, tmp_path, tokens_file)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from server_helpers import Served, served, tokens_file, two_runtime_build
+from server_helpers import Served, serve, served, tokens_file, two_runtime_build
 
 from packager.registry.names import check_name
 from packager.server.http import parse_range
@@ -109,3 +111,86 @@ def test_hostile_a_malformed_request_gets_the_json_error_shape(served: Served, r
     assert head.startswith(b"HTTP/1.1 400"), answer
     assert b"content-type: application/json" in head.lower()
     assert body.startswith(b'{"error":{"code":"bad_request"'), body
+
+
+def _read_answer(sock: socket.socket, limit: float = 15.0) -> bytes:
+    """Everything the server sends until it closes the connection (or ``limit`` seconds pass)."""
+    sock.settimeout(limit)
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return b"".join(chunks)
+
+
+def _status_and_error(answer: bytes) -> tuple[int, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)["error"]["code"]
+
+
+@pytest.fixture(scope="module")
+def impatient(two_runtime_build: Any, tmp_path_factory: pytest.TempPathFactory,
+              tokens_file: Any) -> Iterator[Served]:  # fmt: skip
+    """A server with short slow-client bounds: headers in 1 s, bodies paused at most 1 s, 8
+    connections waiting for headers at once."""
+    yield from serve(two_runtime_build, tmp_path_factory.mktemp("impatient"), tokens_file,
+                     header_seconds=1.0, body_idle_seconds=1.0, incomplete_most=8)  # fmt: skip
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"POST /v1/models/mlp/reso"])
+def test_hostile_headers_that_never_finish_are_a_408(impatient: Served, sent: bytes) -> None:
+    with socket.create_connection(_address(impatient)) as sock:
+        sock.sendall(sent)
+        assert _status_and_error(_read_answer(sock)) == (408, "request_timeout")
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"events\"",
+    b"POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"eve\r\n",
+    b"POST /v1/models/mlp/resolve HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"platform\"",
+], ids=["length", "chunked", "resolve"])  # fmt: skip
+def test_hostile_a_body_that_stops_is_a_408(impatient: Served, head: bytes) -> None:
+    with socket.create_connection(_address(impatient)) as sock:
+        sock.sendall(head)
+        assert _status_and_error(_read_answer(sock)) == (408, "request_timeout")
+
+
+@pytest.fixture(scope="module")
+def crowded(two_runtime_build: Any, tmp_path_factory: pytest.TempPathFactory, tokens_file: Any) -> Iterator[Served]:
+    """A server that lets 8 connections wait for headers at once, each for up to a minute."""
+    yield from serve(two_runtime_build, tmp_path_factory.mktemp("crowded"), tokens_file,
+                     header_seconds=60.0, incomplete_most=8)  # fmt: skip
+
+
+def test_hostile_a_flood_of_half_sent_requests_costs_the_flood_its_oldest(crowded: Served) -> None:
+    socks = [socket.create_connection(_address(crowded)) for _ in range(40)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        for sock in socks[:32]:  # closed as newer ones came
+            assert _status_and_error(_read_answer(sock, 10)) == (408, "request_timeout")
+        assert crowded.client.get("/healthz").status_code == 200  # a newcomer is served
+        for sock in socks[33:]:  # still waiting (the newcomer cost the flood one more)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1, socket.MSG_DONTWAIT)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_hostile_a_slow_but_steady_body_is_read(impatient: Served) -> None:
+    body = json.dumps({"platform": "linux"}).encode()
+    with socket.create_connection(_address(impatient)) as sock:
+        sock.sendall(b"POST /v1/models/mlp/resolve HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 4):  # over a second and a half in all, never a second's pause
+            sock.sendall(body[i : i + 4])
+            time.sleep(0.3)
+        sock.settimeout(15)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+def _address(served: Served) -> tuple[str, int]:
+    host, port = served.url.removeprefix("http://").split(":")
+    return host, int(port)
