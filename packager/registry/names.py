@@ -10,7 +10,7 @@ MAX_NAME = 64
 # Never ending in '.': a version "1." would make the key "1..json".
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_-])?")
 _HEX = re.compile(r"[0-9a-f]{64}")
-_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*(/[A-Za-z0-9][A-Za-z0-9._=-]*)*")  # "=": partitions (model=m)
 MAX_KEY = 512
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from packager.server.metrics import Metrics, MetricsMiddleware
 from packager.server.openapi import openapi
 from packager.server.resolver import Resolver, resolve_route
 from packager.server.service import Service, service
-from packager.server.telemetry import TelemetrySink
+from packager.server.telemetry import Guard, TelemetrySink
 from packager.server.tokens import Tokens
 from packager.server.views import RegistryView
 
@@ -40,7 +40,8 @@ CORS_EXPOSED = ("etag", "content-range", "content-length", "accept-ranges")
 
 def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = None, base_url: str = "",
                telemetry: Path | None = None, pointer_seconds: float | None = None,
-               cors_origins: tuple[str, ...] = ("*",)) -> Front:  # fmt: skip
+               cors_origins: tuple[str, ...] = ("*",),
+               overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Front:  # fmt: skip
     """The HTTP API over ``store``: an ASGI app (``packager serve`` runs it on uvicorn).
 
     ``tokens``: the tokens file of the write API (None: writes are refused). ``keys``: the
@@ -50,36 +51,44 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     ``pointer_seconds``: how long a read channel pointer is trusted (server.toml's default).
     ``cors_origins``: the page origins whose browser loaders may call the read API (no cookies
     are involved, so "*" is the default; writes carry a bearer token and get no CORS grant).
+    ``overrides``: server.toml values to change, by section (``{"telemetry": {"address_burst": 5}}``).
     """
     if keys is not None:
         channels.signers_for(store, signing.read_state(store), keys)  # refuse wrong keys at start-up
-    conf = settings()
+    conf = {section: {**values, **(overrides or {}).get(section, {})} for section, values in settings().items()}
     limits = {**conf["limits"], "artifact_chunk": int(conf["artifacts"]["chunk"])}
     cache = conf["cache"]
     view = RegistryView(store, pointer_seconds=float(cache["pointer_seconds"] if pointer_seconds is None
                                                      else pointer_seconds),
-                        versions=int(cache["versions"]), derived=int(cache["manifests"]))  # fmt: skip
+                        versions=int(cache["versions"]), derived=int(cache["manifests"]),
+                        channels=int(cache["channels"]))  # fmt: skip
     metrics = Metrics()
     routes = _routes(metrics)
-    lifespan = _resigning(store, keys, float(conf["signing"]["refresh_check_seconds"])) if keys else None
+    tele = conf["telemetry"]
+    sink = TelemetrySink(store, telemetry, buffered=True, segment_bytes=int(tele["segment_bytes"]))
+    lifespan = _lifespan(store, keys, float(conf["signing"]["refresh_check_seconds"]), sink,
+                         float(tele["segment_seconds"]))  # fmt: skip
     handlers = {PackagerError: _error, HTTPException: _http_error, Exception: _error}
     app = Starlette(lifespan=lifespan, routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics,
                                            routes={r.endpoint: r.path for r in routes}),
                                 _cors(cors_origins)])  # fmt: skip
     svc = Service(view=view, tokens=Tokens(tokens), keys=keys, base_url=base_url.rstrip("/"),
-                  telemetry=TelemetrySink(store, telemetry), limits=limits)  # fmt: skip
+                  telemetry=sink, limits=limits,
+                  guard=Guard(tele, lambda: view.models(float(tele["models_seconds"]))))  # fmt: skip
     app.state.service = svc
     app.router.redirect_slashes = False  # Starlette's redirect is built from the Host header a client sends
     app.state.resolver = Resolver(svc, classes=int(cache["profiles"]), answers=int(cache["resolutions"]))
     return Front(app, app.state.resolver, metrics, cors_origins=cors_origins, cors_exposed=CORS_EXPOSED)
 
 
-def _resigning(store: Store, keys: Path, every: float) -> Any:
-    """A lifespan that keeps the registry's TUF timestamp fresh while the server runs: checked
-    once before the first request, then every ``every`` seconds."""
+def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink, flush_every: float) -> Any:
+    """What runs beside the server: telemetry segments written every ``flush_every`` seconds (and
+    at shutdown), and with ``keys`` the registry's TUF timestamp kept fresh (checked before the
+    first request, then every ``every`` seconds)."""
 
-    async def once() -> None:
+    async def refresh() -> None:
+        assert keys is not None
         try:
             if await run_in_threadpool(signing.needs_refresh, store, datetime.now(UTC)):
                 version = await run_in_threadpool(signing.refresh, store, keys, datetime.now(UTC))
@@ -87,22 +96,29 @@ def _resigning(store: Store, keys: Path, every: float) -> Any:
         except PackagerError as exc:  # logged and retried at the next check; serving goes on
             log.error("could not re-sign %s: %s", store.url, exc)
 
-    async def forever() -> None:
+    async def flush() -> None:
+        try:
+            await run_in_threadpool(sink.flush)
+        except PackagerError as exc:  # best effort, like the devices' own sending: logged, dropped
+            log.error("could not write telemetry to %s: %s", store.url, exc)
+
+    async def every_so_often(seconds: float, job: Any) -> None:
         while True:
-            await asyncio.sleep(every)
-            await once()
+            await asyncio.sleep(seconds)
+            await job()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
-        if signing.is_signed(store):
-            await once()
-            task = asyncio.create_task(forever())
+        tasks = [asyncio.create_task(every_so_often(flush_every, flush))]
+        if keys is not None and signing.is_signed(store):
+            await refresh()
+            tasks.append(asyncio.create_task(every_so_often(every, refresh)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
+            await flush()
 
     return lifespan
 

@@ -200,7 +200,9 @@ def _json(schema: str, description: str, headers: dict[str, Any] | None = None) 
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "invalid name or request", 401: "no bearer token", 403: "the token may not do this",
              404: "not found", 409: "the registry's state does not allow it", 413: "body over the limit",
-             416: "range not satisfiable", 422: "invalid document", 500: "signing failed",
+             416: "range not satisfiable", 422: "invalid document",
+             429: "too many events from this address or device, or the model's daily cap (see Retry-After)",
+             500: "signing failed",
              503: "the registry cannot be read, or no signing keys"}  # fmt: skip
     return {str(s): _json("Error", words[s]) for s in statuses}
 
@@ -285,7 +287,7 @@ def _writes() -> dict[str, Any]:
         "/v1/telemetry": {"post": {
             "operationId": "telemetry", "summary": "Device events: download, load, latency, errors",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TelemetryBatch")}}},
-            "responses": {"202": _json("Accepted", "stored"), **_errors(400, 413, 422, 503)}}},
+            "responses": {"202": _json("Accepted", "stored"), **_errors(400, 413, 422, 429, 503)}}},
     }  # fmt: skip
 
 

@@ -5,18 +5,30 @@ Request body: ``{"events": [event, ...]}`` with at most ``telemetry_events`` eve
     {"event": "resolve"|"download"|"verify"|"install"|"load"|"predict"|"fallback"|"error",
      "model", "version"?, "variant"?, "device_id"?, "at"?, "ms"?, "bytes"?, "detail"?}
 
-Stored as JSON Lines: appended to a local file when one is configured, else one object per
-request under ``telemetry/<yyyy-mm-dd>/<uuid>.jsonl`` in the store (S3 cannot append).
+Stored as JSON Lines: appended to a local file when one is configured, else in gzip'd segments
+under ``telemetry/model=<model>/date=<yyyy-mm-dd>/<hhmmss>-<id>.jsonl.gz`` in the store, the
+partitioned layout DuckDB, Athena and Spark read as they are. ``packager serve`` gathers events in
+memory and writes a model's segment when it holds ``segment_bytes`` or every ``segment_seconds``
+(and at shutdown): 5,000 events are a few kilobytes in the store, not 5,000 objects. The Lambda
+handler, which has no later, writes one segment per request.
+
+Bounds (``packager serve``, server.toml ``[telemetry]``): events name a model the registry has; a
+token bucket per device id (events) and per client address (requests) answers 429 with
+``Retry-After`` when empty; a model takes at most ``model_events_per_day`` events a UTC day.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
 import threading
+import time
 import uuid
-from datetime import UTC, datetime
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,19 +91,147 @@ def check_batch(doc: Any, most: int) -> list[dict[str, Any]]:
     return [check_event(event, i) for i, event in enumerate(doc["events"])]
 
 
-class TelemetrySink:
-    """Where accepted events go: a local JSON Lines file, or the store's telemetry/ prefix."""
+def segment_key(model: str, at: datetime) -> str:
+    return f"telemetry/model={model}/date={at:%Y-%m-%d}/{at:%H%M%S}-{uuid.uuid4().hex[:12]}.jsonl.gz"
 
-    def __init__(self, store: Store, path: Path | None) -> None:
+
+class TelemetrySink:
+    """Where accepted events go: a local JSON Lines file, or gzip'd segments in the store's
+    telemetry/ prefix (``buffered``: gathered until ``flush``, or ``segment_bytes`` per model)."""
+
+    def __init__(self, store: Store, path: Path | None, *, buffered: bool = False,
+                 segment_bytes: int = 1 << 20) -> None:  # fmt: skip
         self.store = store
         self.path = path
+        self.buffered = buffered
+        self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
+        self._held: dict[str, list[bytes]] = {}  # model -> JSON lines not yet written
+        self._held_bytes: dict[str, int] = {}
 
     def write(self, events: list[dict[str, Any]], received: datetime | None = None) -> None:
         now = received or datetime.now(UTC)
-        lines = "".join(json.dumps({**e, "received": iso(now)}, sort_keys=True) + "\n" for e in events).encode()
-        if self.path is None:
-            self.store.put_immutable(f"telemetry/{now:%Y-%m-%d}/{uuid.uuid4().hex}.jsonl", lines)
+        lines = [json.dumps({**e, "received": iso(now)}, sort_keys=True).encode() + b"\n" for e in events]
+        if self.path is not None:
+            with self._lock, self.path.open("ab") as handle:
+                handle.write(b"".join(lines))
             return
-        with self._lock, self.path.open("ab") as handle:
-            handle.write(lines)
+        full = []
+        with self._lock:
+            for event, line in zip(events, lines, strict=True):
+                model = event["model"]
+                self._held.setdefault(model, []).append(line)
+                self._held_bytes[model] = self._held_bytes.get(model, 0) + len(line)
+                if not self.buffered or self._held_bytes[model] >= self.segment_bytes:
+                    full.append(model)
+            taken = {model: self._take(model) for model in dict.fromkeys(full)}
+        self._put(taken, now)
+
+    def flush(self, now: datetime | None = None) -> None:
+        """Write every model's gathered events as a segment."""
+        with self._lock:
+            taken = {model: self._take(model) for model in list(self._held)}
+        self._put(taken, now or datetime.now(UTC))
+
+    def _take(self, model: str) -> list[bytes]:
+        self._held_bytes.pop(model, None)
+        return self._held.pop(model, [])
+
+    def _put(self, taken: dict[str, list[bytes]], now: datetime) -> None:
+        for model, lines in taken.items():
+            if lines:
+                self.store.put_immutable(segment_key(model, now), gzip.compress(b"".join(lines), mtime=0))
+
+
+class Buckets:
+    """Token buckets by key (a device id, an address): ``rate`` tokens a second up to ``burst``;
+    at most ``most`` keys remembered (the least recently used is forgotten, as if full)."""
+
+    def __init__(self, rate: float, burst: float, most: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.most, self.clock = rate, burst, most, clock
+        self._levels: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, wanted: dict[str, int]) -> float:
+        """Take ``wanted[key]`` tokens of each key's bucket, all or none: 0.0 when taken, else
+        the seconds until they would be."""
+        now = self.clock()
+        with self._lock:
+            levels = {}
+            for key in wanted:
+                tokens, at = self._levels.get(key, (self.burst, now))
+                levels[key] = min(self.burst, tokens + (now - at) * self.rate)
+            short = max((count - levels[key] for key, count in wanted.items()), default=0.0)
+            if short > 0:
+                return short / self.rate if self.rate > 0 else math.inf
+            for key, count in wanted.items():
+                self._levels[key] = (levels[key] - count, now)
+                self._levels.move_to_end(key)
+            while len(self._levels) > self.most:
+                self._levels.popitem(last=False)
+        return 0.0
+
+
+class DailyCap:
+    """At most ``most`` events per model per UTC day."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._day = ""
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, models: Iterable[str], now: datetime) -> float:
+        """Count the events (one model name per event); 0.0, or the seconds to the next UTC day."""
+        wanted: dict[str, int] = {}
+        for model in models:
+            wanted[model] = wanted.get(model, 0) + 1
+        day = f"{now:%Y-%m-%d}"
+        with self._lock:
+            if day != self._day:
+                self._day, self._counts = day, {}
+            if any(self._counts.get(m, 0) + n > self.most for m, n in wanted.items()):
+                midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+                return (midnight - now).total_seconds()
+            for model, count in wanted.items():
+                self._counts[model] = self._counts.get(model, 0) + count
+        return 0.0
+
+
+def too_many(wait: float, why: str) -> ServiceError:
+    seconds = max(1, math.ceil(min(wait, 86400.0)))
+    return ServiceError(429, "too_many_requests", f"{why}; try again in {seconds} s",
+                        headers={"Retry-After": str(seconds)})  # fmt: skip
+
+
+class Guard:
+    """``packager serve``'s telemetry bounds: the client address's bucket (a token a request), each
+    device id's bucket (a token an event), the models' daily cap, and known model names."""
+
+    def __init__(self, conf: dict[str, Any], known: Callable[[], frozenset[str]]) -> None:
+        most = int(conf["buckets"])
+        self.addresses = Buckets(float(conf["address_requests_per_second"]), float(conf["address_burst"]), most)
+        self.devices = Buckets(float(conf["device_events_per_second"]), float(conf["device_burst"]), most)
+        self.daily = DailyCap(int(conf["model_events_per_day"]))
+        self.known = known
+
+    def admit_address(self, address: str | None) -> None:
+        wait = self.addresses.take({address: 1}) if address else 0.0
+        if wait:
+            raise too_many(wait, "this address sends telemetry too often")
+
+    def admit(self, events: list[dict[str, Any]], now: datetime) -> None:
+        known = self.known()
+        for index, event in enumerate(events):
+            if event["model"] not in known:
+                raise _bad(f"events[{index}].model: no model {event['model']!r} is published here")
+        wanted: dict[str, int] = {}
+        for event in events:
+            if event.get("device_id"):
+                wanted[event["device_id"]] = wanted.get(event["device_id"], 0) + 1
+        wait = self.devices.take(wanted)
+        if wait:
+            raise too_many(wait, "a device in this batch sends telemetry too often")
+        wait = self.daily.take((e["model"] for e in events), now)
+        if wait:
+            raise too_many(wait, "a model in this batch has had its events for today")

@@ -26,7 +26,7 @@ from packager.registry.store import Store
 class RegistryView:
     """Cached reads of one store; safe to share between threads."""
 
-    def __init__(self, store: Store, *, pointer_seconds: float, versions: int, derived: int,
+    def __init__(self, store: Store, *, pointer_seconds: float, versions: int, derived: int, channels: int = 4096,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.store = store
         self.pointer_seconds = pointer_seconds
@@ -34,8 +34,10 @@ class RegistryView:
         self._lock = threading.Lock()
         self._versions = Lru(versions)
         self._derived = Lru(derived)
-        self._channels: dict[tuple[str, str], tuple[float, Channel | None]] = {}
+        # (model, channel) -> (read at, the channel or None); bounded: a client can ask for any name
+        self._channels = Lru(channels)
         self._state: tuple[str | None, signing.RepoState | None] = ("", None)
+        self._models: tuple[float, frozenset[str]] = (-1.0, frozenset())
 
     def signed(self) -> bool:
         return self._repo_state() is not None
@@ -86,13 +88,24 @@ class RegistryView:
                                    f"{model}/{channel} points at version {missing[0]}, which is missing")  # fmt: skip
             found = Channel(pointer=pointer, versions={k: v for k, v in docs.items() if v is not None},
                             key=canonical_json(pointer.to_json()).decode(), signed=state is not None)  # fmt: skip
-        self._channels[(model, channel)] = (now, found)
+        with self._lock:
+            self._channels.put((model, channel), (now, found))
         return found
+
+    def models(self, seconds: float) -> frozenset[str]:
+        """The names of the models the store holds, listed again after ``seconds``."""
+        at, names = self._models
+        if self.clock() - at >= seconds or at < 0:
+            names = frozenset(key.split("/")[1] for key in self.store.list("models/") if key.count("/") >= 2)
+            self._models = (self.clock(), names)
+        return names
 
     def forget(self, model: str) -> None:
         """Drop the cached pointers of ``model`` (after this server changed one of them)."""
-        for key in [k for k in self._channels if k[0] == model]:
-            self._channels.pop(key, None)
+        with self._lock:
+            for key in [k for k in self._channels if k[0] == model]:
+                self._channels.pop(key, None)
+        self._models = (-1.0, self._models[1])
 
     def derived(self, key: Any, make: Callable[[], Any]) -> Any:
         """A value computed once per ``key`` (e.g. a manifest per pointer generation)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -184,6 +185,8 @@ async def _change(svc: Service, model: str, write: Any) -> Pointer:
 
 async def telemetry(request: Request) -> Response:
     svc = service(request)
+    svc.guard.admit_address(request.client.host if request.client else None)
     events = check_batch(await read_json(request, svc.limits["telemetry_body"]), svc.limits["telemetry_events"])
+    await run_in_threadpool(svc.guard.admit, events, datetime.now(UTC))
     await run_in_threadpool(svc.telemetry.write, events)
     return json_response({"accepted": len(events)}, status=202)

@@ -5,6 +5,7 @@ with the Starlette server's over the same store: the same vendored selection cod
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import importlib
 import json
@@ -339,9 +340,10 @@ def test_manifest_telemetry_is_stored_under_telemetry(plain: ModuleType, seaweed
     answer = call(plain, "POST", "/v1/telemetry", body=json.dumps({"events": events}))
     assert answer.status == 202 and answer.json() == {"accepted": 2}
     (key,) = set(store.list("telemetry/")) - before
+    assert key.startswith("telemetry/model=mlp/date=") and key.endswith(".jsonl.gz")  # one segment a request
     blob = store.get(key)
     assert blob is not None
-    stored = [json.loads(line) for line in blob.data.decode().splitlines()]
+    stored = [json.loads(line) for line in gzip.decompress(blob.data).splitlines()]
     assert [{k: v for k, v in e.items() if k != "received"} for e in stored] == events
 
 

@@ -194,3 +194,13 @@ def test_hostile_a_slow_but_steady_body_is_read(impatient: Served) -> None:
 def _address(served: Served) -> tuple[str, int]:
     host, port = served.url.removeprefix("http://").split(":")
     return host, int(port)
+
+
+def test_hostile_names_asked_for_are_remembered_within_a_bound(tmp_path: Any) -> None:
+    from packager.registry.store import LocalStore
+    from packager.server.views import RegistryView
+
+    view = RegistryView(LocalStore(tmp_path), pointer_seconds=60, versions=4, derived=4, channels=8)
+    for i in range(50):  # a client asking for a new model name each time
+        assert view.channel(f"nosuch{i}", "stable") is None
+    assert len(view._channels) == 8

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import re
 import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 from conftest import run_cli
-from server_helpers import Served, served, tokens_file, two_runtime_build
+from server_helpers import Served, fresh, make_registry, run_server, served, tokens_file, two_runtime_build
 
 from packager.errors import ServiceError
 from packager.registry.store import LocalStore
+from packager.server import create_app
+from packager.server.telemetry import Buckets, DailyCap
 from packager.server.tokens import Entry, Tokens, add_token
 
-__all__ = ["served", "tokens_file", "two_runtime_build"]
+__all__ = ["fresh", "served", "tokens_file", "two_runtime_build"]
 
 
 def test_tokens_are_stored_hashed_and_private(tmp_path: Path) -> None:
@@ -77,14 +82,75 @@ def test_cli_token_add_prints_the_token_once(tmp_path: Path) -> None:
     assert bad.code == 2 and "invalid model name" in bad.error_lines[0]
 
 
-def test_telemetry_events_are_validated_and_stored(served: Served) -> None:
-    events = [{"event": "download", "model": "mlp", "version": "1", "variant": "onnx-fp32", "bytes": 1234,
-               "ms": 5.5, "device_id": "d1"}, {"event": "error", "model": "mlp", "detail": "load failed"}]  # fmt: skip
-    response = served.client.post("/v1/telemetry", json={"events": events})
-    assert response.status_code == 202 and response.json() == {"accepted": 2}
-    store = LocalStore(served.registry)
-    stored = [json.loads(line) for key in store.list("telemetry/") for line in store.get(key).data.splitlines()]  # type: ignore[union-attr]
-    assert {e["event"] for e in stored} >= {"download", "error"} and all("received" in e for e in stored)
+def _segments(registry: Path) -> dict[str, bytes]:
+    store = LocalStore(registry)
+    return {key: store.get(key).data for key in store.list("telemetry/")}  # type: ignore[union-attr]
+
+
+def test_telemetry_events_are_gathered_into_gzip_segments(two_runtime_build: Path, tmp_path: Path) -> None:
+    registry, _, _ = make_registry(two_runtime_build, tmp_path)
+    before = sum(p.stat().st_size for p in registry.rglob("*") if p.is_file())
+    with run_server(create_app(LocalStore(registry))) as url, httpx.Client(base_url=url) as client:
+        for batch in range(50):  # 5,000 events from 100 devices, as a fleet sends them
+            events = [{"event": "predict", "model": "mlp", "version": "1", "variant": "onnx-fp32", "ms": 1.25 + i,
+                       "device_id": f"device-{(batch * 100 + i) % 100:04d}", "at": "2026-12-05T08:00:00Z"}
+                      for i in range(100)]  # fmt: skip
+            answer = client.post("/v1/telemetry", json={"events": events})
+            assert answer.status_code == 202 and answer.json() == {"accepted": 100}, answer.text
+        assert _segments(registry) == {}  # gathered in memory until a segment is due
+    segments = _segments(registry)  # written at shutdown
+    grown = sum(p.stat().st_size for p in registry.rglob("*") if p.is_file()) - before
+    assert 0 < grown <= 1_000_000 and 1 <= len(segments) <= 5, (grown, list(segments))
+    partition = re.compile(r"telemetry/model=mlp/date=\d{4}-\d\d-\d\d/\d{6}-[0-9a-f]{12}\.jsonl\.gz")
+    assert all(partition.fullmatch(k) for k in segments), list(segments)
+    stored = [json.loads(line) for data in segments.values() for line in gzip.decompress(data).splitlines()]
+    assert len(stored) == 5000 and all(e["event"] == "predict" and "received" in e for e in stored)
+
+
+def test_telemetry_of_an_unknown_model_is_refused(served: Served) -> None:
+    answer = served.client.post("/v1/telemetry", json={"events": [{"event": "load", "model": "nosuchmodel"}]})
+    assert answer.status_code == 422 and "no model 'nosuchmodel' is published here" in answer.json()["error"]["message"]
+
+
+def test_telemetry_a_device_past_its_burst_gets_429_with_retry_after(fresh: Served) -> None:
+    events = [{"event": "load", "model": "mlp", "device_id": "chatty"}] * 100
+    answers = [fresh.client.post("/v1/telemetry", json={"events": events}) for _ in range(6)]
+    assert [a.status_code for a in answers] == [202] * 5 + [429]
+    assert answers[-1].json()["error"]["code"] == "too_many_requests" and int(answers[-1].headers["retry-after"]) >= 1
+    other = fresh.client.post("/v1/telemetry", json={"events": [{"event": "load", "model": "mlp", "device_id": "b"}]})
+    assert other.status_code == 202  # one device's bucket, not everyone's
+
+
+def test_telemetry_an_address_past_its_burst_gets_429(two_runtime_build: Path, tmp_path: Path) -> None:
+    registry, _, _ = make_registry(two_runtime_build, tmp_path)
+    app = create_app(LocalStore(registry), overrides={"telemetry": {"address_burst": 20,
+                                                                    "address_requests_per_second": 0.01}})  # fmt: skip
+    body = {"events": [{"event": "load", "model": "mlp"}]}
+    with run_server(app) as url, httpx.Client(base_url=url) as client:
+        answers = [client.post("/v1/telemetry", json=body) for _ in range(25)]
+        assert [a.status_code for a in answers] == [202] * 20 + [429] * 5
+        assert "this address sends telemetry too often" in answers[-1].json()["error"]["message"]
+        assert int(answers[-1].headers["retry-after"]) > 1
+        assert client.get("/healthz").status_code == 200  # reads are not held back
+
+
+def test_buckets_refill_at_their_rate_and_forget_the_oldest_key() -> None:
+    now = [0.0]
+    buckets = Buckets(rate=2.0, burst=4.0, most=2, clock=lambda: now[0])
+    assert buckets.take({"a": 4}) == 0.0 and buckets.take({"a": 1}) == 0.5
+    now[0] = 1.0  # two tokens back
+    assert buckets.take({"a": 2}) == 0.0 and buckets.take({"a": 1, "b": 1}) == 0.5  # all or none: b kept its 4
+    assert buckets.take({"b": 4}) == 0.0 and buckets.take({"c": 1}) == 0.0  # a forgotten: 2 keys at most
+    assert buckets.take({"a": 4}) == 0.0
+
+
+def test_daily_cap_counts_per_model_and_resets_at_utc_midnight() -> None:
+    cap = DailyCap(3)
+    noon = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    assert cap.take(["mlp", "mlp"], noon) == 0.0 and cap.take(["other"] * 3, noon) == 0.0
+    assert cap.take(["mlp", "mlp"], noon) == 12 * 3600
+    assert cap.take(["mlp"], noon) == 0.0 and cap.take(["mlp"], noon) > 0
+    assert cap.take(["mlp"] * 3, noon + timedelta(hours=12)) == 0.0
 
 
 @pytest.mark.parametrize("body", [
