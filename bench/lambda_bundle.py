@@ -35,9 +35,10 @@ def main() -> None:
     from packager.archive import Entry, tree_entries, unzipped_size, write_zip
     from packager.config import cache_dir
     from packager.resources import read_toml
+    from packager.runtimes.aws_lambda import local_tools, runtime_python
+    from packager.targets.lambda_zip import HANDLER, requirements, site_packages
     from packager.tools import pip
     from packager.tools.lambda_runtime import LocalFunction, http_event
-    from targets.lambda_zip import HANDLER, _local_tools, requirements, runtime_python, site_packages
 
     work = Path(tempfile.mkdtemp(prefix="bench-lambda-"))
     model = _model(args.model, work)
@@ -58,7 +59,7 @@ def main() -> None:
               Entry(name="model/signature.json", source=json.dumps(signature).encode())]  # fmt: skip
     bundles = {"naive": (naive_site, 6), "packager": (slim_site, 9)}
     python, version = runtime_python(args.runtime, arch)
-    tools = _local_tools(python, version, cache_dir())
+    tools = local_tools(python, version, cache_dir())
     results: dict[str, dict] = {}
     for name, (site, level) in bundles.items():
         zipped = work / f"{name}.zip"

@@ -79,8 +79,8 @@ def _build(engine: str, model: Path, samples: Path, runtime: str, work: Path) ->
 def _measure(variants: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
     from packager.archive import unzipped_size
     from packager.config import cache_dir
+    from packager.runtimes.aws_lambda import LambdaRunner
     from packager.tools.lambda_runtime import http_event
-    from targets.lambda_zip import LambdaRunner
 
     body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]})
     event = http_event("POST", "/v2/models/cnn/infer", body)

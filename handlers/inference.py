@@ -151,7 +151,7 @@ def infer(model: str) -> dict[str, Any]:
 
 def _parse_body() -> dict[str, Any]:
     event = app.current_event
-    raw = event.decoded_body if event.body is not None else ""
+    raw = (event.decoded_body or "") if event.body is not None else ""
     size = len(raw.encode() if isinstance(raw, str) else raw)
     if size > MAX_BODY_BYTES:
         raise RequestError(400, "body_too_large", f"request body is {size} bytes; the limit is {MAX_BODY_BYTES}")

@@ -30,7 +30,6 @@ from packager.errors import OutputError
 from packager.output import file_sha256
 
 SKIP_IN_TREE = ("build.json", "report.html")  # written after the tree digest (they hold it)
-CODE_PACKAGES = ("packager", "targets", "handlers")
 
 
 @dataclass(frozen=True)
@@ -172,17 +171,19 @@ def _tensors(graph: Any) -> Any:
 
 
 def _code_digest() -> str:
-    """packager's own code and templates: an edit in a development install changes the build."""
+    """packager's own code and templates (targets/, handlers/ and templates/ are inside it, linked
+    in a checkout): an edit in a development install changes the build."""
+    import os
+
     import packager
 
-    root = Path(packager.__file__).resolve().parent.parent
+    root = Path(packager.__file__).resolve().parent
     digest = hashlib.sha256()
-    folders = [root / name for name in CODE_PACKAGES] + [root / "templates"]
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+        for name in sorted(names):
+            path = Path(folder) / name
+            if path.suffix != ".pyc":
                 digest.update(path.relative_to(root).as_posix().encode() + b"\0")
                 digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
-import numpy as np
-
+from packager.runtimes import Runner, RuntimeUnavailable
 from packager.spec import ModelSpec
 from packager.vocab import PRECISIONS, SOURCE_FORMATS
 
@@ -83,32 +82,6 @@ class Step:
     requires: tuple[str, ...] = ()
     variant: VariantInfo | None = None
     skipped: str = ""  # planned but not built, and why (recorded in build.json)
-
-
-class RuntimeUnavailable(Exception):
-    """Raised by ``Target.runner`` when the variant's runtime does not exist here.
-
-    The variant is then recorded as ``unverified`` with this reason; never as verified.
-    ``evidence`` (optional) is what was measured instead, e.g. the graph it was converted from.
-    """
-
-    def __init__(self, reason: str, *, evidence: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.evidence = evidence
-
-
-class Runner(Protocol):
-    """A loaded variant, running in the runtime a device would use.
-
-    A runner may also have ``details() -> dict``: measurements that go into the variant's
-    record as they are (e.g. a Lambda bundle's init time).
-    """
-
-    runtime_label: str
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-    def close(self) -> None: ...
 
 
 class Target:

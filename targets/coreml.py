@@ -29,11 +29,11 @@ from packager.archive import tree_entries, write_zip
 from packager.config import Tolerance
 from packager.errors import ConversionError, first_line
 from packager.importers.base import quiet_native_output
+from packager.runtimes.tflite import to_variant
 from packager.spec import ModelSpec
 from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
-from targets import _savedmodel
-from targets import onnx as onnx_target
-from targets.tflite import to_variant
+from packager.targets import _savedmodel
+from packager.targets import onnx as onnx_target
 
 DEPLOYMENT = "iOS16"  # the first with ML programs and fp16/int8 weight compression
 

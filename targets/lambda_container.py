@@ -17,11 +17,12 @@ from pathlib import Path
 
 from packager import budget
 from packager.resources import fill, read_toml, template_path
+from packager.runtimes.aws_lambda import LambdaRunner, runtime_python
 from packager.spec import ModelSpec
 from packager.target import Step, StepContext, Target, VariantInfo
-from targets import lambda_zip
-from targets import onnx as onnx_target
-from targets.lambda_zip import HANDLER, LambdaOptions, LambdaRunner
+from packager.targets import lambda_zip
+from packager.targets import onnx as onnx_target
+from packager.targets.lambda_zip import HANDLER, LambdaOptions
 
 
 class LambdaContainerTarget(Target):
@@ -57,7 +58,7 @@ class LambdaContainerTarget(Target):
 
     def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> LambdaRunner:
         signature = json.loads((variant_dir / "context" / "model" / "signature.json").read_text())
-        lambda_zip.runtime_python(signature["runtime"], signature["arch"])
+        runtime_python(signature["runtime"], signature["arch"])
         site = lambda_zip.site_packages(cache_dir, signature["runtime"], signature["arch"], slimmed=False)
         work = Path(tempfile.mkdtemp(prefix="packager-container-"))
         task = work / "task"

@@ -19,12 +19,12 @@ from typing import Any
 
 from packager.archive import Entry
 from packager.errors import ConversionError, MissingDependencyError, UnsupportedOpError
-from packager.resources import read_toml
+from packager.resources import handler_path, read_toml
 from packager.spec import ModelSpec
 from packager.target import StepContext
 from packager.tools import elf
 
-HANDLER = Path(__file__).resolve().parents[1] / "handlers" / "native_inference.py"
+HANDLER = handler_path("native_inference.py")
 HANDLER_NAME = "native_inference.handler"
 VARIANT_ID = "lambda-native-fp32"
 ALLOWED_LIBS = ("libc.so", "libm.so", "ld-linux")
@@ -49,7 +49,7 @@ def check_model(spec: ModelSpec) -> None:
                 f"lambda-zip's native engine needs fixed dims after the batch; '{t.name}' has shape {list(t.shape)}",
                 hint=REFUSE_HINT,
             )
-    from targets import static_lib  # here, not at the top: the onnxruntime engine never needs the C generator
+    from packager.targets import static_lib  # here, not at the top: the onnxruntime engine never needs the C generator
 
     try:
         static_lib.StaticLibTarget().check(spec)
@@ -72,7 +72,7 @@ def compiler(arch: str) -> str:
 
 def compile_step(ctx: StepContext) -> Path:
     """lib<prefix>.so for the Lambda arch, stripped, with its libraries and glibc versions checked."""
-    from targets import static_lib
+    from packager.targets import static_lib
 
     options = ctx.options
     arch = read_toml("lambda.toml")["arch"][options.arch]

@@ -14,8 +14,6 @@ import json
 import platform
 import shutil
 import subprocess
-import tempfile
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +24,15 @@ import numpy as np
 from packager import batching, budget, cache
 from packager.archive import Entry, tree_entries, write_zip
 from packager.errors import ConversionError, UsageError
-from packager.resources import fill, read_toml, template_path
-from packager.spec import ModelSpec, Signature, TensorSpec
-from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
+from packager.resources import fill, handler_path, read_toml, template_path
+from packager.runtimes.aws_lambda import LambdaRunner
+from packager.spec import ModelSpec, TensorSpec
+from packager.target import Step, StepContext, Target, VariantInfo
+from packager.targets import lambda_native
+from packager.targets import onnx as onnx_target
 from packager.tools import pip, sam
-from packager.tools.lambda_runtime import LambdaInitError, LocalFunction, http_event
-from packager.tools.pythons import find_python, full_version
-from targets import lambda_native
-from targets import onnx as onnx_target
 
-HANDLER = Path(__file__).resolve().parents[1] / "handlers" / "inference.py"
+HANDLER = handler_path("inference.py")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -408,112 +405,3 @@ def _powertools_values(values: dict[str, str], native: bool) -> dict[str, str]:
         + "\n    Description: Version of AWS's public Powertools for AWS Lambda (Python) v3 layer."
     )  # fmt: skip
     return {"powertools_parameter": parameter, "layers": f'      Layers:\n        - !Sub "{layer}"\n'}
-
-
-class LambdaRunner:
-    """A bundle started by awslambdaric under the runtime's Python, as Lambda would start it."""
-
-    def __init__(self, *, work: Path, task: Path, paths: list[Path], cache_dir: Path) -> None:
-        signature = json.loads((task / "model" / "signature.json").read_text())
-        self.model, self.work, self.max_batch = signature["name"], work, int(signature["max_batch"])
-        self.signature = Signature.from_json(signature)
-        runtime, arch = signature["runtime"], signature["arch"]
-        native = signature.get("engine") == "native"
-        python, version = runtime_python(runtime, arch)
-        # The native handler must run on the standard library alone: no Powertools on its path.
-        tools = _local_tools(python, version, cache_dir, powertools=not native)
-        try:
-            self.function = LocalFunction(python=python, task_root=task, paths=[*paths, *tools],
-                                          handler=signature.get("handler", "inference.handler"), runtime=runtime,
-                                          memory_mb=1024, timeout_s=60)  # fmt: skip
-        except LambdaInitError as exc:
-            shutil.rmtree(work, ignore_errors=True)
-            raise RuntimeError(str(exc)) from exc
-        engine = ", native engine" if native else ""
-        self.runtime_label = f"awslambdaric on Python {full_version(python)} ({runtime} {arch}{engine})"
-
-    @classmethod
-    def from_zip(cls, variant_dir: Path, cache_dir: Path) -> LambdaRunner:
-        """Unpack function.zip (and layer.zip into /opt's place) as Lambda does."""
-        with zipfile.ZipFile(variant_dir / "function.zip") as archive:
-            signature = json.loads(archive.read("model/signature.json"))
-        runtime_python(signature["runtime"], signature["arch"])  # refuse early, before unpacking
-        work = Path(tempfile.mkdtemp(prefix="packager-lambda-"))
-        task, opt = work / "task", work / "opt"
-        _unzip(variant_dir / "function.zip", task)
-        if (variant_dir / "layer.zip").is_file():
-            _unzip(variant_dir / "layer.zip", opt)
-        if (variant_dir / "model.onnx").is_file():  # model_from_s3: what S3 would serve
-            shutil.copyfile(variant_dir / "model.onnx", task / "model" / "model.onnx")
-        return cls(work=work, task=task, paths=[opt / "python"], cache_dir=cache_dir)
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One invocation per max_batch samples, as a client of the endpoint must send them."""
-        count = batching.count(inputs, self.signature.inputs)
-        if count <= self.max_batch:
-            return self._invoke(inputs)
-        parts = [self._invoke(batching.take(inputs, self.signature.inputs, i, i + self.max_batch))
-                 for i in range(0, count, self.max_batch)]  # fmt: skip
-        return batching.join(parts, self.signature.outputs)
-
-    def _invoke(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tensors = [{"name": k, "shape": list(v.shape), "datatype": _datatype(v), "data": v.reshape(-1).tolist()}
-                   for k, v in inputs.items()]  # fmt: skip
-        event = http_event("POST", f"/v2/models/{self.model}/infer", json.dumps({"inputs": tensors}))
-        answer = self.function.invoke(event)
-        body = json.loads(answer["body"])
-        if answer["statusCode"] != 200:
-            raise RuntimeError(f"HTTP {answer['statusCode']}: {body.get('error', body)}")
-        return {o["name"]: np.asarray(o["data"], dtype=_numpy_type(o["datatype"])).reshape(o["shape"])
-                for o in body["outputs"]}  # fmt: skip
-
-    def details(self) -> dict[str, Any]:
-        return {"init_ms": self.function.init_ms}
-
-    def close(self) -> None:
-        self.function.close()
-        shutil.rmtree(self.work, ignore_errors=True)
-
-
-def runtime_python(runtime: str, arch: str) -> tuple[Path, str]:
-    """The interpreter to run a bundle for ``runtime`` with, or RuntimeUnavailable saying why not."""
-    host = "arm64" if platform.machine() == "aarch64" else platform.machine()
-    if arch != host:
-        raise RuntimeUnavailable(f"a {arch} bundle cannot run on this {host} host; its sizes were checked")
-    version = read_toml("lambda.toml")["runtimes"][runtime]["python"]
-    python = find_python(version)
-    if python is None:
-        raise RuntimeUnavailable(f"no Python {version} here to run the {runtime} bundle with")
-    return python, version
-
-
-DATATYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
-             "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}  # fmt: skip
-
-
-def _datatype(array: np.ndarray) -> str:
-    return DATATYPES[array.dtype.name]
-
-
-def _numpy_type(datatype: str) -> np.dtype:
-    return np.dtype({v: k for k, v in DATATYPES.items()}[datatype])
-
-
-def _unzip(archive: Path, into: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(into)
-
-
-def _local_tools(python: Path, version: str, cache_dir: Path, *, powertools: bool = True) -> list[Path]:
-    """awslambdaric (and Powertools, what AWS's layer gives) installed for ``python``, once, in the cache."""
-    facts = read_toml("lambda.toml")
-    paths = []
-    wanted = [("powertools", facts["powertools"]["local"])] if powertools else []
-    for name, reqs in [*wanted, ("ric", facts["runtime_client"]["local"])]:
-        folder = cache_dir / "lambda-local" / f"{name}-{cache.key(version, reqs)}"
-        try:
-            cache.cached(folder, lambda staging, reqs=reqs: pip.install_for_interpreter(python, reqs, staging / "site"))
-        except Exception as exc:
-            raise RuntimeUnavailable(f"could not install {', '.join(reqs)} for Python {version}: {exc}") from exc
-        paths.append(folder / "site")
-    return paths

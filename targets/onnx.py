@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +27,7 @@ from packager import batching
 from packager import weights as model_weights  # the estimate below has a local `weights`
 from packager.errors import ConversionError, UnsupportedOpError, first_line
 from packager.resources import read_toml
+from packager.runtimes.ort import OrtRunner
 from packager.spec import ModelSpec
 from packager.target import Step, StepContext, Target, VariantInfo
 
@@ -156,28 +156,6 @@ def int8_skip_reason(spec: ModelSpec) -> str:
     if set(spec.ops) & QUANTIZABLE:
         return ""
     return f"the model has no op that onnxruntime quantizes ({', '.join(sorted(QUANTIZABLE))}); int8 would equal fp32"
-
-
-class OrtRunner:
-    """A variant loaded in onnxruntime's CPU provider, one thread (stable timings)."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._outputs = [o.name for o in self._session.get_outputs()]
-        self.runtime_label = f"onnxruntime {ort.__version__}"
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self._session.run(self._outputs, dict(inputs))
-        return dict(zip(self._outputs, values, strict=True))
-
-    def close(self) -> None:
-        del self._session
 
 
 def _optimize(ctx: StepContext) -> Path:

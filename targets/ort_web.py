@@ -18,10 +18,11 @@ import numpy as np
 
 from packager import batching
 from packager.resources import fill, template_path
+from packager.runtimes.browser import BrowserRunner
 from packager.spec import ModelSpec
 from packager.target import Step, StepContext, Target, VariantInfo
+from packager.targets import onnx as onnx_target
 from packager.tools import browser
-from targets import onnx as onnx_target
 
 RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 
@@ -78,20 +79,3 @@ def write_sample(spec: ModelSpec, path: Path, perms: Mapping[str, list[int] | No
         key = names.get(name, name) if names else name
         sample[key] = {"shape": list(one.shape), "dtype": one.dtype.name, "data": one.reshape(-1).tolist()}
     path.write_text(json.dumps(sample) + "\n")
-
-
-class BrowserRunner:
-    """The variant's own index.html, open in headless Chromium, predicting on request."""
-
-    def __init__(self, variant_dir: Path, page: str) -> None:
-        self.page = browser.BrowserPage(variant_dir, page, shared=True)  # one Chromium for a build's pages
-        ready = self.page.ready
-        self.runtime_label = (
-            f"{ready['runtime']} {ready['version']} ({ready['backend']}) in Chromium {self.page.chromium}"
-        )
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.page.predict(inputs)
-
-    def close(self) -> None:
-        self.page.close()

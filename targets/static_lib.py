@@ -11,7 +11,6 @@ user-mode emulation (unverified, with the reason, where QEMU is not installed).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import re
@@ -19,21 +18,19 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
 from packager import batching, codegen, shapes
 from packager.errors import ConversionError, MissingDependencyError
 from packager.resources import fill, template_path
+from packager.runtimes.c import CRunner, header_outputs
+from packager.runtimes.c_emulated import EmulatedRunner
 from packager.spec import ModelSpec
 from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
+from packager.targets import onnx as onnx_target
 from packager.tools import elf
-from targets import onnx as onnx_target
-from targets._emulated import EmulatedRunner
 
 ALLOWED_LIBS = ("linux-vdso", "libc.so", "libm.so", "ld-linux")
 # Cross targets: the Debian cross compiler and a -march every such CPU runs (Armv8.0-A: a
@@ -94,12 +91,16 @@ class StaticLibTarget(Target):
     def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> CRunner | EmulatedRunner:
         library = variant_dir / main_file
         built_for = elf.machine(library)
+        prefix = library.stem.removeprefix("lib")
+        header = (library.parent / f"{prefix}.h").read_text()
         if built_for == host_arch():
-            return CRunner(library)
+            try:
+                return CRunner(library, header, prefix, label=f"C library via ctypes ({_compiler()})")
+            except OSError as exc:
+                raise RuntimeUnavailable(f"the library does not load on this host ({host_arch()}): {exc}") from exc
         if built_for not in CROSS:
             raise RuntimeUnavailable(f"the library is built for {built_for} and this host is {host_arch()}")
-        prefix = library.stem.removeprefix("lib")
-        outputs = header_outputs(prefix, (library.parent / f"{prefix}.h").read_text())
+        outputs = header_outputs(prefix, header)
         return EmulatedRunner(library, built_for, CROSS[built_for]["cc"], outputs)
 
 
@@ -227,52 +228,6 @@ def shared_libs(library: Path) -> list[str]:
         Path(line.split()[0]).name for line in done.stdout.splitlines() if "=>" in line or line.strip().startswith("/")
     ]
     return sorted(lines)
-
-
-def header_outputs(prefix: str, header: str) -> list[tuple[str, int, np.dtype]]:
-    """Every output the generated header lists: (name, values per sample, dtype), in order."""
-    pattern = rf"#define {prefix.upper()}_OUTPUT\d+_SIZE (\d+) /\* '(.*)' (int64|float32) \*/"
-    return [(name, int(size), np.dtype(dtype)) for size, name, dtype in re.findall(pattern, header)]
-
-
-class CRunner:
-    """The compiled .so loaded with ctypes, called through its C API (``<prefix>_run``: every output)."""
-
-    def __init__(self, library: Path) -> None:
-        import platform
-
-        prefix = library.stem.removeprefix("lib")
-        try:
-            self.lib = ctypes.CDLL(str(library))
-        except OSError as exc:
-            raise RuntimeUnavailable(f"the library does not load on this host ({platform.machine()}): {exc}") from exc
-        self.run_fn = getattr(self.lib, f"{prefix}_run")
-        self.run_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
-        self.run_fn.restype = ctypes.c_int
-        self.outputs = header_outputs(prefix, (library.parent / f"{prefix}.h").read_text())
-        self.signature = json.loads(ctypes.c_char_p(self._call_str(f"{prefix}_signature")).value or b"{}")
-        self.runtime_label = f"C library via ctypes ({_compiler()})"
-
-    def _call_str(self, name: str) -> bytes:
-        fn = getattr(self.lib, name)
-        fn.restype = ctypes.c_char_p
-        return fn()
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        (x,) = inputs.values()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        results = [np.zeros((len(x), size), dtype) for _, size, dtype in self.outputs]
-        pointers = (ctypes.c_void_p * len(results))(*[r.ctypes.data for r in results])
-        if self.run_fn(x.ctypes.data, len(x), pointers, None) != 0:
-            raise RuntimeError("the library's run returned an error")
-        shapes = {o["name"]: o["shape"] for o in self.signature.get("outputs", [])}
-        return {
-            name: result.reshape([len(x), *shapes.get(name, ["batch", size])[1:]])
-            for (name, size, _), result in zip(self.outputs, results, strict=True)
-        }
-
-    def close(self) -> None:
-        del self.run_fn
 
 
 def _compiler() -> str:

@@ -13,21 +13,19 @@ import functools
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from packager.errors import ConversionError, UnsupportedOpError, first_line
 from packager.importers.base import quiet_native_output
 from packager.resources import fill, template_path
+from packager.runtimes.browser import LayoutBrowserRunner
 from packager.spec import ModelSpec
 from packager.target import Step, StepContext, Target, VariantInfo
+from packager.targets import _savedmodel
+from packager.targets import onnx as onnx_target
+from packager.targets.ort_web import write_sample
 from packager.tools import browser
-from targets import _savedmodel
-from targets import onnx as onnx_target
-from targets.ort_web import BrowserRunner, write_sample
-from targets.tflite import to_variant
 
 KINDS = {"fp32": ("tfjs-fp32", None), "fp16": ("tfjs-fp16", "float16"), "int8": ("tfjs-uint8", "uint8")}
 
@@ -131,41 +129,3 @@ def _grouped_convolutions(savedmodel: str) -> list[tuple[str, int, int]]:
         if depth is not None and per_group is not None and depth != per_group:
             found.append((op.name, int(depth), int(per_group)))
     return found
-
-
-class LayoutBrowserRunner(BrowserRunner):
-    """The page speaks the SavedModel's names and layout; map the samples to it and back."""
-
-    def __init__(self, variant_dir: Path, page: str) -> None:
-        super().__init__(variant_dir, page)
-        self.layout = json.loads((variant_dir / "layout.json").read_text())
-        self.batched = _takes_any_batch(variant_dir / "model" / "model.json", self.layout)
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = len(next(iter(inputs.values())))
-        if count == 1 or self.batched:  # as it is: one sample, or a chunk the graph takes whole
-            return self._one(inputs)
-        rows = [self._one({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
-        return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
-
-    def _one(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {e["name"]: to_variant(inputs[e["source"]], e["perm"]) for e in self.layout["inputs"]}
-        result = self.page.predict(feeds)
-        out = {}
-        for e in self.layout["outputs"]:
-            y = result[e["name"]]
-            out[e["source"]] = np.transpose(y, e["perm"]) if e["perm"] else y
-        return out
-
-
-def _takes_any_batch(model_json: Path, layout: Mapping[str, list[dict[str, object]]]) -> bool:
-    """Whether every input of the graph model has a free first dim that is the samples' batch axis
-    (a Keras SavedModel's, not onnx2tf's batch of 1): then a chunk of samples runs as one call."""
-    signature = json.loads(model_json.read_text()).get("signature", {}).get("inputs", {})
-    by_name = {str(k): v for k, v in signature.items()}
-    for entry in layout["inputs"]:
-        dims = by_name.get(str(entry["name"]), {}).get("tensorShape", {}).get("dim", [])
-        perm = entry["perm"]
-        if not dims or str(dims[0].get("size")) != "-1" or (isinstance(perm, list) and perm and perm[0] != 0):
-            return False
-    return bool(layout["inputs"])

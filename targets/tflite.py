@@ -22,10 +22,11 @@ import numpy as np
 from packager import batching
 from packager.errors import ConversionError, UnsupportedOpError, first_line
 from packager.importers.base import quiet_native_output
+from packager.runtimes.tflite import LiteRunner, to_variant
 from packager.spec import ModelSpec
-from packager.target import RuntimeUnavailable, Step, StepContext, Target, VariantInfo
-from targets import _savedmodel
-from targets import onnx as onnx_target
+from packager.target import Step, StepContext, Target, VariantInfo
+from packager.targets import _savedmodel
+from packager.targets import onnx as onnx_target
 
 KINDS = {"fp32": ["fp32"], "fp16": ["fp16"], "int8": ["int8-dynamic", "int8"]}
 
@@ -58,7 +59,7 @@ class TfliteTarget(Target):
         return steps
 
     def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> LiteRunner:
-        return LiteRunner(variant_dir / main_file)
+        return LiteRunner(variant_dir / main_file, json.loads((variant_dir / "layout.json").read_text()), quiet=True)
 
     def peak_memory_mb(self, spec: ModelSpec, variant_dir: Path, main_file: str) -> float | None:
         return onnx_target.estimate_memory_mb(spec.onnx_path)
@@ -115,70 +116,3 @@ def _representative(spec: ModelSpec, layout: Mapping[str, Any]) -> Iterator[list
     for i in range(spec.num_samples):
         one = batching.take(spec.samples, spec.signature.inputs, i, i + 1)
         yield [to_variant(one[e["source"]], e["perm"]) for e in layout["inputs"]]
-
-
-def to_variant(array: np.ndarray, perm: list[int] | None) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(array, perm)) if perm else array
-
-
-class LiteRunner:
-    """A .tflite in the LiteRT interpreter, through its serving signature, one sample per call."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            import ai_edge_litert
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as exc:
-            raise RuntimeUnavailable("ai-edge-litert is not installed here (pip install ai-edge-litert)") from exc
-        self.layout = json.loads((path.parent / "layout.json").read_text())
-        with quiet_native_output():
-            self.interpreter = Interpreter(model_path=str(path), num_threads=1)
-        self.signature = self.interpreter.get_signature_runner("serving_default")
-        self.inputs = self.signature.get_input_details()
-        self.outputs = self.signature.get_output_details()
-        self.runtime_label = f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')} (LiteRT interpreter)"
-        self._first = True
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = len(next(iter(inputs.values())))
-        if count == 1:  # one sample: as it is (an input without a batch axis may be a scalar)
-            return self._one(inputs)
-        rows = [self._one({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
-        return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
-
-    def _one(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {}
-        for entry in self.layout["inputs"]:
-            x = to_variant(inputs[entry["source"]], entry["perm"])
-            feeds[entry["name"]] = _quantize(x, self.inputs[entry["name"]])
-        if self._first:  # LiteRT prints its XNNPACK banner to descriptor 2 on the first invoke
-            with quiet_native_output():
-                result = self.signature(**feeds)
-            self._first = False
-        else:
-            result = self.signature(**feeds)
-        out = {}
-        for entry in self.layout["outputs"]:
-            y = _dequantize(result[entry["name"]], self.outputs[entry["name"]])
-            out[entry["source"]] = np.transpose(y, entry["perm"]) if entry["perm"] else y
-        return out
-
-    def close(self) -> None:
-        del self.signature, self.interpreter
-
-
-def _quantize(x: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind in "iu" and np.issubdtype(x.dtype, np.floating):
-        scale, zero = detail["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-    return x.astype(dtype, copy=False)
-
-
-def _dequantize(y: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind in "iu" and detail["quantization"][0]:
-        scale, zero = detail["quantization"]
-        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
-    return y

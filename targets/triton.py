@@ -20,10 +20,11 @@ from typing import ClassVar
 from packager import batching
 from packager.errors import ConversionError, first_line
 from packager.resources import fill, template_path
+from packager.runtimes.ort import OrtRunner
 from packager.spec import ModelSpec, TensorSpec
 from packager.target import Step, StepContext, Target, VariantInfo
-from targets import lambda_zip
-from targets import onnx as onnx_target
+from packager.targets import lambda_zip
+from packager.targets import onnx as onnx_target
 
 TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
          "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
@@ -82,8 +83,8 @@ class TritonTarget(Target):
             )
         return steps
 
-    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> onnx_target.OrtRunner:
-        runner = onnx_target.OrtRunner(variant_dir / main_file)
+    def runner(self, variant_dir: Path, main_file: str, cache_dir: Path) -> OrtRunner:
+        runner = OrtRunner(variant_dir / main_file)
         runner.runtime_label += " on CPU (the graph Triton's onnxruntime backend serves; no GPU run here)"
         return runner
 

@@ -25,7 +25,6 @@ import numpy as np
 
 from packager.client import runtimes
 from packager.client.cache import Cache
-from packager.client.cloud import CloudRunner
 from packager.client.download import Wanted, download
 from packager.client.profile import detect_profile, settings
 from packager.client.telemetry import Telemetry
@@ -33,6 +32,7 @@ from packager.client.trust import Trust
 from packager.errors import ClientError, CloudError, NoVariantError, OfflineError, did_you_mean
 from packager.registry.names import check_name
 from packager.registry.profile import DeviceProfile
+from packager.runtimes.open_inference import CloudRunner
 
 log = logging.getLogger("packager.client")
 
@@ -51,7 +51,7 @@ class Model:
         self.runner, self.telemetry = runner, telemetry
         self.model, self.version, self.variant, self.source = model, version, variant, source
         self.offline, self.reason = offline, reason
-        self.runtime = runner.label
+        self.runtime = runner.runtime_label
         self.state = tuple(state)  # a streaming model's (input, output) pairs, as the build found them
         self._carried: dict[str, np.ndarray] = {}
 
@@ -286,8 +286,8 @@ class Client:
                                   detail=f"failed in {runtime}: {exc.message}")  # fmt: skip
             raise
         self.telemetry.record("load", version=installed.version, variant=installed.variant["id"],
-                              ms=(time.perf_counter() - start) * 1000, detail=f"ok {runner.label}")  # fmt: skip
-        log.info("%s %s: loaded %s in %s", self.model, installed.version, installed.variant["id"], runner.label)
+                              ms=(time.perf_counter() - start) * 1000, detail=f"ok {runner.runtime_label}")  # fmt: skip
+        log.info("%s %s: loaded %s in %s", self.model, installed.version, installed.variant["id"], runner.runtime_label)
         return Model(runner, model=self.model, version=installed.version, variant=installed.variant["id"],
                      source="local", telemetry=self.telemetry, offline=offline, reason=reason,
                      state=installed.variant.get("state", ()))  # fmt: skip

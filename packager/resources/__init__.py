@@ -17,8 +17,14 @@ def read_toml(name: str) -> dict[str, Any]:
 
 
 def template_path(*parts: str) -> Path:
-    """A file under the repository's ``templates/`` (installed beside the packages)."""
-    return Path(__file__).resolve().parents[2].joinpath("templates", *parts)
+    """A file under ``templates/`` (``packager/templates`` when installed; a link to the repository's
+    ``templates/`` in a checkout)."""
+    return Path(str(files("packager").joinpath("templates", *parts)))
+
+
+def handler_path(name: str) -> Path:
+    """A handler file that runs inside bundles (``handlers/``, installed as ``packager/handlers``)."""
+    return Path(str(files("packager").joinpath("handlers", name)))
 
 
 def fill(text: str, values: dict[str, str]) -> str:

@@ -28,6 +28,7 @@ from server_helpers import two_runtime_build
 
 from packager.client import Client, detect_profile
 from packager.errors import ClientError, IntegrityError, NoVariantError, OfflineError
+from packager.plugins import load_target
 from packager.registry.publish import rollout
 from packager.registry.store import LocalStore
 from packager.registry.verify import VerificationError
@@ -366,6 +367,11 @@ def test_client_runs_a_tflite_variant_in_litert(
         model = client.load()
         assert model.source == "local" and model.variant == "tflite-fp32"
         _close(y, model.predict(x))
+        built = load_target("tflite").runner(build / "tflite" / "tflite-fp32", "model.tflite", tmp_path / "build")
+        assert type(model.runner) is type(built) and type(built).__module__ == "packager.runtimes.tflite"
+        checked = built.predict(x)
+        for name, value in model.predict(x).items():
+            np.testing.assert_array_equal(value, checked[name])  # the runner the build compared, bit for bit
     assert cloud.calls[before:] == []  # run on the device, not sent to the cloud endpoint
     loaded = [e for e in reg.events() if e["event"] == "load"]
     assert loaded and loaded[-1]["variant"] == "tflite-fp32"
@@ -445,3 +451,25 @@ def test_fetch_cli_predict_takes_a_one_array_file_whatever_its_name(
     np.savez(tmp_path / "two.npz", a=x["x"][:4], b=x["x"][:4])
     wrong = run_cli(*args, "--predict", tmp_path / "two.npz")
     assert wrong.code == 14 and "has no input 'a'" in wrong.err and "internal error" not in wrong.err
+
+
+@pytest.mark.parametrize("runtimes", [{"c": "c99"}, {"onnxruntime": ort.__version__}], ids=["c", "onnxruntime"])
+def test_client_runs_a_variant_with_the_runner_the_build_verified_it_with(
+    server: str, registry: Registry, two_runtime_build: Path, tmp_path: Path, runtimes: dict[str, str]
+) -> None:
+    x, _ = reference(two_runtime_build)
+    profile = {"platform": "linux", "arch": "x86_64", "runtimes": runtimes}
+    with Client(server, "mlp", cache_dir=tmp_path / "cache", root=registry.root, profile=profile) as client:
+        model = client.load()
+        record = json.loads((two_runtime_build / "build.json").read_text())
+        variant = next(v for v in record["variants"] if v["id"] == model.variant)
+        main = Path(variant["main_file"])
+        built = load_target(variant["target"]).runner(two_runtime_build / main.parent, main.name, tmp_path / "build")
+        assert type(model.runner) is type(built), (type(model.runner), type(built))
+        assert type(built).__module__.startswith("packager.runtimes.")
+        got, checked = model.predict(x), built.predict(x)
+        assert set(got) == set(checked)
+        for name, value in checked.items():
+            np.testing.assert_array_equal(got[name], value)  # bit for bit what the build compared
+        built.close()
+        model.close()

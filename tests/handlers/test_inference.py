@@ -30,12 +30,12 @@ def handler(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     mp = pytest.MonkeyPatch()
     mp.setenv("PACKAGER_MODEL_DIR", str(folder))
     mp.setenv("POWERTOOLS_METRICS_NAMESPACE", "tests")
-    sys.modules.pop("handlers.inference", None)
-    module = importlib.import_module("handlers.inference")
+    sys.modules.pop("packager.handlers.inference", None)
+    module = importlib.import_module("packager.handlers.inference")
     module.MODEL_FILE = folder / "model.onnx"  # for the comparison below
     yield module
     mp.undo()
-    sys.modules.pop("handlers.inference", None)
+    sys.modules.pop("packager.handlers.inference", None)
 
 
 def context() -> SimpleNamespace:

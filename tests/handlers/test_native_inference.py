@@ -22,7 +22,7 @@ from conftest import models
 
 from packager.resources import read_toml
 from packager.spec import ModelSpec, Signature, TensorSpec
-from targets import lambda_native, static_lib
+from packager.targets import lambda_native, static_lib
 
 ROOT = Path(__file__).parents[2]
 EVENTS = ROOT / "tests" / "events"
@@ -52,10 +52,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def handler(model_dir: Path) -> Iterator[ModuleType]:
     mp = pytest.MonkeyPatch()
     mp.setenv("PACKAGER_MODEL_DIR", str(model_dir))
-    sys.modules.pop("handlers.native_inference", None)
-    yield importlib.import_module("handlers.native_inference")
+    sys.modules.pop("packager.handlers.native_inference", None)
+    yield importlib.import_module("packager.handlers.native_inference")
     mp.undo()
-    sys.modules.pop("handlers.native_inference", None)
+    sys.modules.pop("packager.handlers.native_inference", None)
 
 
 def context() -> SimpleNamespace:
@@ -140,13 +140,13 @@ def test_native_infer_writes_an_embedded_metric_line(handler: ModuleType, capsys
 def test_native_handler_imports_with_the_standard_library_only(model_dir: Path) -> None:
     # -S: no site-packages at all, so numpy, onnxruntime or Powertools could not be imported.
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import handlers.native_inference as h; "
+        "import sys; sys.path.insert(0, sys.argv[1]); import native_inference as h; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'onnxruntime', 'packager'})); "
         "print(h.MODEL.output_size)"
     )
     env = {"PACKAGER_MODEL_DIR": str(model_dir), "PATH": os.environ.get("PATH", "")}
-    done = subprocess.run([sys.executable, "-S", "-c", code, str(ROOT)], capture_output=True, text=True, env=env,
-                          check=False)  # fmt: skip
+    done = subprocess.run([sys.executable, "-S", "-c", code, str(ROOT / "handlers")], capture_output=True, text=True,
+                          env=env, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "10"]
 
@@ -156,8 +156,8 @@ def test_native_handler_refuses_a_library_built_from_another_model(model_dir: Pa
         (tmp_path / name).write_bytes((model_dir / name).read_bytes())
     signature = json.loads((tmp_path / "signature.json").read_text())
     (tmp_path / "signature.json").write_text(json.dumps(signature | {"model_sha256": "0" * 64}))
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import handlers.native_inference"
-    done = subprocess.run([sys.executable, "-S", "-c", code, str(ROOT)], capture_output=True, text=True,
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import native_inference"
+    done = subprocess.run([sys.executable, "-S", "-c", code, str(ROOT / "handlers")], capture_output=True, text=True,
                           env={"PACKAGER_MODEL_DIR": str(tmp_path)}, check=False)  # fmt: skip
     assert done.returncode != 0
     assert "libmlp.so was built from model" in done.stderr and "not this bundle's" in done.stderr

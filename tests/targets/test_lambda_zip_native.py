@@ -14,9 +14,9 @@ import pytest
 from conftest import models, run_cli
 
 from packager.config import cache_dir
+from packager.runtimes.aws_lambda import LambdaRunner
 from packager.tools.lambda_runtime import http_event
 from packager.tools.pythons import find_python
-from targets.lambda_zip import LambdaRunner
 
 MB = 1_000_000
 NATIVE = '[target.lambda-zip]\nengine = "native"\n'

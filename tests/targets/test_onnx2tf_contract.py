@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx2tf  # installed by make setup (pip install --no-deps onnx2tf==1.29.24)
 
-from targets import _savedmodel
+from packager.targets import _savedmodel
 
 
 def test_onnx2tf_is_the_pinned_version() -> None:

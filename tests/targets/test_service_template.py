@@ -60,6 +60,6 @@ def test_service_sam_build_from_the_repository_root_runs_offline(tmp_path: Path)
     assert done.returncode == 0, done.stdout + done.stderr
     function = build / "ManifestFunction"
     assert (function / "manifest.py").read_bytes() == (ROOT / "handlers" / "manifest.py").read_bytes()
-    assert (function / "manifest_core" / "resolve.py").is_file()
+    assert (function / "packager" / "registry" / "resolve.py").is_file()
     assert not (function / "inference.py").exists()  # only what the Makefile puts there
     assert "CodeUri: ManifestFunction" in (build / "template.yaml").read_text()

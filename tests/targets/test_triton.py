@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from conftest import run_cli
 
-from targets.triton import parse_config
+from packager.targets.triton import parse_config
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from packager import config
 from packager.errors import ConfigError
-from targets.onnx import OnnxOptions
+from packager.targets.onnx import OnnxOptions
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -1,5 +1,6 @@
-"""The cloud endpoint's client: the Open Inference Protocol v2 (KServe's REST protocol), which
-packager's Lambda handler and Triton both speak.
+"""The cloud endpoint's runtime: the Open Inference Protocol v2 (KServe's REST protocol), which
+packager's Lambda handler and Triton both speak. The device client falls back to it; the build's
+Lambda check (``packager.runtimes.aws_lambda``) sends the same tensors.
 
     GET  {model_url}          metadata: inputs and outputs with datatype and shape (readiness)
     POST {model_url}/infer    {"inputs": [{"name", "shape", "datatype", "data"}]} -> {"outputs": [...]}
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 
 from packager.errors import CloudError
+
+if TYPE_CHECKING:
+    import httpx
 
 DATATYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
              "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}  # fmt: skip
@@ -37,11 +40,13 @@ class CloudRunner:
     def __init__(self, http: httpx.Client, url: str, model: str) -> None:
         self.http = http
         self.url = model_url(url, model)
-        self.label = f"open-inference-v2 {self.url}"
+        self.runtime_label = f"open-inference-v2 {self.url}"
         meta = self._call("GET", self.url)
         self.inputs = {t["name"]: t for t in meta.get("inputs", [])}
 
     def _call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        import httpx
+
         try:
             response = self.http.request(method, url, json=body)
         except httpx.HTTPError as exc:
@@ -81,6 +86,7 @@ def encode(name: str, value: np.ndarray, meta: Mapping[str, Any] | None) -> dict
 
 
 def decode(tensor: Mapping[str, Any]) -> np.ndarray:
+    """One output tensor of OIP JSON as an array; ValueError for a datatype the protocol lacks."""
     dtype = DTYPES.get(tensor["datatype"])
     if dtype is None:
         raise ValueError(f"unknown datatype {tensor['datatype']!r}")

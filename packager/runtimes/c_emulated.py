@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packager.target import RuntimeUnavailable
+from packager.runtimes import RuntimeUnavailable
 
 EMULATORS = {"aarch64": "qemu-aarch64"}
 PACKAGES = {"aarch64": "qemu-user"}
