@@ -1,9 +1,10 @@
 """The manifest API on AWS Lambda: the read side of `packager serve`, over an S3 registry.
 
-Runs in the function of templates/service.yaml behind an HTTP API; it never imports packager.
-Selection is the server's own code: `sam build` runs handlers/Makefile, which vendors packager's
-pure modules (registry names, documents, device profiles, resolve, the S3 store, telemetry
-checks) beside this file as ``manifest_core/``. Routes, with the server's JSON and errors:
+Runs in the function of templates/service.yaml behind an HTTP API. Selection is the server's own
+code: `sam build` runs handlers/Makefile, which puts beside this file a ``packager`` package of
+packager's pure registry and server modules (names, documents, device profiles, resolve, the S3
+store, telemetry), copied as they are, and nothing from the converters. Routes, with the
+server's JSON and errors:
 
     GET  /v1/models/{m}/manifest?channel=stable   the catalog; ETag, 304 on If-None-Match
     POST /v1/models/{m}/resolve?channel=stable    DeviceProfile -> Resolution
@@ -42,16 +43,17 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from manifest_core.catalog import Channel, Lru, manifest_doc
-from manifest_core.docs import Pointer, canonical_json
-from manifest_core.errors import InvalidNameError, PackagerError, ProfileError, ServiceError, UsageError
-from manifest_core.names import artifact_key, check_name, check_sha256, pointer_copy_key, pointer_key, version_key
-from manifest_core.profile import DeviceProfile
-from manifest_core.resolve import resolve
-from manifest_core.resources import read_toml
-from manifest_core.s3 import S3Store
-from manifest_core.store import Store
-from manifest_core.telemetry import TelemetrySink, check_batch
+
+from packager.errors import InvalidNameError, PackagerError, ProfileError, ServiceError, UsageError
+from packager.registry.catalog import Channel, Lru, manifest_doc
+from packager.registry.docs import Pointer, canonical_json
+from packager.registry.names import artifact_key, check_name, check_sha256, pointer_copy_key, pointer_key, version_key
+from packager.registry.profile import DeviceProfile
+from packager.registry.resolve import resolve
+from packager.registry.s3 import S3Store
+from packager.registry.store import Store
+from packager.resources import read_toml
+from packager.server.telemetry import TelemetrySink, check_batch
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"

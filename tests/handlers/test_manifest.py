@@ -40,10 +40,10 @@ EVENTS = ROOT / "tests" / "events" / "manifest"
 CLOUD_URL = "https://infer.example.com/v2/models/mlp"
 CDN = "https://d111111abcdef8.cloudfront.net"
 LINUX_ORT = '{"platform": "linux", "runtimes": {"onnxruntime": "1.20"}}'
-VENDORED = {"errors.py": "errors.py", "vocab.py": "vocab.py", "names.py": "registry/names.py",
-            "docs.py": "registry/docs.py", "profile.py": "registry/profile.py", "resolve.py": "registry/resolve.py",
-            "store.py": "registry/store.py", "s3.py": "registry/s3.py", "telemetry.py": "server/telemetry.py",
-            "resources/__init__.py": "resources/__init__.py"}  # fmt: skip
+SHIPPED = ["__init__.py", "errors.py", "vocab.py", "registry/__init__.py", "registry/names.py", "registry/docs.py",
+           "registry/catalog.py", "registry/profile.py", "registry/resolve.py", "registry/store.py", "registry/s3.py",
+           "server/__init__.py", "server/telemetry.py", "resources/__init__.py", "resources/registry.toml",
+           "resources/server.toml"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,9 @@ def load_handler(artifact_dir: Path, seaweed: Seaweed, env: pytest.MonkeyPatch, 
     env.setenv("PACKAGER_S3_ENDPOINT_URL", seaweed.endpoint)
     env.setenv("ARTIFACTS_BASE_URL", cdn)
     env.setenv("POINTER_TTL_SECONDS", ttl)
-    for name in [n for n in sys.modules if n == "manifest" or n.split(".")[0] == "manifest_core"]:
-        del sys.modules[name]
+    # the function's packager modules are byte for byte the ones this process has imported
+    # (test_manifest_build_ships_packagers_own_modules), so the handler runs with those
+    sys.modules.pop("manifest", None)
     sys.path.insert(0, str(artifact_dir))
     try:
         module = importlib.import_module("manifest")
@@ -200,29 +201,43 @@ def random_profile(rng: random.Random, i: int) -> dict[str, Any]:
     return profile
 
 
-def test_manifest_build_vendors_the_servers_modules_unchanged_but_their_imports(artifact_dir: Path) -> None:
-    core = artifact_dir / "manifest_core"
-    assert (core / "resources" / "registry.toml").read_bytes() == (
-        ROOT / "packager/resources/registry.toml"
-    ).read_bytes()
-    for vendored, source in VENDORED.items():
-        ours, theirs = (core / vendored).read_text().splitlines(), (ROOT / "packager" / source).read_text().splitlines()
-        assert len(ours) == len(theirs), vendored
-        changed = [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b]
-        assert all(re.match(r"\s*from packager\.", b) and re.match(r"\s*from manifest_core\.", a) for a, b in changed)
+def test_manifest_build_ships_packagers_own_modules(artifact_dir: Path) -> None:
+    shipped = sorted(p.relative_to(artifact_dir / "packager").as_posix()
+                     for p in (artifact_dir / "packager").rglob("*") if p.is_file())  # fmt: skip
+    assert shipped == sorted(SHIPPED)
+    for name in SHIPPED:  # copied as they are: no import rewritten
+        assert (artifact_dir / "packager" / name).read_bytes() == (ROOT / "packager" / name).read_bytes(), name
+    assert sorted(p.name for p in artifact_dir.iterdir()) == ["manifest.py", "packager"]
 
 
-def test_manifest_build_imports_nothing_from_packager(artifact_dir: Path) -> None:
+def test_manifest_build_imports_only_what_it_ships(artifact_dir: Path) -> None:
     code = (
-        "import json, sys, manifest, manifest_core.resolve as r; "
-        "print(json.dumps([sorted(n for n in sys.modules if n.split('.')[0] == 'packager'), r.__file__]))"
+        "import json, sys, manifest; "
+        "print(json.dumps({n: getattr(m, '__file__', None) for n, m in sys.modules.items() "
+        "if n.split('.')[0] in ('packager', 'starlette', 'onnx', 'onnxruntime', 'tensorflow', 'torch', 'uvicorn')}))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=artifact_dir, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(artifact_dir), "REGISTRY_BUCKET": "registry",
                                "AWS_DEFAULT_REGION": "us-east-1"}, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    imported, resolve_file = json.loads(done.stdout)
-    assert imported == [] and Path(resolve_file).parent == artifact_dir / "manifest_core"
+    imported = json.loads(done.stdout)
+    assert imported and all(name.split(".")[0] == "packager" for name in imported), sorted(imported)
+    assert all(Path(path).is_relative_to(artifact_dir / "packager") for path in imported.values()), imported
+
+
+def test_manifest_build_fails_when_a_shipped_module_imports_one_left_out(tmp_path: Path) -> None:
+    copy = tmp_path / "handlers"
+    copy.mkdir()
+    (copy / "Makefile").write_text((ROOT / "handlers" / "Makefile").read_text().replace(
+        "server/__init__.py server/telemetry.py", "server/__init__.py"))  # fmt: skip
+    (copy / "manifest.py").write_text((ROOT / "handlers" / "manifest.py").read_text())
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(["make", "--makefile", str(copy / "Makefile"), "build-ManifestFunction", f"ROOT={ROOT}"],
+                          env={**os.environ, "ARTIFACTS_DIR": str(out)}, cwd=out, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "imports packager.server.telemetry, which handlers/Makefile does not copy" in done.stderr
 
 
 def test_manifest_replays_the_recorded_resolve_event(plain: ModuleType) -> None:
