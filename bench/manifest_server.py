@@ -217,9 +217,19 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None, pid: int 
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"requests_per_s": rps, "p99_ms": round(float(p99.group(1)) * scale, 3),  # type: ignore[union-attr]
             "server_cpu_us_per_request": round(used / total * 1e6, 1) if pid else None,
-            "non_2xx": int(errors.group(1)) if errors else 0}  # fmt: skip
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": sum(int(n) for n in sockets.groups()) if sockets else 0}  # fmt: skip
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` (Linux /proc), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -328,7 +338,15 @@ def run_servers(tmp: Path, registry: Path, path: str, bodies: list[bytes], scrip
             run(2)  # warm-up
             rounds[name].append(run(args.seconds))
     figures = {name: median_round(done) for name, done in rounds.items()}
-    return report(figures, args, path, len(response), mean, bodies)
+    # the memory bar: after the rounds (warm), one 20 s run; RSS may grow at most 10%, with no error
+    before = rss_mb(ours.pid)
+    soak = wrk(url, 20, args.connections, script, ours.pid)
+    after = rss_mb(ours.pid)
+    memory = {"rss_mb_before": before, "rss_mb_after": after, "growth": round(after / before - 1, 4),
+              "non_2xx": soak["non_2xx"], "socket_errors": soak["socket_errors"], "seconds": 20,
+              "goal": "growth <= 0.10 with 0 errors",
+              "goal_met": after <= before * 1.10 and soak["non_2xx"] == 0 and soak["socket_errors"] == 0}  # fmt: skip
+    return {**report(figures, args, path, len(response), mean, bodies), "memory_20s": memory}
 
 
 def report(figures: dict[str, dict[str, Any]], args: argparse.Namespace, path: str, response_bytes: int,

@@ -16,7 +16,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -68,7 +69,9 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     sink = TelemetrySink(store, telemetry, buffered=True, segment_bytes=int(tele["segment_bytes"]))
     lifespan = _lifespan(store, keys, float(conf["signing"]["refresh_check_seconds"]), sink,
                          float(tele["segment_seconds"]))  # fmt: skip
-    handlers = {PackagerError: _error, HTTPException: _http_error, Exception: _error}
+    # ClientDisconnect by name: Starlette re-raises what only the Exception handler catches (logged
+    # as a crash); a client gone mid-body is no crash
+    handlers = {PackagerError: _error, HTTPException: _http_error, ClientDisconnect: _error, Exception: _error}
     app = Starlette(lifespan=lifespan, routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics,
                                            routes={r.endpoint: r.path for r in routes}),
@@ -123,11 +126,22 @@ def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink
     return lifespan
 
 
+class _Cors(CORSMiddleware):
+    """Starlette's CORS middleware, with a refused preflight in the JSON error shape (Starlette
+    answers it text/plain, "Disallowed CORS method")."""
+
+    def preflight_response(self, request_headers: Any) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code < 400:
+            return answer
+        message = bytes(answer.body).decode("latin-1")
+        kept = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return error_response(answer.status_code, "cors_refused", f"{message}: this server does not grant it", kept)
+
+
 def _cors(origins: tuple[str, ...]) -> Middleware:
     """Cross-origin reads for browser loaders: resolve (a JSON POST), catalogs, artifacts (ranged)."""
-    from starlette.middleware.cors import CORSMiddleware
-
-    return Middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
+    return Middleware(_Cors, allow_origins=list(origins), allow_methods=["GET", "POST"],
                       allow_headers=["content-type", "range", "if-none-match"], expose_headers=CORS_EXPOSED,
                       max_age=600)  # fmt: skip
 

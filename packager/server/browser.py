@@ -12,6 +12,7 @@ import hashlib
 import html
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -66,7 +67,16 @@ async def vendor_route(request: Request) -> Response:
         raise not_found(f"no vendored runtime file {package[:40]}/{name[:80]}",
                         "only a checkout with node_modules (npm ci) serves the runtimes, for the demo; "
                         "pages load tf.js or onnxruntime-web from a CDN")  # fmt: skip
-    return FileResponse(path, media_type=MEDIA[path.suffix], headers={"Cache-Control": VENDOR_CACHE})
+    return _WholeFile(path, media_type=MEDIA[path.suffix], headers={"Cache-Control": VENDOR_CACHE})
+
+
+class _WholeFile(FileResponse):
+    """The whole file, whatever Range the request sends: the demo's runtime files are small, and
+    Starlette answers a malformed Range with a text/plain 400 (every refusal here is JSON)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in (b"range", b"if-range")]
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 def demo_scripts(runtime: str | None) -> tuple[list[str], str]:

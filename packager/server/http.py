@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from packager.errors import (
@@ -57,6 +57,8 @@ def error_response(status: int, code: str, message: str, headers: Mapping[str, s
 def failure(exc: Exception, method: str, path: str) -> ServiceError:
     """What the server answers for an exception out of a handler, logged when it is the server's
     fault: a PackagerError as its status (as_service_error), anything else as a 500."""
+    if isinstance(exc, ClientDisconnect):  # the client left mid-body: nobody hears this, nothing to log
+        return ServiceError(400, "client_disconnected", "the client closed the connection before its body ended")
     if isinstance(exc, PackagerError):
         error = as_service_error(exc)
         if error.status >= 500:

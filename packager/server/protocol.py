@@ -113,6 +113,7 @@ class ResolveProtocol(HttpToolsProtocol):
         self.idle_since: float | None = None  # when the connection's last answer went, if it is idle
         self.watch: Watch | None = None
         self.progress = 0.0  # when the body being read last moved
+        self.refused: str | None = None  # a malformed request's refusal, owed once earlier answers are out
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -138,8 +139,16 @@ class ResolveProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """A request httptools cannot parse (a malformed request line, a bad Content-Length) gets
-        the JSON error shape every other refusal has, not uvicorn's text/plain line."""
-        self._answer_and_close(400, "bad_request", f"the request is not valid HTTP/1.1: {msg}")
+        the JSON error shape every other refusal has, not uvicorn's text/plain line, and only
+        after the answers owed to the requests pipelined before it (RFC 9112 9.3.2: in order);
+        nothing more is read meanwhile, and the connection closes after it."""
+        if self.refused is not None:
+            return
+        self.refused = f"the request is not valid HTTP/1.1: {msg}"
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            self.flow.pause_reading()
+            return
+        self._answer_and_close(400, "bad_request", self.refused)
 
     def _answer_and_close(self, status: int, code: str, message: str) -> None:
         body = error_body(code, message)
@@ -227,6 +236,10 @@ class ResolveProtocol(HttpToolsProtocol):
         self.idle_since = None
 
     def on_response_complete(self) -> None:
+        if self.refused is not None and not self.pipeline and not self.transport.is_closing():
+            self.server_state.total_requests += 1  # the earlier answers are out: the refusal, then close
+            self._answer_and_close(400, "bad_request", self.refused)
+            return
         if self.pipeline or self.transport.is_closing():  # uvicorn's: the next request, or nothing
             super().on_response_complete()
             return
