@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -388,3 +389,49 @@ def test_manifest_rereads_the_pointer_after_its_ttl(artifact_dir: Path, seaweed:
     assert stable() == "1"  # a warm container trusts its pointer for the TTL
     clock[0] += 2
     assert stable() == "2"
+
+
+def test_manifest_function_answers_under_awslambdaric_with_its_own_packager(
+    artifact_dir: Path, seaweed: Seaweed, registries: Registries, servers: dict[str, httpx.Client], tmp_path: Path
+) -> None:
+    """The built function as Lambda runs it: the runtime interface client under the runtime's
+    Python, isolated (-I), with the function's own packager package on its path, Powertools and
+    boto3 beside it (what the layer and the runtime give), against SeaweedFS."""
+    import platform
+
+    from packager import cache
+    from packager.config import cache_dir
+    from packager.runtimes import RuntimeUnavailable
+    from packager.runtimes.aws_lambda import local_tools, runtime_python
+    from packager.tools import pip
+    from packager.tools.lambda_runtime import LocalFunction, http_event
+
+    arch = "arm64" if platform.machine() == "aarch64" else platform.machine()
+    try:
+        python, version = runtime_python("python3.12", arch)
+    except RuntimeUnavailable as exc:  # an outside thing: no Python 3.12 on this machine
+        pytest.skip(str(exc))
+    tools = local_tools(python, version, cache_dir())
+    boto = ["boto3==1.44.5"]  # the runtime has boto3; the function imports it when it opens the store
+    site = cache_dir() / "lambda-local" / f"boto3-{cache.key(version, boto)}"
+    cache.cached(site, lambda staging: pip.install_for_interpreter(python, boto, staging / "site"))
+    task = tmp_path / "task"
+    shutil.copytree(artifact_dir, task)
+    env = {"REGISTRY_BUCKET": seaweed.bucket, "REGISTRY_PREFIX": "plain", "PACKAGER_S3_ENDPOINT_URL": seaweed.endpoint,
+           "ARTIFACTS_BASE_URL": "", "POINTER_TTL_SECONDS": "0", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+           "AWS_SECRET_ACCESS_KEY": SECRET_KEY}  # fmt: skip
+    function = LocalFunction(python=python, task_root=task, paths=[*tools, site / "site"], handler="manifest.handler",
+                             runtime="python3.12", memory_mb=512, timeout_s=30, env=env)  # fmt: skip
+    try:
+        profile = {"platform": "linux", "arch": "x86_64", "device_id": "d1", "runtimes": {"onnxruntime": "1.20"}}
+        answer = function.invoke(http_event("POST", "/v1/models/mlp/resolve", json.dumps(profile)))
+        assert answer["statusCode"] == 200, answer
+        ours = json.loads(answer["body"])
+        theirs = servers["plain"].post("/v1/models/mlp/resolve", json=profile).json()
+        assert ours["variant"] is not None, ours
+        assert (ours["version"], ours["cohort"], ours["variant"]["id"]) == (
+            theirs["version"], theirs["cohort"], theirs["variant"]["id"])  # fmt: skip
+        health = function.invoke(http_event("GET", "/healthz"))
+        assert health["statusCode"] == 200 and json.loads(health["body"])["store"] == "s3"
+    finally:
+        function.close()
