@@ -68,6 +68,8 @@ def apply(store: Store, model: str, channel: str, change: Change, *, keys: Path 
                                                                                         data)}  # fmt: skip
         signed = state is not None and all(state.target(k) == v for k, v in add.items())
         if new is old and (signed or (state is None and etag is not None)):
+            if signed:  # a writer killed after its commit may have left the plain pointer behind
+                mirror(store, old)
             return old, False
         try:
             if state is None:

@@ -146,3 +146,25 @@ def test_rollback_stops_a_rollout_then_returns_to_the_previous_stable(built_mlp:
     with pytest.raises(UsageError, match="no earlier stable"):
         rollback(store, "mlp", now=NOW)
     assert store.size("models/mlp/versions/2.json") is not None  # nothing deleted
+
+
+def test_publish_again_brings_a_plain_pointer_left_behind_up_to_date(built_mlp: Path, tmp_path: Path) -> None:
+    """A publish killed between its signed commit and the plain pointer's update, run again: the
+    second run changes nothing signed, but the plain pointer catches up."""
+    from packager.registry.publish import init_keys
+    from packager.registry.verify import verify_store
+
+    store = LocalStore(tmp_path / "reg")
+    root = init_keys(tmp_path / "keys", store).read_bytes()
+    publish(built_mlp, store, keys=tmp_path / "keys")
+    plain = store.get("models/mlp/channels/stable.json")
+    assert plain is not None
+    v2 = copy_build(built_mlp, tmp_path / "dist", "2")
+    publish(v2, store, keys=tmp_path / "keys")
+    current = store.get("models/mlp/channels/stable.json")
+    assert current is not None
+    # as if killed after the signed commit, before the plain pointer's write
+    store.put("models/mlp/channels/stable.json", plain.data, if_match=current.etag)
+    assert verify_store(store, root).lagging_pointers != []
+    again = publish(v2, store, keys=tmp_path / "keys")
+    assert not again.changed and verify_store(store, root).lagging_pointers == []
