@@ -125,9 +125,12 @@ def test_exit_code_70_a_bug_is_one_line_with_how_to_see_it(mlp_onnx: Path, tmp_p
 
 def test_exit_code_130_interrupted_leaves_nothing(mlp_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "dist"
+    # Ctrl-C as in a terminal: a run started in the background of a non-interactive shell (CI
+    # under nohup, `cmd &`) inherits SIGINT ignored, and Python then leaves it ignored
     proc = subprocess.Popen([sys.executable, "-m", "packager", "build", mlp_onnx, "-t", "onnx", "-t", "lambda-zip",
                              "--out", str(out)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while not any(out.glob(".packager-staging-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
