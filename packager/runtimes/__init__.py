@@ -1,5 +1,8 @@
-"""One runner per runtime, in the shared vocabulary (``onnxruntime``, ``tflite``, ``c``): what the
-build validates a variant with and what the device client runs it with are the same classes.
+"""One runner per runtime of the shared vocabulary: what the build validates a variant with and
+what the device client runs it with are the same classes (``ort``: onnxruntime, ``tflite``:
+LiteRT, ``c``: the C library through ctypes, ``c_emulated``: a cross-built one under qemu,
+``browser``: tfjs and onnxruntime-web pages in Chromium, ``aws_lambda``: a bundle under
+awslambdaric, ``open_inference``: a cloud endpoint over the Open Inference Protocol).
 
 A runner is made from the variant's files (paths, already found: the build reads them from the
 variant folder, the client from its content-addressed cache), and has:
@@ -10,8 +13,8 @@ variant folder, the client from its content-addressed cache), and has:
 - ``close()``.
 
 Each runtime is imported only when a variant of it is loaded, and raises ``RuntimeUnavailable``
-when it is not installed. The browser runtimes (tfjs, onnxruntime-web through Chromium) and the
-Lambda runtime (awslambdaric) are checked by the build only: they live with their targets.
+when it is not installed. The browser, emulated and Lambda runners are used by the build's
+checks only; a device runs those variants in a browser, on its own CPU or behind an endpoint.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ converted from and to floats with the scale and zero point the model states."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,21 +33,12 @@ class LiteRunner:
             raise RuntimeUnavailable("ai-edge-litert is not installed here (pip install ai-edge-litert)") from exc
         self.layout = layout
         self._quiet = quiet
-        with self._maybe_quiet():
+        with _quieted(quiet):
             self.interpreter = Interpreter(model_path=str(path), num_threads=1)
         self.signature = self.interpreter.get_signature_runner("serving_default")
         self._io = {**self.signature.get_input_details(), **self.signature.get_output_details()}
         self.input_specs = [InputSpec(e["source"]) for e in layout["inputs"]]  # quantized ones take floats too
         self.runtime_label = f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')} (LiteRT interpreter)"
-
-    def _maybe_quiet(self) -> Any:
-        import contextlib
-
-        if not self._quiet:
-            return contextlib.nullcontext()
-        from packager.importers.base import quiet_native_output
-
-        return quiet_native_output()
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(next(iter(inputs.values())))
@@ -60,7 +52,7 @@ class LiteRunner:
         for entry in self.layout["inputs"]:
             x = to_variant(inputs[entry["source"]], entry["perm"])
             feeds[entry["name"]] = quantize(x, self._io[entry["name"]])
-        with self._maybe_quiet():
+        with _quieted(self._quiet):
             result = self.signature(**feeds)
         self._quiet = False  # the banner comes once
         out = {}
@@ -71,6 +63,15 @@ class LiteRunner:
 
     def close(self) -> None:
         self.signature = self.interpreter = None
+
+
+def _quieted(quiet: bool) -> Any:
+    """Descriptor 2 silenced while LiteRT loads and first invokes, when ``quiet``."""
+    if not quiet:
+        return contextlib.nullcontext()
+    from packager.importers.base import quiet_native_output
+
+    return quiet_native_output()
 
 
 def quantize(x: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
