@@ -1,6 +1,7 @@
-"""The manifest server's app: Starlette behind a front door that answers resolve itself
-(``packager.server.front``); stateless over a Store, so any number of replicas serve one registry.
-Routes and their schemas are listed in ``packager.server.openapi``."""
+"""The manifest server's app: the read API (``packager.server.api``) behind its ASGI adapter
+(``packager.server.front``), and Starlette for the writes, the browser pages, /metrics and
+/openapi.json; stateless over a Store, so any number of replicas serve one registry. Routes and
+their schemas are listed in ``packager.server.openapi``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,19 +24,19 @@ from starlette.routing import Route
 from packager.errors import PackagerError
 from packager.registry import channels, signing
 from packager.registry.store import Store
-from packager.server import browser, reads, writes
+from packager.server import browser, writes
+from packager.server.api import Cors, ReadApi
+from packager.server.asgi import error_response, json_response
 from packager.server.front import Front
-from packager.server.http import error_response, failure, json_response, settings
+from packager.server.http import disconnected, failure, settings
 from packager.server.metrics import Metrics, MetricsMiddleware
 from packager.server.openapi import openapi
-from packager.server.resolver import Resolver, resolve_route
-from packager.server.service import Service, service
+from packager.server.service import Service
 from packager.server.telemetry import Guard, TelemetrySink
 from packager.server.tokens import Tokens
 from packager.server.views import RegistryView
 
 log = logging.getLogger("packager.server")
-CORS_EXPOSED = ("etag", "content-range", "content-length", "accept-ranges")
 
 
 def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = None, base_url: str = "",
@@ -62,7 +62,7 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     view = RegistryView(store, pointer_seconds=float(cache["pointer_seconds"] if pointer_seconds is None
                                                      else pointer_seconds),
                         versions=int(cache["versions"]), derived=int(cache["manifests"]),
-                        channels=int(cache["channels"]))  # fmt: skip
+                        channels=int(cache["channels"]), artifacts=int(cache["artifacts"]))  # fmt: skip
     metrics = Metrics()
     routes = _routes(metrics)
     tele = conf["telemetry"]
@@ -74,15 +74,16 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     handlers = {PackagerError: _error, HTTPException: _http_error, ClientDisconnect: _error, Exception: _error}
     app = Starlette(lifespan=lifespan, routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics,
-                                           routes={r.endpoint: r.path for r in routes}),
-                                _cors(cors_origins)])  # fmt: skip
+                                           routes={r.endpoint: r.path for r in routes})])  # fmt: skip
     svc = Service(view=view, tokens=Tokens(tokens), keys=keys, base_url=base_url.rstrip("/"),
-                  telemetry=sink, limits=limits,
-                  guard=Guard(tele, lambda: view.models(float(tele["models_seconds"]))))  # fmt: skip
+                  telemetry=sink, limits=limits)  # fmt: skip
     app.state.service = svc
     app.router.redirect_slashes = False  # Starlette's redirect is built from the Host header a client sends
-    app.state.resolver = Resolver(svc, classes=int(cache["profiles"]), answers=int(cache["resolutions"]))
-    return Front(app, app.state.resolver, metrics, cors_origins=cors_origins, cors_exposed=CORS_EXPOSED)
+    app.state.api = ReadApi(view, limits=limits, artifact_url=svc.artifact_url, sink=sink, metrics=metrics,
+                            guard=Guard(tele, lambda: view.models(float(tele["models_seconds"]))),
+                            cors=Cors(cors_origins), classes=int(cache["profiles"]),
+                            answers=int(cache["resolutions"]))  # fmt: skip
+    return Front(app, app.state.api)
 
 
 def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink, flush_every: float) -> Any:
@@ -126,53 +127,18 @@ def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink
     return lifespan
 
 
-class _Cors(CORSMiddleware):
-    """Starlette's CORS middleware, with a refused preflight in the JSON error shape (Starlette
-    answers it text/plain, "Disallowed CORS method")."""
-
-    def preflight_response(self, request_headers: Any) -> Response:
-        answer = super().preflight_response(request_headers)
-        if answer.status_code < 400:
-            return answer
-        message = bytes(answer.body).decode("latin-1")
-        kept = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-type", "content-length")}
-        return error_response(answer.status_code, "cors_refused", f"{message}: this server does not grant it", kept)
-
-
-def _cors(origins: tuple[str, ...]) -> Middleware:
-    """Cross-origin reads for browser loaders: resolve (a JSON POST), catalogs, artifacts (ranged)."""
-    return Middleware(_Cors, allow_origins=list(origins), allow_methods=["GET", "POST"],
-                      allow_headers=["content-type", "range", "if-none-match"], expose_headers=CORS_EXPOSED,
-                      max_age=600)  # fmt: skip
-
-
 def _routes(metrics: Metrics) -> list[Route]:
     return [
-        Route("/healthz", healthz, methods=["GET"]),
+        # the read routes are the read API's (packager.server.api), answered before Starlette
         Route("/metrics", metrics.render, methods=["GET"]),
         Route("/openapi.json", openapi_route, methods=["GET"]),
-        Route("/v1/models/{m}/manifest", reads.manifest, methods=["GET"]),
-        Route("/v1/models/{m}/resolve", resolve_route, methods=["POST"]),
         Route("/v1/models/{m}/versions", writes.publish, methods=["POST"]),
-        Route("/v1/models/{m}/versions/{v}", reads.version_document, methods=["GET"]),
-        Route("/v1/models/{m}/channels/{c}", reads.pointer_document, methods=["GET"]),
         Route("/v1/models/{m}/channels/{c}", writes.rollout, methods=["PUT"]),
         Route("/v1/models/{m}/channels/{c}/rollback", writes.rollback, methods=["POST"]),
-        Route("/v1/artifacts/{sha256}", reads.artifact, methods=["GET"]),
-        Route("/v1/tuf/{name}", reads.tuf_metadata, methods=["GET"]),
-        Route("/v1/telemetry", writes.telemetry, methods=["POST"]),
         Route("/v1/client.js", browser.client_route, methods=["GET"]),
         Route("/demo/{m}", browser.demo_route, methods=["GET"]),
         Route("/vendor/{package}/{file}", browser.vendor_route, methods=["GET"]),
     ]  # fmt: skip
-
-
-async def healthz(request: Request) -> Response:
-    svc = service(request)
-    signed = await run_in_threadpool(svc.view.signed)
-    # The kind of store, not its URL: a folder's URL is a path on this server's disk.
-    store = "s3" if svc.view.store.url.startswith("s3://") else "folder"
-    return json_response({"status": "ok", "store": store, "signed": signed}, headers={"Cache-Control": "no-store"})
 
 
 async def openapi_route(request: Request) -> Response:
@@ -180,7 +146,7 @@ async def openapi_route(request: Request) -> Response:
 
 
 async def _error(request: Request, exc: Exception) -> Response:
-    error = failure(exc, request.method, request.url.path)
+    error = disconnected() if isinstance(exc, ClientDisconnect) else failure(exc, request.method, request.url.path)
     return error_response(error.status, error.code, error.message, error.headers)
 
 

@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
@@ -97,10 +98,11 @@ def demo_scripts(runtime: str | None) -> tuple[list[str], str]:
 
 
 async def demo_route(request: Request) -> Response:
-    from packager.server.reads import served_channel
+    from packager.server.api import published
 
     model = path_name(request, "model", "m")
-    await served_channel(service(request), model, "stable")  # a 404 for a model nothing was published as
+    view = service(request).view
+    published(await run_in_threadpool(view.channel, model, "stable"), model, "stable")  # 404: nothing published
     runtime = request.query_params.get("runtime")
     tags, note = demo_scripts(runtime)
     page = fill(template_path("browser", "demo.html").read_text(),

@@ -1,52 +1,34 @@
-"""The manifest server's front door, what ``create_app`` returns. POST /v1/models/{m}/resolve, the
-route every device calls at every start, is answered here without Starlette's request object,
-routing and middleware stack; every other request, and the lifespan, go to the Starlette app.
+"""The manifest server's front door, what ``create_app`` returns: the ASGI adapter of the read API
+(``packager.server.api``). Reads and every CORS preflight are answered by the API; every other
+request (writes, the browser pages, /metrics, /openapi.json) and the lifespan go to the Starlette
+app, whose answers get the API's CORS headers here.
 
-It is an ASGI app (any ASGI server, Starlette's TestClient). ``answer_now`` answers a resolve
-whose body is in hand without a coroutine: ``packager serve``'s HTTP protocol
+``answer_now`` is the API's resolve without a coroutine: ``packager serve``'s HTTP protocol
 (``packager.server.protocol``) calls it from the parser's callbacks, so a resolve costs no task.
-The answer is the resolver's (``route``, then ``answer_body`` or ``answer_ready``), as on the
-Starlette route; this module adds what Starlette adds there: the body bound, the metrics (route
-template, method, status, time to the first byte), the CORS headers as CORSMiddleware writes
-them for a simple request, and the error bodies ``{"error": {"code", "message"}}`` of the app's
-exception handlers.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Collection
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.types import Message, Receive, Scope, Send
 
-from packager.server.http import JSON, check_declared, error_body, failure, too_large
-from packager.server.metrics import Metrics
-from packager.server.resolver import NO_STORE, Resolver
+from packager.server.api import WRITE, Answer, Call, Io, Pending, ReadApi, is_preflight, match, run_load
+from packager.server.http import check_declared, disconnected, too_large
 
-ROUTE = "/v1/models/{m}/resolve"
-_PATH = re.compile(r"/v1/models/([^/]+)/resolve")
-_VARY = [("vary", "Origin")]
-_OK = [("cache-control", NO_STORE)]
-Headers = list[tuple[str, str]]
+_READS = 16  # store reads one call may need, at most (a manifest needs two)
 
 
 class Front:
-    """The ASGI app: resolve here, the rest (and the lifespan) in ``app``."""
+    """The ASGI app: the read API here, the rest (and the lifespan) in ``app``."""
 
-    def __init__(self, app: Starlette, resolver: Resolver, metrics: Metrics, *, cors_origins: Collection[str],
-                 cors_exposed: Collection[str]) -> None:  # fmt: skip
+    def __init__(self, app: Starlette, api: ReadApi) -> None:
         self.app = app
-        self.resolver = resolver
-        self.metrics = metrics
-        self._origins = frozenset(cors_origins)
-        self._allow_all = "*" in self._origins
-        self._simple: Headers = [("access-control-allow-origin", "*")] if self._allow_all else []
-        if cors_exposed:
-            self._simple.append(("access-control-expose-headers", ", ".join(cors_exposed)))
-        self._heads: dict[str | None, bytes] = {}
+        self.api = api
+        self._heads: dict[tuple[Any, ...], bytes] = {}
 
     @property
     def state(self) -> Any:
@@ -55,99 +37,118 @@ class Front:
     # --- ASGI ---------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            match = _PATH.fullmatch(scope["path"])
-            if match is not None:
-                await self._asgi_resolve(match.group(1), scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    async def _asgi_resolve(self, model: str, scope: Scope, receive: Receive, send: Send) -> None:
-        start = time.perf_counter()
-        declared = origin = None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
         for name, value in scope["headers"]:
-            if name == b"content-length" and declared is None:
-                declared = value.decode("latin-1")
-            elif name == b"origin" and origin is None:
-                origin = value.decode("latin-1")
-        try:
-            model, channel = self.resolver.route(model, scope["query_string"].decode("latin-1"))
-            limit, chunks, size, more = self._limit(declared), [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # nobody to answer
-                chunks.append(message.get("body", b""))
-                size, more = size + len(chunks[-1]), message.get("more_body", False)
-                if size > limit:
-                    raise too_large(limit)
-            status, first, body = 200, _OK, await self.resolver.answer_body(model, channel, b"".join(chunks))
-        except Exception as exc:
-            status, first, body = _failure(exc, scope["path"])
-        headers = [*first, ("content-length", str(len(body))), ("content-type", JSON), *self._cors(origin)]
-        self.metrics.record(ROUTE, "POST", status, time.perf_counter() - start)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        method, path = scope["method"], scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        route = match(method, path)
+        if (route is None or route == WRITE) and not is_preflight(method, headers):
+            await self.app(scope, receive, self._granting(headers.get("origin"), send))
+            return
+        client = scope.get("client")
+        call = Call(method, path, scope["query_string"].decode("latin-1"), headers,
+                    client=client[0] if client else None)  # fmt: skip
+        if method == "POST":
+            try:
+                body = await self._body(call, receive)
+            except Exception as exc:
+                answer = self.api.refuse(call, exc)
+            else:
+                if body is None:
+                    return  # the client left: nobody to answer
+                call.body = body
+                answer = await self.serve(call)
+        else:
+            answer = await self.serve(call)
+        await _send(answer, send)
+
+    async def serve(self, call: Call) -> Answer:
+        """The API's answer, its store reads run in worker threads."""
+        io = Io(blocking=False)
+        for _ in range(_READS):
+            try:
+                return self.api.answer(call, io)
+            except Pending as need:
+                io.done[need.key] = await run_in_threadpool(run_load, need.load)
+        return self.api.refuse(call, RuntimeError(f"{call.path} needed more than {_READS} store reads"))
+
+    async def _body(self, call: Call, receive: Receive) -> bytes | None:
+        """The body within the route's limit (a 413 before reading when a longer one is declared);
+        None when the client left first."""
+        limit = self.api.body_limit(call.method, call.path)
+        check_declared(call.headers.get("content-length"), limit)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if size:  # gone mid-body: counted as the refusal it is, answered to nobody
+                    self.api.refuse(call, disconnected())
+                return None
+            chunks.append(message.get("body", b""))
+            size, more = size + len(chunks[-1]), message.get("more_body", False)
+            if size > limit:
+                raise too_large(limit)
+        return b"".join(chunks)
+
+    def _granting(self, origin: str | None, send: Send) -> Send:
+        """``send`` with the API's CORS headers added to the answer's head (Starlette's routes)."""
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.api.cors.simple(origin)]
+
+        async def granted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        return granted
 
     # --- without a coroutine (packager serve's protocol, packager.server.protocol) ----------------
 
+    @property
+    def limit(self) -> int:
+        """The most body bytes of a resolve."""
+        return self.api.resolver.limit
+
     def resolves(self, method: str, path: str) -> str | None:
         """The model segment of a resolve request's path, or None for every other request."""
-        if method != "POST":
-            return None
-        match = _PATH.fullmatch(path)
-        return None if match is None else match.group(1)
+        route = match(method, path) if method == "POST" else None
+        return route[2][0] if isinstance(route, tuple) and route[1] == "resolve" else None
 
     def answer_now(self, model: str, path: str, query: str, origin: str | None,
                    body: bytes) -> tuple[int, bytes, bytes] | None:  # fmt: skip
-        """The answer of a resolve whose body was read in full, within ``self.resolver.limit``:
-        (status, its header lines as bytes, body); None when the channel's pointer is due a store
-        read, which only the ASGI side waits for. Recorded in the metrics like the ASGI side's."""
-        start = time.perf_counter()
-        try:
-            model, channel = self.resolver.route(model, query)
-            answer = self.resolver.answer_ready(model, channel, body)
-            if answer is None:
-                return None
-            status, head = 200, self._ok_head(origin)
-        except Exception as exc:
-            status, first, answer = _failure(exc, path)
-            head = _lines([*first, ("content-type", JSON), *self._cors(origin)])
-        self.metrics.record(ROUTE, "POST", status, time.perf_counter() - start)
-        return status, head + b"content-length: %d\r\n" % len(answer), answer
-
-    def _ok_head(self, origin: str | None) -> bytes:
-        """The header lines of a 200 but its length, kept per origin (a bounded few)."""
-        head = self._heads.get(origin)
+        """The answer of a resolve whose body was read in full, within ``limit``: (status, its
+        header lines as bytes, body); None when the channel's pointer is due a store read, which
+        only the ASGI side waits for."""
+        done = self.api.resolve_now(model, query, origin, body, time.perf_counter())
+        if done is None:
+            return None
+        status, headers, content = done
+        head = self._heads.get(headers)
         if head is None:
-            head = _lines([*_OK, ("content-type", JSON), *self._cors(origin)])
+            head = _lines(headers)
             if len(self._heads) < 64:
-                self._heads[origin] = head
-        return head
-
-    # --- shared -----------------------------------------------------------------------------------
-
-    def _limit(self, declared: str | None) -> int:
-        """The body limit, after refusing a declared length over it (before reading, like read_body)."""
-        check_declared(declared, self.resolver.limit)
-        return self.resolver.limit
-
-    def _cors(self, origin: str | None) -> Headers:
-        """CORSMiddleware's headers for a simple request: the grant, and ``Vary: Origin`` always."""
-        if origin is None:
-            return _VARY
-        if self._allow_all or origin not in self._origins:
-            return [*self._simple, *_VARY]
-        return [*self._simple, ("access-control-allow-origin", origin), *_VARY]
+                self._heads[headers] = head
+        return status, head + b"content-length: %d\r\n" % len(content), content
 
 
-def _failure(exc: Exception, path: str) -> tuple[int, Headers, bytes]:
-    """(status, the headers before content-type, body) of a failed resolve, as the app's exception
-    handlers answer it."""
-    error = failure(exc, "POST", path)
-    return error.status, [(k.lower(), v) for k, v in error.headers.items()], error_body(error.code, error.message)
+async def _send(answer: Answer, send: Send) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+    if isinstance(answer.body, bytes):
+        if answer.header("content-length") is None:
+            headers.append((b"content-length", b"%d" % len(answer.body)))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+        return
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    async for chunk in iterate_in_threadpool(answer.body):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
-def _lines(headers: Headers) -> bytes:
+def _lines(headers: tuple[tuple[str, str], ...]) -> bytes:
     return b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)

@@ -1,17 +1,14 @@
-"""HTTP plumbing shared by the routes: JSON and error responses, bounded bodies, ETags, Range."""
+"""HTTP plumbing without a transport: JSON and error bodies, statuses of errors, bounded and
+shallow JSON, ETags, Range (the read API's, and the Starlette routes' through ``packager.server.asgi``)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
-
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 
 from packager.errors import (
     ConflictError,
@@ -41,24 +38,14 @@ def json_body(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json_body(doc), status_code=status, media_type=JSON, headers=dict(headers or {}))
-
-
 def error_body(code: str, message: str) -> bytes:
     """The body of every error answer: ``{"error": {"code", "message"}}``."""
     return json_body({"error": {"code": code, "message": message}})
 
 
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(error_body(code, message), status_code=status, media_type=JSON, headers=dict(headers or {}))
-
-
 def failure(exc: Exception, method: str, path: str) -> ServiceError:
     """What the server answers for an exception out of a handler, logged when it is the server's
     fault: a PackagerError as its status (as_service_error), anything else as a 500."""
-    if isinstance(exc, ClientDisconnect):  # the client left mid-body: nobody hears this, nothing to log
-        return ServiceError(400, "client_disconnected", "the client closed the connection before its body ended")
     if isinstance(exc, PackagerError):
         error = as_service_error(exc)
         if error.status >= 500:
@@ -84,6 +71,10 @@ def as_service_error(exc: PackagerError) -> ServiceError:
     return ServiceError(503, "registry_unavailable", text)
 
 
+def disconnected() -> ServiceError:
+    return ServiceError(400, "client_disconnected", "the client closed the connection before its body ended")
+
+
 def too_large(limit: int) -> ServiceError:
     return ServiceError(413, "too_large", f"the body is over the {limit} byte limit of this endpoint")
 
@@ -93,22 +84,6 @@ def check_declared(declared: str | None, limit: int) -> None:
     anything is read."""
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise too_large(limit)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (before reading, when declared)."""
-    check_declared(request.headers.get("content-length"), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    return parse_json(await read_body(request, limit))
 
 
 MAX_DEPTH = 16  # a device profile is 2 deep, a telemetry batch 3: far past what any client sends

@@ -102,7 +102,7 @@ class ResolveProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         app = self.config.app
         self.front: Front | None = app if isinstance(app, Front) else None
-        self.limit = min(self.front.resolver.limit, HIGH_WATER_LIMIT) if self.front else 0
+        self.limit = min(self.front.limit, HIGH_WATER_LIMIT) if self.front else 0
         self.held: list[bytes] | None = None  # the body so far of the resolve being read, if one is
         self.route: tuple[str, str, str] = ("", "", "")  # its model segment, path and query
         self.origin: str | None = None

@@ -10,9 +10,9 @@ as its bytes up to ``expires``, the one field that moves with the clock (rendere
 The pointer's canonical bytes change with every generation (publish, rollout, rollback), so an
 answer of an older generation is never read again and ages out of the LRU.
 
-The Starlette route below and the front door (``packager.server.front``) both answer through a
-Resolver: the same checks in the same order (model name and channel in ``route``, the body bound
-while reading, then JSON, profile and channel lookup in ``answer_body``), so the same errors.
+The read API's resolve route (``packager.server.api``) answers through a Resolver, in this order:
+the model name and channel (``route``), the body's profile (``profile``), the channel (a store
+read, maybe), then the answer (``render``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-
-import orjson
-from starlette.datastructures import QueryParams
-from starlette.requests import Request
-from starlette.responses import Response
+from typing import Any
+from urllib.parse import parse_qsl
 
 from packager.errors import PackagerError, ProfileError, ServiceError
 from packager.registry.catalog import Channel, Lru
@@ -35,9 +32,22 @@ from packager.registry.docs import facts, iso
 from packager.registry.names import check_name
 from packager.registry.profile import DeviceProfile, device_id_field
 from packager.registry.resolve import cohort_of, resolve
-from packager.server.http import JSON, check_depth, json_body, parse_json, read_body
-from packager.server.reads import published, served_channel
-from packager.server.service import Service
+from packager.server.http import check_depth, json_body, parse_json
+
+try:
+    import orjson
+
+    _loads, _UNREAD = orjson.loads, orjson.JSONDecodeError
+
+    def _class_key(data: dict[str, Any]) -> bytes:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+except ImportError:  # the Lambda function ships without it: the standard parser gives the same answers
+    _loads, _UNREAD = json.loads, ValueError  # type: ignore[assignment]
+
+    def _class_key(data: dict[str, Any]) -> bytes:
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
 
 NO_STORE = "private, no-store"
 _NAMES = 1024
@@ -46,11 +56,11 @@ _ABSENT = object()
 
 class Resolver:
     """Resolutions as bytes, memoised per device class and cohort. Its caches are touched only from
-    the event loop's thread (every caller is a coroutine), so they take no lock."""
+    the thread that answers resolves (the event loop's, in ``packager serve``), so they take no lock."""
 
-    def __init__(self, svc: Service, *, classes: int, answers: int) -> None:
-        self.svc = svc
-        self.limit = svc.limits["json_body"]
+    def __init__(self, artifact_url: Callable[[str], str], *, limit: int, classes: int, answers: int) -> None:
+        self.artifact_url = artifact_url
+        self.limit = limit
         self._classes = Lru(classes)  # class key -> DeviceProfile without device_id
         self._answers = Lru(answers)  # (pointer key, signed, cohort, class key) -> bytes before expires
         self._ttl = timedelta(seconds=int(facts()["resolve"]["ttl_seconds"]))
@@ -60,34 +70,22 @@ class Resolver:
         # (pointer key, its cohort_of): made for the first pointer seen, again when it changes
         self._cohort: tuple[str | None, Callable[[str | None], str]] = (None, lambda device_id: "stable")
 
-    async def answer(self, model: str, query: str, read: Callable[[], Awaitable[bytes]]) -> bytes:
-        """The Resolution's JSON bytes; a PackagerError (ServiceError, ProfileError...) otherwise.
-        ``query`` is the raw query string; ``read`` returns the body or raises a 413 ServiceError."""
-        model, channel = self.route(model, query)
-        return await self.answer_body(model, channel, await read())
-
     def route(self, model: str, query: str) -> tuple[str, str]:
         """The model and channel of a request, checked (400 otherwise): before its body is read."""
-        channel = QueryParams(query).get("channel", "stable") if query else "stable"
+        channel = "stable"
+        if query:
+            for key, value in parse_qsl(query, keep_blank_values=True):
+                if key == "channel":
+                    channel = value
         if model in self._names and channel in self._names:
             return model, channel
         return self._name("model", model), self._name("channel", channel)
 
-    async def answer_body(self, model: str, channel: str, body: bytes) -> bytes:
-        """``answer`` once ``route`` passed and the body is read."""
-        key, profile, device_id = self._profile(body)
-        return self._answer(await served_channel(self.svc, model, channel), key, profile, device_id)
+    def answer(self, found: Channel, body: bytes) -> bytes:
+        """The Resolution's JSON bytes for the profile in ``body`` (``profile`` then ``render``)."""
+        return self.render(found, *self.profile(body))
 
-    def answer_ready(self, model: str, channel: str, body: bytes) -> bytes | None:
-        """``answer_body`` without waiting, or None when the channel's pointer is due a store read
-        (then ``answer_body`` reads it; the two raise the same errors in the same order)."""
-        key, profile, device_id = self._profile(body)
-        hit, found = self.svc.view.fresh(model, channel)
-        if not hit:
-            return None
-        return self._answer(published(found, model, channel), key, profile, device_id)
-
-    def _answer(self, found: Channel, key: bytes | None, profile: DeviceProfile, device_id: str | None) -> bytes:
+    def render(self, found: Channel, key: bytes | None, profile: DeviceProfile, device_id: str | None) -> bytes:
         if self._cohort[0] != found.key:
             self._cohort = (found.key, cohort_of(found.pointer))
         group = self._cohort[1](device_id)
@@ -101,20 +99,20 @@ class Resolver:
                 self._answers.put(entry, head)
         return head + self._expiry()
 
-    def _profile(self, body: bytes) -> tuple[bytes | None, DeviceProfile, str | None]:
+    def profile(self, body: bytes) -> tuple[bytes | None, DeviceProfile, str | None]:
         """The body's class key, a profile of its class and its device id; or its 400 (not JSON) or
         422 (ProfileError). The key is None for what only the standard parser reads (NaN, a byte
         order mark, UTF-16): such a body gets no class."""
         check_depth(body)
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            data = _loads(body)
+        except _UNREAD:
             profile = DeviceProfile.from_json(parse_json(body))
             return None, profile, profile.device_id
         if not isinstance(data, dict):
             DeviceProfile.from_json(data)  # raises: not an object
         device_id = data.pop("device_id", _ABSENT)
-        key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        key = _class_key(data)
         known = self._classes.get(key)
         if known is not None:  # the class passed every check: only the device id is left
             return key, known, None if device_id is _ABSENT else device_id_field(device_id)
@@ -145,7 +143,7 @@ class Resolver:
     def _render(self, found: Channel, profile: DeviceProfile) -> bytes:
         """The resolution's JSON up to the value of ``expires`` (its last field)."""
         doc = resolve(found.pointer, found.versions, profile, now=datetime.now(UTC),
-                      artifact_url=self.svc.artifact_url).to_json()  # fmt: skip
+                      artifact_url=self.artifact_url).to_json()  # fmt: skip
         del doc["expires"]
         return json_body(doc)[:-1] + b',"expires":'
 
@@ -156,12 +154,3 @@ class Resolver:
             moment = datetime.fromtimestamp(second, UTC)
             self._expires, self._second = json.dumps(iso(moment + self._ttl)).encode() + b"}", second
         return self._expires
-
-
-async def resolve_route(request: Request) -> Response:
-    """The Starlette route of resolve; the front door answers it before Starlette sees it, so this
-    serves the Starlette app on its own (and keeps 405 for other methods)."""
-    resolver: Resolver = request.app.state.resolver
-    query = request.scope["query_string"].decode("latin-1")
-    body = await resolver.answer(str(request.path_params["m"]), query, lambda: read_body(request, resolver.limit))
-    return Response(body, media_type=JSON, headers={"Cache-Control": NO_STORE})

@@ -1,4 +1,4 @@
-"""What every route needs: the cached registry view, tokens, signing keys, limits, URLs."""
+"""What the Starlette routes need: the cached registry view, tokens, signing keys, limits, URLs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from packager.errors import PackagerError, ServiceError
 from packager.registry.names import check_name, check_sha256
-from packager.server.telemetry import Guard, TelemetrySink
+from packager.server.telemetry import TelemetrySink
 from packager.server.tokens import Tokens
 from packager.server.views import RegistryView
 
@@ -23,7 +23,6 @@ class Service:
     base_url: str  # prefix of artifact URLs in resolutions ("" keeps them relative)
     telemetry: TelemetrySink
     limits: dict[str, int]
-    guard: Guard
 
     def artifact_url(self, sha256: str) -> str:
         return f"{self.base_url}/v1/artifacts/{sha256}"

@@ -1,4 +1,4 @@
-"""Write endpoints (bearer token, scoped per model) and device telemetry.
+"""Write endpoints (bearer token, scoped per model).
 
 Publish takes one build folder as a tar archive (``Content-Type: application/x-tar``, gzip
 allowed): build.json at the archive's root and the files it names beside it, exactly as
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,9 +27,9 @@ from packager.registry import publish as registry
 from packager.registry.docs import Pointer
 from packager.registry.names import check_name
 from packager.registry.publish import Published, read_build
-from packager.server.http import as_service_error, json_response, read_json
+from packager.server.asgi import json_response, read_json
+from packager.server.http import as_service_error
 from packager.server.service import Service, not_found, path_name, query_channel, require_object, service
-from packager.server.telemetry import check_batch
 
 _SPOOL = 16 << 20
 _REFUSED = {"AbsolutePathError": "an absolute path", "OutsideDestinationError": "a path outside the build folder",
@@ -181,12 +180,3 @@ async def _change(svc: Service, model: str, write: Any) -> Pointer:
     finally:
         svc.view.forget(model)
     return pointer
-
-
-async def telemetry(request: Request) -> Response:
-    svc = service(request)
-    svc.guard.admit_address(request.client.host if request.client else None)
-    events = check_batch(await read_json(request, svc.limits["telemetry_body"]), svc.limits["telemetry_events"])
-    await run_in_threadpool(svc.guard.admit, events, datetime.now(UTC))
-    await run_in_threadpool(svc.telemetry.write, events)
-    return json_response({"accepted": len(events)}, status=202)

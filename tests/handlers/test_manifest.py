@@ -43,8 +43,8 @@ CDN = "https://d111111abcdef8.cloudfront.net"
 LINUX_ORT = '{"platform": "linux", "runtimes": {"onnxruntime": "1.20"}}'
 SHIPPED = ["__init__.py", "errors.py", "vocab.py", "registry/__init__.py", "registry/names.py", "registry/docs.py",
            "registry/catalog.py", "registry/profile.py", "registry/resolve.py", "registry/store.py", "registry/s3.py",
-           "server/__init__.py", "server/telemetry.py", "resources/__init__.py", "resources/registry.toml",
-           "resources/server.toml"]  # fmt: skip
+           "server/__init__.py", "server/api.py", "server/http.py", "server/resolver.py", "server/telemetry.py",
+           "server/views.py", "resources/__init__.py", "resources/registry.toml", "resources/server.toml"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -229,8 +229,9 @@ def test_manifest_build_imports_only_what_it_ships(artifact_dir: Path) -> None:
 def test_manifest_build_fails_when_a_shipped_module_imports_one_left_out(tmp_path: Path) -> None:
     copy = tmp_path / "handlers"
     copy.mkdir()
-    (copy / "Makefile").write_text((ROOT / "handlers" / "Makefile").read_text().replace(
-        "server/__init__.py server/telemetry.py", "server/__init__.py"))  # fmt: skip
+    makefile = (ROOT / "handlers" / "Makefile").read_text()
+    assert " server/resolver.py " in makefile
+    (copy / "Makefile").write_text(makefile.replace(" server/resolver.py ", " "))  # packager.server.api imports it
     (copy / "manifest.py").write_text((ROOT / "handlers" / "manifest.py").read_text())
     out = tmp_path / "out"
     out.mkdir()
@@ -238,7 +239,7 @@ def test_manifest_build_fails_when_a_shipped_module_imports_one_left_out(tmp_pat
                           env={**os.environ, "ARTIFACTS_DIR": str(out)}, cwd=out, capture_output=True, text=True,
                           timeout=120, check=False)  # fmt: skip
     assert done.returncode != 0
-    assert "imports packager.server.telemetry, which handlers/Makefile does not copy" in done.stderr
+    assert "imports packager.server.resolver, which handlers/Makefile does not copy" in done.stderr
 
 
 def test_manifest_replays_the_recorded_resolve_event(plain: ModuleType) -> None:
@@ -328,6 +329,8 @@ def test_manifest_artifact_without_cloudfront_redirects_to_presigned_s3(artifact
         ("POST", "/v1/models/mlp/resolve", None, json.dumps({"platform": "linux", "os_version": "x" * 70000})),
         ("POST", "/v1/telemetry", None, json.dumps({"events": [{"event": "load", "model": "mlp"}] * 101})),
         ("POST", "/v1/telemetry", None, json.dumps({"events": [{"event": "explode", "model": "mlp"}]})),
+        ("POST", "/v1/telemetry", None, json.dumps({"events": [{"event": "load", "model": "nope"}]})),
+        ("DELETE", "/v1/models/mlp/manifest", None, None),
     ],
 )
 def test_manifest_refuses_what_the_server_refuses(
@@ -344,9 +347,30 @@ def test_manifest_refuses_what_the_server_refuses(
     assert (ours.status, ours.json()) == (theirs.status_code, theirs.json())
 
 
+@pytest.mark.parametrize("origin", ["https://page.example", None])
+def test_manifest_answers_cors_as_the_server(plain: ModuleType, servers: dict[str, httpx.Client],
+                                             origin: str | None) -> None:  # fmt: skip
+    """No CorsConfiguration on the HTTP API: the function grants CORS itself, as the server does."""
+    given = {"origin": origin} if origin else {}
+    asks = {**given, "access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+    for method, path, headers in [("OPTIONS", "/v1/models/mlp/resolve", asks),
+                                  ("GET", "/v1/models/mlp/manifest", given)]:  # fmt: skip
+        ours = call(plain, method, path, headers=headers)
+        theirs = servers["plain"].request(method, path, headers=headers)
+        assert ours.status == theirs.status_code
+        cors = {k: v for k, v in theirs.headers.items() if k.startswith("access-control-") or k == "vary"}
+        assert cors and {k: ours.headers.get(k) for k in cors} == cors
+
+
 def test_manifest_unknown_route_is_a_json_404(plain: ModuleType) -> None:
     answer = call(plain, "GET", "/v1/nothing/here")
     assert answer.status == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+def test_manifest_refuses_writes_with_where_to_write(plain: ModuleType) -> None:
+    answer = call(plain, "POST", "/v1/models/mlp/versions", body="{}")
+    assert answer.status == 404
+    assert "packager publish, rollout or rollback --registry" in answer.json()["error"]["message"]
 
 
 def test_manifest_telemetry_is_stored_under_telemetry(plain: ModuleType, seaweed: Seaweed) -> None:

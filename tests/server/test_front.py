@@ -1,9 +1,11 @@
-"""The front door (packager/server/front.py) answers resolve as the Starlette route behind it does:
-the same statuses, bodies, headers (CORS included) and metrics, from `packager serve`'s protocol and over ASGI."""
+"""The read API's adapters answer alike: `packager serve`'s protocol fast path, the ASGI adapter
+(packager/server/front.py) and the blocking call the Lambda function makes (packager/server/api.py)
+give the same statuses, bodies, headers (CORS included) and metrics."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from server_helpers import CLOUD_URL, run_server, two_runtime_build
 
 from packager.registry.publish import publish
 from packager.registry.store import LocalStore
+from packager.server.api import Call
 from packager.server.app import create_app
 
 __all__ = ["two_runtime_build"]
@@ -33,7 +36,24 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", PATH, {"json": [1, 2]}),
     ("POST", PATH, {"content": b"{" + b" " * 70000 + b"}"}),  # declared over the 64 KiB limit
     ("POST", PATH, {"content": [b"{" + b" " * 40000, b" " * 40000 + b"}"]}),  # chunked (no length), over it
-    ("GET", PATH, {}),  # 405: Starlette's answer in both
+    ("GET", PATH, {}),  # 405
+]
+READS: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "/healthz", {}),
+    ("GET", "/v1/models/mlp/manifest", {}),
+    ("GET", "/v1/models/mlp/manifest?channel=beta", {}),
+    ("GET", "/v1/models/mlp/versions/1", {"headers": {"Origin": "https://page.example"}}),
+    ("GET", "/v1/models/mlp/versions/9", {}),
+    ("GET", "/v1/models/mlp/channels/stable", {}),
+    ("GET", "/v1/tuf/root.json", {}),
+    ("GET", "/v1/tuf/evil.json", {}),
+    ("GET", "/v1/artifacts/" + "0" * 64, {}),
+    ("GET", "/v1/artifacts/XYZ", {}),
+    ("DELETE", "/v1/models/mlp/manifest", {}),
+    ("POST", "/v1/telemetry", {"json": {"events": [{"event": "load", "model": "mlp"}]}}),
+    ("POST", "/v1/telemetry", {"json": {"events": [{"event": "load", "model": "nope"}]}}),
+    ("OPTIONS", PATH, {"headers": {"Origin": "https://a.example", "Access-Control-Request-Method": "POST"}}),
+    ("OPTIONS", PATH, {"headers": {"Origin": "https://a.example", "Access-Control-Request-Method": "PUT"}}),
 ]
 
 
@@ -68,24 +88,40 @@ def resolve_counts(http: httpx.Client) -> list[str]:
     return sorted(re.findall(r'packager_http_request\w*_(?:total|count)\{.*route="/v1/models/\{m\}/resolve".*', text))
 
 
-@pytest.mark.parametrize("wrap", [False, True], ids=["protocol", "asgi"])
-def test_front_resolve_answers_as_the_starlette_route(registry: LocalStore, wrap: bool) -> None:
-    front, starlette = create_app(registry), create_app(registry).app
+def test_front_resolve_answers_alike_from_the_protocol_and_over_asgi(registry: LocalStore) -> None:
+    front, other = create_app(registry), create_app(registry)
     # wrapped in a plain ASGI function, the front door is served through its ASGI side
-    served = (lambda scope, receive, send: front(scope, receive, send)) if wrap else front
-    with client(served) as ours, client(starlette) as theirs:
+    with client(front) as fast, client(lambda scope, receive, send: other(scope, receive, send)) as asgi:
         for method, path, kwargs in REQUESTS:
-            assert seen(send(ours, method, path, kwargs)) == seen(send(theirs, method, path, kwargs)), (path, kwargs)
-        counts = resolve_counts(ours)
-        assert counts == resolve_counts(theirs) and any('status="413"' in line for line in counts)
+            assert seen(send(fast, method, path, kwargs)) == seen(send(asgi, method, path, kwargs)), (path, kwargs)
+        counts = resolve_counts(fast)
+        assert counts == resolve_counts(asgi) and any('status="413"' in line for line in counts)
+
+
+def test_front_asgi_answers_as_the_blocking_call_the_lambda_function_makes(registry: LocalStore) -> None:
+    front = create_app(registry)
+    with client(front) as http:
+        for method, path, kwargs in [*REQUESTS[:-3], *READS]:
+            if isinstance(kwargs.get("content"), list):
+                continue
+            ours = send(http, method, path, kwargs)
+            target = path.partition("?")
+            body = kwargs.get("content") or (json.dumps(kwargs["json"]).encode() if "json" in kwargs else b"")
+            headers = {k.lower(): v for k, v in kwargs.get("headers", {}).items()}
+            theirs = front.api.answer(Call(method, target[0], target[2], headers, body, client="127.0.0.1"))
+            assert isinstance(theirs.body, bytes)
+            assert ours.status_code == theirs.status, path
+            assert ours.content == theirs.body or "expires" in ours.text, path
+            for name, value in theirs.headers:
+                assert ours.headers.get(name) == value, (path, name)
 
 
 @pytest.mark.parametrize("origins", [("*",), ("https://page.example", "https://other.example")])
-def test_front_cors_headers_are_the_middlewares(registry: LocalStore, origins: tuple[str, ...]) -> None:
+def test_front_cors_headers_are_the_same_on_every_route(registry: LocalStore, origins: tuple[str, ...]) -> None:
     with client(create_app(registry, cors_origins=origins)) as http:
         for origin in (None, "https://page.example", "https://elsewhere.example"):
             headers = {"Origin": origin} if origin else {}
             ours = http.post(PATH, json=LINUX, headers=headers).headers
-            theirs = http.get("/healthz", headers=headers).headers  # CORSMiddleware's answer
+            theirs = http.get("/openapi.json", headers=headers).headers  # a Starlette route's answer
             cors = [k for k in theirs if k.startswith("access-control-") or k == "vary"]
             assert cors and {k: ours.get(k) for k in cors} == {k: theirs[k] for k in cors}, origin

@@ -4,7 +4,6 @@ check would refuse."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from packager.registry.publish import publish, rollback, rollout
 from packager.registry.resolve import cohort_bucket
 from packager.registry.store import LocalStore
 from packager.server import resolver as resolver_module
+from packager.server.api import published
 from packager.server.app import create_app
 from packager.server.front import Front
 
@@ -55,12 +55,13 @@ def resolutions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str | None]]:
 
 
 def answer(app: Front, body: Any, model: str = "mlp", query: str = "") -> dict[str, Any]:
+    """The resolve route's steps, in its order (packager/server/api.py), its store read made here."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-
-    async def read() -> bytes:
-        return data
-
-    return dict(json.loads(asyncio.run(app.resolver.answer(model, query, read))))
+    resolver = app.api.resolver
+    model, channel = resolver.route(model, query)
+    device = resolver.profile(data)
+    found = published(app.api.view.channel(model, channel), model, channel)
+    return dict(json.loads(resolver.render(found, *device)))
 
 
 def refused(app: Front, body: bytes) -> PackagerError:
