@@ -252,6 +252,7 @@ class ReadApi:
         self.metrics = metrics
         self.locate = locate
         self.resolver = Resolver(artifact_url, limit=int(limits["json_body"]), classes=classes, answers=answers)
+        self._resolved: dict[str | None, Headers] = {}
         self._handlers: dict[str, Callable[[Call, tuple[str, ...], Io], Answer]] = {
             name: getattr(self, "_" + name) for *_, name in _ROUTES if name
         }
@@ -317,13 +318,23 @@ class ReadApi:
             hit, found = self.view.fresh(model, channel)
             if not hit:
                 return None
-            status, headers, content = 200, _RESOLVED, self.resolver.render(published(found, model, channel), *device)
+            content = self.resolver.render(published(found, model, channel), *device)
         except Exception as exc:
             failed = _failed(exc, "POST", f"/v1/models/{model}/resolve")
-            status, headers, content = failed.status, failed.headers, failed.body  # type: ignore[assignment]
+            assert isinstance(failed.body, bytes)  # error bodies are JSON bytes
+            status, headers, content = failed.status, (*failed.headers, *self.cors.simple(origin)), failed.body
+        else:
+            status, headers = 200, self._resolved.get(origin) or self._resolved_head(origin)
         if self.metrics is not None:
             self.metrics.record(_RESOLVE, "POST", status, time.perf_counter() - started)
-        return status, (*headers, *self.cors.simple(origin)), content
+        return status, headers, content
+
+    def _resolved_head(self, origin: str | None) -> Headers:
+        """The headers of a resolution for ``origin``, kept for a bounded few origins."""
+        head = (*_RESOLVED, *self.cors.simple(origin))
+        if len(self._resolved) < 64:
+            self._resolved[origin] = head
+        return head
 
     # --- routes ---------------------------------------------------------------------------------
 
