@@ -545,6 +545,82 @@ def rollback(model: str, channel: str, registry: str, keys: Path | None, token: 
 
 
 @cli.group()
+def fleet() -> None:
+    """What devices report, read back: loads, failures, latency, shadow runs, rewards."""
+
+
+_FLEET_COLUMNS = (("version", "version"), ("variant", "variant"), ("cohort", "cohort"), ("devices", "devices"),
+                  ("loads", "loads"), ("load_failure_rate", "load fail"), ("predicts", "predicts"),
+                  ("error_rate", "errors"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
+                  ("shadow_agreement", "shadow agree"), ("mean_reward", "reward"))  # fmt: skip
+
+
+@fleet.command("status")
+@click.argument("model")
+@_registry_option
+@_token_option
+@click.option("--window", default="1h", show_default=True, help="How far back: 30m, 1h, 7d (at most 31d).")
+@click.option("--json", "as_json", is_flag=True, help="Print the fleet document as JSON.")
+def fleet_status(model: str, registry: str, token: str | None, window: str, as_json: bool) -> None:
+    """How each version and variant of MODEL does on devices over the last WINDOW.
+
+    Reads the telemetry segments of the registry (a folder or S3, with DuckDB), or asks a server
+    registry (with --token). A row with variant "all" sums a version's variants; the cohort says
+    whether the version is the channel's stable one or its candidate.
+
+    \b
+    Examples:
+      packager fleet status digits --registry ./registry --window 24h
+      packager fleet status digits --registry http://127.0.0.1:8080 --token $TOKEN --json
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from packager.fleet.aggregate import fleet as read_fleet
+    from packager.fleet.aggregate import parse_window
+    from packager.registry.channels import read_pointer
+    from packager.registry.store import open_store
+
+    span = parse_window(window)
+    server = _remote(registry, token, None)
+    if server is not None:
+        doc = server.fleet(model, window=window)
+    else:
+        store = open_store(registry)
+        doc = read_fleet(store, model, span, now=datetime.now(UTC), pointer=read_pointer(store, model, "stable"))
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+        return
+    _print_fleet(doc)
+
+
+def _print_fleet(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console(stderr=False)
+    head = f"{doc['model']}: {doc['since']} to {doc['until']}, {doc['segments']} segment(s)"
+    if not doc["rows"]:
+        console.print(f"{_esc(head)}: no events in this window", soft_wrap=True)
+        return
+    table = Table(title=_esc(head), title_justify="left")
+    for _, label in _FLEET_COLUMNS:
+        table.add_column(label, justify="left" if label in ("version", "variant", "cohort") else "right")
+    for row in doc["rows"]:
+        cells = ["all" if row.get(key, "") is None and key == "variant" else _cell(row.get(key))
+                 for key, _ in _FLEET_COLUMNS]  # fmt: skip
+        table.add_row(*(_esc(c) for c in cells))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@cli.group()
 def keys() -> None:
     """Signing keys for a registry's TUF metadata."""
 

@@ -197,7 +197,7 @@ class Client:
         for entry in needed:
             path, got = self._artifact(entry)
             paths[entry["path"]], moved = path, moved + got
-        self.telemetry.record("install", version=resolution["version"], variant=variant["id"], bytes=moved)
+        self.telemetry.record("install", version=resolution["version"], variant=variant["id"], bytes=moved, ok=True)
         return Installed(model=self.model, version=resolution["version"], variant={**variant, "needed": needed},
                          files=runtimes.Files(main=variant["path"], paths=paths), downloaded=moved)  # fmt: skip
 
@@ -217,6 +217,7 @@ class Client:
             bytes=fetched.bytes,
             ms=fetched.ms,
             detail=f"{sha[:12]} resumed from {fetched.resumed_from}, {fetched.requests} requests",
+            ok=True,
         )
         return self.cache.install(sha, part), fetched.bytes
 
@@ -282,10 +283,10 @@ class Client:
         try:
             runner = runtimes.load(runtime, installed.files)
         except ClientError as exc:
-            self.telemetry.record("load", version=installed.version, variant=installed.variant["id"],
+            self.telemetry.record("load", version=installed.version, variant=installed.variant["id"], ok=False,
                                   detail=f"failed in {runtime}: {exc.message}")  # fmt: skip
             raise
-        self.telemetry.record("load", version=installed.version, variant=installed.variant["id"],
+        self.telemetry.record("load", version=installed.version, variant=installed.variant["id"], ok=True,
                               ms=(time.perf_counter() - start) * 1000, detail=f"ok {runner.runtime_label}")  # fmt: skip
         log.info("%s %s: loaded %s in %s", self.model, installed.version, installed.variant["id"], runner.runtime_label)
         return Model(runner, model=self.model, version=installed.version, variant=installed.variant["id"],
@@ -301,7 +302,7 @@ class Client:
             raise
         why = "; ".join(failures) or str(resolution.get("reason", ""))
         log.warning("%s %s: using the cloud endpoint %s (%s)", self.model, resolution["version"], runner.url, why)
-        self.telemetry.record("load", version=resolution["version"], detail=f"ok cloud {runner.url}"[:256])
+        self.telemetry.record("load", version=resolution["version"], ok=True, detail=f"ok cloud {runner.url}"[:256])
         return Model(runner, model=self.model, version=resolution["version"], variant=None, source="cloud",
                      telemetry=self.telemetry, reason=why)  # fmt: skip
 

@@ -81,6 +81,10 @@ class Server:
         path = f"/v1/models/{check_name('model', model)}/channels/{check_name('channel', channel)}/rollback"
         return Pointer.from_json(self._call("POST", path))
 
+    def fleet(self, model: str, *, window: str) -> Any:
+        """The server's fleet document of ``model`` (GET /v1/models/{m}/fleet)."""
+        return self._call("GET", f"/v1/models/{check_name('model', model)}/fleet", params={"window": window})
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
 

@@ -2,8 +2,16 @@
 
 Request body: ``{"events": [event, ...]}`` with at most ``telemetry_events`` events. An event::
 
-    {"event": "resolve"|"download"|"verify"|"install"|"load"|"predict"|"fallback"|"error",
-     "model", "version"?, "variant"?, "device_id"?, "at"?, "ms"?, "bytes"?, "detail"?}
+    {"event": "resolve"|"download"|"verify"|"install"|"load"|"predict"|"fallback"|"error"
+              |"shadow"|"feedback"|"inputs",
+     "model", "version"?, "variant"?, "device_id"?, "at"?, "ms"?, "bytes"?, "detail"?,
+     "ok"?, "reward"?, "agree"?, "diff"?, "bins"?}
+
+``ok`` (true/false) says whether a download, install or load worked; ``reward`` is an app's
+feedback for experiments; ``agree`` and ``diff`` are a shadow run's top-1 agreement and largest
+absolute difference; ``bins`` holds counts over the build's reference bins (``{"feature": [n,
+...]}``), never raw inputs. Every one is optional: an older client's events stay valid. The
+fleet aggregation (``packager.fleet.aggregate``) reads them back.
 
 Stored as JSON Lines: appended to a local file when one is configured, else in gzip'd segments
 under ``telemetry/model=<model>/date=<yyyy-mm-dd>/<hhmmss>-<id>.jsonl.gz`` in the store, the
@@ -37,12 +45,15 @@ from packager.registry.docs import iso
 from packager.registry.names import check_name
 from packager.registry.store import Store
 
-EVENTS = ("resolve", "download", "verify", "install", "load", "predict", "fallback", "error")
+EVENTS = ("resolve", "download", "verify", "install", "load", "predict", "fallback", "error", "shadow", "feedback",
+          "inputs")  # fmt: skip
 _TEXT = re.compile(r"[\x20-\x7e]{0,256}")
 _STRINGS = {"device_id": 128, "at": 40, "detail": 256}
 _NAMES = {"model": "model", "version": "version", "variant": "version"}
-_NUMBERS = ("ms", "bytes")
-FIELDS = ("event", *_NAMES, *_STRINGS, *_NUMBERS)
+_NUMBERS = ("ms", "bytes", "diff")
+_FLAGS = ("ok", "agree")
+_BINS = (256, 64)  # features per event, bins per feature, at most
+FIELDS = ("event", *_NAMES, *_STRINGS, *_NUMBERS, *_FLAGS, "reward", "bins")
 
 
 def _bad(message: str) -> ServiceError:
@@ -72,7 +83,32 @@ def check_event(event: Any, index: int) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                   or not math.isfinite(value) or not 0 <= value <= 1e15):  # fmt: skip
             raise _bad(f"events[{index}].{key} must be a number from 0 to 1e15")
+    for key in _FLAGS:
+        if key in event and not isinstance(event[key], bool):
+            raise _bad(f"events[{index}].{key} must be true or false")
+    reward = event.get("reward")
+    if reward is not None and (not _number(reward) or not -1e15 <= reward <= 1e15):
+        raise _bad(f"events[{index}].reward must be a number from -1e15 to 1e15")
+    if "bins" in event:
+        _check_bins(event["bins"], index)
     return dict(event)
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _check_bins(bins: Any, index: int) -> None:
+    """``{"feature": [count, ...]}``: names of printable ASCII, counts of 0 to 1e9."""
+    features, most = _BINS
+    if not isinstance(bins, dict) or not 1 <= len(bins) <= features:
+        raise _bad(f"events[{index}].bins must be an object of 1 to {features} features")
+    for name, counts in bins.items():
+        if not _TEXT.fullmatch(name) or not name or len(name) > 64:
+            raise _bad(f"events[{index}].bins has a feature name that is not 1 to 64 printable characters")
+        if (not isinstance(counts, list) or not 1 <= len(counts) <= most
+                or not all(type(n) is int and 0 <= n <= 10**9 for n in counts)):  # fmt: skip
+            raise _bad(f"events[{index}].bins[{name[:40]!r}] must be 1 to {most} counts from 0 to 1e9")
 
 
 def _name_ok(kind: str, value: str) -> bool:

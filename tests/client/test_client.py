@@ -106,8 +106,10 @@ def test_client_telemetry_reaches_the_server(
         device = client.profile.device_id
     mine = [e for e in registry.events() if e.get("device_id") == device]
     assert {"resolve", "download", "install", "load", "predict"} <= {e["event"] for e in mine}
-    predict = next(e for e in mine if e["event"] == "predict")
-    assert predict["detail"].startswith("n=2 ") and predict["variant"] == model.variant
+    predicts = [e for e in mine if e["event"] == "predict"]
+    assert len(predicts) == 2 and all(e["ms"] > 0 and e["variant"] == model.variant for e in predicts)
+    assert predicts[0]["detail"].startswith("n=2 sampled=2 ")
+    assert [e.get("ok") for e in mine if e["event"] in ("install", "load")] == [True, True]
 
 
 def test_client_device_id_is_kept_in_the_cache(server: str, tmp_path: Path) -> None:

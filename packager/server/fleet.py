@@ -1,0 +1,33 @@
+"""GET /v1/models/{m}/fleet?window=1h: the model's telemetry read back (``packager.fleet``),
+behind the model's token: the numbers say how a release does, which is the owner's to read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from packager.errors import PackagerError, ServiceError
+from packager.fleet.aggregate import fleet, parse_window
+from packager.registry.channels import read_pointer
+from packager.server.asgi import json_response
+from packager.server.service import path_name, service
+
+
+async def fleet_route(request: Request) -> Response:
+    svc = service(request)
+    model = path_name(request, "model", "m")
+    await svc.tokens.verify(request.headers.get("authorization"), model)
+    try:
+        window = parse_window(request.query_params.get("window", "1h"))
+    except PackagerError as exc:
+        raise ServiceError(400, "bad_request", exc.one_line()) from exc
+    await run_in_threadpool(svc.telemetry.flush)  # what the server holds in memory counts too
+
+    def read() -> dict[str, object]:
+        pointer = read_pointer(svc.view.store, model, "stable")
+        return fleet(svc.view.store, model, window, now=datetime.now(UTC), pointer=pointer)
+
+    return json_response(await run_in_threadpool(read), headers={"Cache-Control": "no-store"})

@@ -1,0 +1,61 @@
+"""GET /v1/models/{m}/fleet and `packager fleet status`: events sent to a real server, read back
+with DuckDB from the segments it wrote."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conftest import run_cli
+from server_helpers import Served, fresh, tokens_file, two_runtime_build
+
+__all__ = ["fresh", "tokens_file", "two_runtime_build"]
+
+
+def send_events(served: Served) -> list[dict[str, Any]]:
+    base = {"model": "mlp", "version": "1", "variant": "onnx-fp32"}
+    events = [{**base, "event": "load", "ok": True, "device_id": f"d{i}"} for i in range(8)]
+    events += [{**base, "event": "load", "ok": False, "device_id": "d8"}, {**base, "event": "load", "device_id": "d9"}]
+    events += [{**base, "event": "predict", "ms": float(ms), "device_id": "d1"} for ms in range(1, 21)]
+    answer = served.client.post("/v1/telemetry", json={"events": events})
+    assert answer.status_code == 202, answer.text
+    return events
+
+
+def bearer(served: Served, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {served.tokens[who]}"}
+
+
+def test_fleet_route_reads_back_what_devices_sent(fresh: Served) -> None:
+    send_events(fresh)  # held in the server's memory until the fleet route flushes it
+    answer = fresh.client.get("/v1/models/mlp/fleet", params={"window": "1h"}, headers=bearer(fresh, "mlp"))
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    assert doc["stable"] == "1" and doc["segments"] == 1 and answer.headers["cache-control"] == "no-store"
+    (row,) = [r for r in doc["rows"] if r["variant"] == "onnx-fp32"]
+    assert (row["cohort"], row["devices"], row["loads"], row["load_failures"]) == ("stable", 10, 10, 1)
+    assert (row["load_failure_rate"], row["predicts"], row["p50_ms"], row["p95_ms"]) == (0.1, 20, 10.5, 19.05)
+
+
+def test_fleet_route_needs_the_models_token(fresh: Served) -> None:
+    assert fresh.client.get("/v1/models/mlp/fleet").status_code == 401
+    assert fresh.client.get("/v1/models/mlp/fleet", headers=bearer(fresh, "other")).status_code == 403
+    refused = fresh.client.get("/v1/models/mlp/fleet", params={"window": "1y"}, headers=bearer(fresh, "mlp"))
+    assert refused.status_code == 400 and "30m, 1h or 7d" in refused.json()["error"]["message"]
+
+
+def test_fleet_status_prints_a_table_from_a_server_and_from_the_folder(fresh: Served) -> None:
+    send_events(fresh)
+    result = run_cli("fleet", "status", "mlp", "--registry", fresh.url, "--token", fresh.tokens["mlp"])
+    assert result.code == 0, result.err
+    assert "onnx-fp32" in result.out and "stable" in result.out and "0.1" in result.out
+    # the server flushed its segment for that answer: the folder holds it now
+    result = run_cli("fleet", "status", "mlp", "--registry", fresh.registry, "--json")
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)["rows"]
+    assert [r["loads"] for r in rows if r["variant"] is None] == [10]
+
+
+def test_fleet_status_says_a_window_it_cannot_read(fresh: Served) -> None:
+    result = run_cli("fleet", "status", "mlp", "--registry", fresh.registry, "--window", "two hours")
+    assert result.code != 0 and "30m, 1h or 7d" in result.err
