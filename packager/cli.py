@@ -499,27 +499,84 @@ def _credentials(keys: Path | None, token: str | None) -> str:
     show_default=True,
     help="Share of devices (by a sticky hash of device id) that get it; 100 makes it stable.",
 )
+@click.option(
+    "--steps",
+    help="A gated rollout: rising percents ending at 100 (1,5,25,100); the fleet controller "
+    "moves through them as the gates pass, and halts on a failed one.",
+)
+@click.option(
+    "--gate",
+    "gates",
+    multiple=True,
+    metavar="EXPR",
+    help="With --steps: 'load_failure_rate <= 0.01', 'p95_ms <= 1.2 * stable', "
+    "'error_rate <= stable + 0.005', 'shadow_agreement >= 0.99'. Repeatable.",
+)
+@click.option(
+    "--min-devices",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="With --steps: candidate devices a step must have seen before the gates are tested.",
+)
+@click.option(
+    "--min-minutes",
+    type=click.FloatRange(0),
+    default=15.0,
+    show_default=True,
+    help="With --steps: minutes a step runs before the gates are tested.",
+)
 @_registry_option
 @_keys_option
 @_token_option
-def rollout(model: str, version: str, channel: str, percent: int, registry: str, keys: Path | None,
+def rollout(model: str, version: str, channel: str, percent: int, steps: str | None, gates: tuple[str, ...],
+            min_devices: int, min_minutes: float, registry: str, keys: Path | None,
             token: str | None) -> None:  # fmt: skip
     """Offer VERSION of MODEL to a share of a channel's devices, or (100%) make it stable.
+
+    With --steps, a gated rollout: the plan (steps, gates, minimums) goes into the signed channel
+    pointer and `packager fleet tick` (or `packager serve --keys`, on a timer) advances it, holds
+    it, or halts it and takes the candidate out, by what devices report.
 
     \b
     Examples:
       packager rollout digits --version 2 --percent 5 --registry ./registry
       packager rollout digits --version 2 --registry ./registry        # promote: 100%
+      packager rollout digits --version 2 --steps 1,5,25,100 --gate "load_failure_rate <= 0.01" \\
+          --gate "p95_ms <= 1.2 * stable" --min-devices 200 --min-minutes 15 --registry ./registry
     """
+    from datetime import UTC, datetime
+
+    from packager.errors import UsageError
+    from packager.registry.docs import iso
     from packager.registry.publish import rollout as run_rollout
     from packager.registry.store import open_store
 
+    plan = None
+    if steps is not None:
+        from packager.fleet.gates import Plan, parse_gate, parse_steps
+
+        if not gates:
+            raise UsageError("--steps needs at least one --gate", hint="e.g. --gate 'load_failure_rate <= 0.01'")
+        plan = Plan(version=version, steps=parse_steps(steps), gates=tuple(parse_gate(g) for g in gates),
+                    min_devices=min_devices, min_minutes=min_minutes, step_started=iso(datetime.now(UTC)))  # fmt: skip
+        percent = plan.percent
+    elif gates:
+        raise UsageError("--gate is for a gated rollout", hint="add --steps, e.g. --steps 1,5,25,100")
     server = _remote(registry, token, keys)
     if server is not None:
+        if plan is not None:
+            raise UsageError("a gated rollout is written to the registry's store, not through a server",
+                             hint="pass the registry's folder or s3:// URL (and --keys): the server's "
+                                  "controller then moves it")  # fmt: skip
         pointer = server.rollout(model, version, channel=channel, percent=percent)
     else:
-        pointer = run_rollout(open_store(registry), model, version, channel=channel, percent=percent, keys=keys)
+        pointer = run_rollout(open_store(registry), model, version, channel=channel, percent=percent, keys=keys,
+                              plan=None if plan is None else plan.to_json())  # fmt: skip
     click.echo(_pointer_line(pointer))
+    if plan is not None:
+        click.echo(f"  gated: steps {','.join(map(str, plan.steps))}; gates: {'; '.join(g.text for g in plan.gates)}; "
+                   f"at least {plan.min_devices} devices and {plan.min_minutes:g} minutes a step")  # fmt: skip
 
 
 @cli.command()
@@ -578,6 +635,7 @@ def fleet_status(model: str, registry: str, token: str | None, window: str, as_j
 
     from packager.fleet.aggregate import fleet as read_fleet
     from packager.fleet.aggregate import parse_window
+    from packager.fleet.controller import status
     from packager.registry.channels import read_pointer
     from packager.registry.store import open_store
 
@@ -586,12 +644,44 @@ def fleet_status(model: str, registry: str, token: str | None, window: str, as_j
     if server is not None:
         doc = server.fleet(model, window=window)
     else:
-        store = open_store(registry)
-        doc = read_fleet(store, model, span, now=datetime.now(UTC), pointer=read_pointer(store, model, "stable"))
+        store, now = open_store(registry), datetime.now(UTC)
+        pointer = read_pointer(store, model, "stable")
+        doc = read_fleet(store, model, span, now=now, pointer=pointer)
+        doc["rollout"] = status(store, pointer, now, tick_minutes=5.0)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
     _print_fleet(doc)
+
+
+@fleet.command("tick")
+@_registry_option
+@_keys_option
+@click.option(
+    "--tick-minutes",
+    type=click.FloatRange(0.1),
+    default=5.0,
+    show_default=True,
+    help="How often ticks run: each one past a step's minimum counts as a look at the gates.",
+)
+def fleet_tick(registry: str, keys: Path | None, tick_minutes: float) -> None:
+    """One pass of the rollout controller over every gated rollout of the registry.
+
+    Each rollout is advanced a step, promoted, halted (the candidate taken out), or held, by its
+    gates over what devices reported since the step began. Run it from a schedule, or let
+    `packager serve --keys` run it.
+    """
+    from packager.fleet.controller import tick
+    from packager.registry.store import open_store
+
+    decisions = tick(open_store(registry), keys=keys, tick_minutes=tick_minutes)
+    if not decisions:
+        click.echo("no gated rollout is running")
+    for d in decisions:
+        click.echo(f"{d.model}/{d.channel}: {d.action} ({d.percent}%): {d.reason}")
+        for v in d.verdicts:
+            bounds = "" if v.lower is None else f" [{v.lower:.4g}, {v.upper:.4g}] of {v.trials}"
+            click.echo(f"  {v.verdict:9} {v.gate}: {_cell(v.value)} vs {_cell(v.limit)}{bounds}")
 
 
 def _print_fleet(doc: dict[str, Any]) -> None:
@@ -599,6 +689,7 @@ def _print_fleet(doc: dict[str, Any]) -> None:
 
     console = _console(stderr=False)
     head = f"{doc['model']}: {doc['since']} to {doc['until']}, {doc['segments']} segment(s)"
+    _print_rollout(console, doc.get("rollout"))
     if not doc["rows"]:
         console.print(f"{_esc(head)}: no events in this window", soft_wrap=True)
         return
@@ -610,6 +701,23 @@ def _print_fleet(doc: dict[str, Any]) -> None:
                  for key, _ in _FLEET_COLUMNS]  # fmt: skip
         table.add_row(*(_esc(c) for c in cells))
     console.print(table)
+
+
+def _print_rollout(console: Any, rollout: dict[str, Any] | None) -> None:
+    """The gated rollout's plan and what a tick would decide now, with each gate's numbers."""
+    if not rollout:
+        return
+    plan, now = rollout["plan"], rollout["now"]
+    steps = ",".join(str(s) for s in plan["steps"])
+    console.print(f"gated rollout of {_esc(plan['version'])}: step {plan['step'] + 1} of {len(plan['steps'])} "
+                  f"({steps}%), since {plan['step_started']}", soft_wrap=True)  # fmt: skip
+    console.print(f"  a tick now: {now['action']} ({now['percent']}%): {_esc(now['reason'])}", soft_wrap=True)
+    for gate in now.get("gates", []):
+        bounds = (
+            f" [{_cell(gate.get('lower'))}, {_cell(gate.get('upper'))}] of {gate['trials']}" if "lower" in gate else ""
+        )
+        console.print(f"    {gate['verdict']:9} {_esc(gate['gate'])}: {_cell(gate.get('value'))} vs "
+                      f"{_cell(gate.get('limit'))}{bounds}", soft_wrap=True)  # fmt: skip
 
 
 def _cell(value: Any) -> str:

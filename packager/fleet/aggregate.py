@@ -10,9 +10,11 @@ Athena or Spark over the same partitioned prefix (README, "Fleet").
 Per row: ``devices`` (distinct device ids), ``loads``, ``load_failures`` (a ``load`` with
 ``ok: false``; an older client's ``load`` without ``ok`` counts as a load that worked),
 ``load_failure_rate``, ``predicts``, ``errors``, ``error_rate`` (errors over predicts and errors),
-``p50_ms``/``p95_ms``/``p99_ms`` (``predict`` latency, linear interpolation), ``shadow_runs`` and
-``shadow_agreement`` (the share of ``shadow`` events with ``agree: true``), ``max_shadow_diff``,
-``feedback`` and ``mean_reward``. A row with ``variant: null`` sums a version's variants.
+``p50_ms``/``p95_ms``/``p99_ms`` (``predict`` latency, linear interpolation), ``shadow_runs``,
+``shadow_agreed`` and ``shadow_agreement`` (the share of ``shadow`` events with ``agree: true``),
+``max_shadow_diff``, ``feedback`` and ``mean_reward``, ``calls`` (predicts and errors). A row with
+``variant: null`` sums a version's variants. ``slower_than`` counts a version's calls over a
+latency, what a latency gate tests (``packager.fleet.gates``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ SELECT version, variant,
        quantile_cont(ms, 0.95) FILTER (WHERE event = 'predict') AS p95_ms,
        quantile_cont(ms, 0.99) FILTER (WHERE event = 'predict') AS p99_ms,
        count(*) FILTER (WHERE event = 'shadow') AS shadow_runs,
+       count(*) FILTER (WHERE event = 'shadow' AND agree) AS shadow_agreed,
        avg(CASE WHEN agree THEN 1.0 ELSE 0.0 END) FILTER (WHERE event = 'shadow') AS shadow_agreement,
        max(diff) FILTER (WHERE event = 'shadow') AS max_shadow_diff,
        count(*) FILTER (WHERE event = 'feedback' AND reward IS NOT NULL) AS feedback,
@@ -116,6 +119,7 @@ def fleet(store: Store, model: str, window: timedelta, *, now: datetime | None =
             rows = _query(files, iso(since), iso(until)) if files else []
     for row in rows:
         row["cohort"] = cohort_of(row["version"], pointer)
+        row["calls"] = row["predicts"] + row["errors"]
         row["load_failure_rate"] = _rate(row["load_failures"], row["loads"])
         row["error_rate"] = _rate(row["errors"], row["predicts"] + row["errors"])
     return {"model": model, "since": iso(since), "until": iso(until), "window_seconds": int(window.total_seconds()),
@@ -123,15 +127,40 @@ def fleet(store: Store, model: str, window: timedelta, *, now: datetime | None =
             "candidate": pointer.candidate if pointer else None, "rows": rows}  # fmt: skip
 
 
+SLOWER = """
+SELECT count(*) FILTER (WHERE ms > $limit) AS slower, count(*) AS predicts
+FROM read_json($files, format = 'newline_delimited', compression = 'gzip', columns = $columns)
+WHERE received >= $since AND received <= $until AND event = 'predict' AND version = $version AND ms IS NOT NULL
+"""
+
+
+def slower_than(store: Store, model: str, version: str, since: datetime, until: datetime,
+                limit_ms: float) -> tuple[int, int]:  # fmt: skip
+    """(predict events of ``version`` slower than ``limit_ms``, all its predict events) in the window."""
+    keys = segment_keys(store, model, since, until)
+    if not keys:
+        return 0, 0
+    with local_files(store, keys) as files:
+        if not files:
+            return 0, 0
+        (row,) = _run(SLOWER, {"files": files, "since": iso(since), "until": iso(until), "version": version,
+                               "limit": float(limit_ms)})  # fmt: skip
+    return int(row["slower"]), int(row["predicts"])
+
+
 def _query(files: list[str], since: str, until: str) -> list[dict[str, Any]]:
+    return [_clean(row) for row in _run(QUERY, {"files": files, "since": since, "until": until})]
+
+
+def _run(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     require("duckdb", "fleet")
     import duckdb
 
     with duckdb.connect(":memory:") as con:
         con.execute("SET threads = 1")
-        cursor = con.execute(QUERY, {"files": files, "columns": COLUMNS, "since": since, "until": until})
+        cursor = con.execute(sql, {**params, "columns": COLUMNS})
         names = [d[0] for d in cursor.description]
-        return [_clean(dict(zip(names, values, strict=True))) for values in cursor.fetchall()]
+        return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
 
 
 def _clean(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -138,8 +138,10 @@ def after_publish(version: str, now: datetime) -> Change:
     return change
 
 
-def rollout_change(version: str, percent: int, now: datetime) -> Change:
-    """Candidate ``version`` to ``percent`` of devices; 100 promotes it to stable."""
+def rollout_change(version: str, percent: int, now: datetime, plan: Mapping[str, Any] | None = None) -> Change:
+    """Candidate ``version`` to ``percent`` of devices; 100 promotes it to stable. ``plan``: a
+    gated rollout's (``packager.fleet``), which the controller then moves; without one a rollout
+    by hand ends any plan."""
     if not 0 <= percent <= 100:
         raise UsageError(f"--percent {percent} is outside 0..100")
     check_name("version", version)
@@ -149,10 +151,10 @@ def rollout_change(version: str, percent: int, now: datetime) -> Change:
             raise UsageError(f"channel {old.channel} has no stable version yet",
                              hint="roll the first version out with --percent 100")  # fmt: skip
         if percent == 100:
-            return old.next("promote", now, stable=version, candidate=None, percent=0)
+            return old.next("promote", now, stable=version, candidate=None, percent=0, plan=None)
         if version == old.stable:
             raise UsageError(f"{old.model} {version} is already stable on {old.channel}")
-        return old.next("rollout", now, candidate=version, percent=percent)
+        return old.next("rollout", now, candidate=version, percent=percent, plan=plan)
 
     return change
 
@@ -165,11 +167,11 @@ def rollback_change(now: datetime) -> Change:
             raise RegistryError(f"{old.model} has no channel {old.channel} to roll back",
                                 hint="publish a version first")  # fmt: skip
         if old.candidate is not None:
-            return old.next("rollback", now, candidate=None, percent=0, record={"from": old.candidate})
+            return old.next("rollback", now, candidate=None, percent=0, plan=None, record={"from": old.candidate})
         previous = previous_stable(old)
         if previous is None:
             raise UsageError(f"{old.model}/{old.channel} has no earlier stable version to roll back to")
-        return old.next("rollback", now, stable=previous, record={"from": old.stable})
+        return old.next("rollback", now, stable=previous, plan=None, record={"from": old.stable})
 
     return change
 

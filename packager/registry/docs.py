@@ -133,12 +133,18 @@ class Pointer:
     generation: int = 0
     updated: str = ""
     history: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    # a gated rollout's plan (packager.fleet.gates.Plan.to_json), None without one: then the
+    # document has no "plan" key, so pointers written before plans existed keep their bytes
+    plan: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "kind": "packager.channel", "model": self.model, "channel": self.channel,
-                "stable": self.stable, "candidate": self.candidate, "percent": self.percent,
-                "generation": self.generation, "updated": self.updated,
-                "history": [dict(h) for h in self.history]}  # fmt: skip
+        doc = {"schema": SCHEMA, "kind": "packager.channel", "model": self.model, "channel": self.channel,
+               "stable": self.stable, "candidate": self.candidate, "percent": self.percent,
+               "generation": self.generation, "updated": self.updated,
+               "history": [dict(h) for h in self.history]}  # fmt: skip
+        if self.plan is not None:
+            doc["plan"] = dict(self.plan)
+        return doc
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Pointer:
@@ -146,7 +152,7 @@ class Pointer:
             pointer = cls(model=check_name("model", data["model"]), channel=check_name("channel", data["channel"]),
                           stable=data["stable"], candidate=data["candidate"], percent=int(data["percent"]),
                           generation=int(data["generation"]), updated=str(data.get("updated", "")),
-                          history=tuple(data.get("history", ())))  # fmt: skip
+                          history=tuple(data.get("history", ())), plan=data.get("plan"))  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise RegistryError(f"channel pointer is malformed: {exc}") from exc
         if not 0 <= pointer.percent <= 100:

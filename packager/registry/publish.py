@@ -127,12 +127,15 @@ def _write_version(store: Store, model: str, version: str, doc: dict[str, Any]) 
 
 
 def rollout(store: Store, model: str, version: str, *, channel: str = "stable", percent: int,
-            keys: Path | None = None, now: datetime | None = None) -> Pointer:  # fmt: skip
-    """Offer ``version`` to ``percent`` of the channel's devices (100: make it stable)."""
+            keys: Path | None = None, now: datetime | None = None,
+            plan: Mapping[str, Any] | None = None) -> Pointer:  # fmt: skip
+    """Offer ``version`` to ``percent`` of the channel's devices (100: make it stable); with a
+    gated rollout's ``plan``, the fleet controller moves it on from there."""
     now = now or datetime.now(UTC)
     check_name("channel", channel)
     channels.require_version(store, model, version)
-    return channels.update(store, model, channel, channels.rollout_change(version, percent, now), keys=keys, now=now)
+    change = channels.rollout_change(version, percent, now, plan)
+    return channels.update(store, model, channel, change, keys=keys, now=now)
 
 
 def rollback(store: Store, model: str, *, channel: str = "stable", keys: Path | None = None,

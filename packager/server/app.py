@@ -69,7 +69,8 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     tele = conf["telemetry"]
     sink = TelemetrySink(store, telemetry, buffered=True, segment_bytes=int(tele["segment_bytes"]))
     lifespan = _lifespan(store, keys, float(conf["signing"]["refresh_check_seconds"]), sink,
-                         float(tele["segment_seconds"]))  # fmt: skip
+                         float(tele["segment_seconds"]), float(conf["fleet"]["tick_seconds"]),
+                         writable=tokens is not None)  # fmt: skip
     # ClientDisconnect by name: Starlette re-raises what only the Exception handler catches (logged
     # as a crash); a client gone mid-body is no crash
     handlers = {PackagerError: _error, HTTPException: _http_error, ClientDisconnect: _error, Exception: _error}
@@ -87,10 +88,12 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     return Front(app, app.state.api)
 
 
-def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink, flush_every: float) -> Any:
+def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink, flush_every: float,
+              tick_every: float, *, writable: bool) -> Any:  # fmt: skip
     """What runs beside the server: telemetry segments written every ``flush_every`` seconds (and
-    at shutdown), and with ``keys`` the registry's TUF timestamp kept fresh (checked before the
-    first request, then every ``every`` seconds)."""
+    at shutdown); with ``keys`` the registry's TUF timestamp kept fresh (checked before the first
+    request, then every ``every`` seconds); and where the server writes the registry (with
+    ``keys``, or tokens on an unsigned one) the rollout controller every ``tick_every`` seconds."""
 
     async def refresh() -> None:
         assert keys is not None
@@ -107,6 +110,18 @@ def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink
         except PackagerError as exc:  # best effort, like the devices' own sending: logged, dropped
             log.error("could not write telemetry to %s: %s", store.url, exc)
 
+    async def controller() -> None:
+        from packager.fleet.controller import tick
+
+        try:
+            await run_in_threadpool(sink.flush)  # what devices sent since the last segment counts
+            for done in await run_in_threadpool(tick, store, keys=keys, tick_minutes=tick_every / 60):
+                if done.action != "hold":
+                    log.warning("%s/%s: %s (%d%%): %s", done.model, done.channel, done.action, done.percent,
+                                done.reason)  # fmt: skip
+        except PackagerError as exc:  # logged, and the next tick tries again
+            log.error("the rollout controller could not run: %s", exc.one_line())
+
     async def every_so_often(seconds: float, job: Any) -> None:
         while True:
             await asyncio.sleep(seconds)
@@ -115,9 +130,12 @@ def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(every_so_often(flush_every, flush))]
-        if keys is not None and signing.is_signed(store):
+        signed = signing.is_signed(store)
+        if keys is not None and signed:
             await refresh()
             tasks.append(asyncio.create_task(every_so_often(every, refresh)))
+        if keys is not None or (writable and not signed):
+            tasks.append(asyncio.create_task(every_so_often(tick_every, controller)))
         try:
             yield
         finally:

@@ -11,8 +11,10 @@ from starlette.responses import Response
 
 from packager.errors import PackagerError, ServiceError
 from packager.fleet.aggregate import fleet, parse_window
+from packager.fleet.controller import status
 from packager.registry.channels import read_pointer
 from packager.server.asgi import json_response
+from packager.server.http import settings
 from packager.server.service import path_name, service
 
 
@@ -27,7 +29,13 @@ async def fleet_route(request: Request) -> Response:
     await run_in_threadpool(svc.telemetry.flush)  # what the server holds in memory counts too
 
     def read() -> dict[str, object]:
+        now = datetime.now(UTC)
         pointer = read_pointer(svc.view.store, model, "stable")
-        return fleet(svc.view.store, model, window, now=datetime.now(UTC), pointer=pointer)
+        doc = fleet(svc.view.store, model, window, now=now, pointer=pointer)
+        return {**doc, "rollout": status(svc.view.store, pointer, now, tick_minutes=tick_minutes())}
 
     return json_response(await run_in_threadpool(read), headers={"Cache-Control": "no-store"})
+
+
+def tick_minutes() -> float:
+    return float(settings()["fleet"]["tick_seconds"]) / 60

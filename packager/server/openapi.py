@@ -187,10 +187,11 @@ def _schemas() -> dict[str, Any]:
             },
         ),
         "Fleet": _obj(
-            ["model", "since", "until", "window_seconds", "segments", "stable", "candidate", "rows"],
+            ["model", "since", "until", "window_seconds", "segments", "stable", "candidate", "rows", "rollout"],
             {"model": NAME, "since": {"type": "string"}, "until": {"type": "string"},
              "window_seconds": {"type": "integer"}, "segments": {"type": "integer"},
              "stable": {**NAME, "nullable": True}, "candidate": {**NAME, "nullable": True},
+             "rollout": {**ANY_OBJECT, "nullable": True},
              "rows": {"type": "array", "items": {"type": "object", "required": ["version", "variant", "cohort"],
                                                  "additionalProperties": True}}},
         ),

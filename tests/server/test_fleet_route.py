@@ -4,10 +4,21 @@ with DuckDB from the segments it wrote."""
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from conftest import run_cli
-from server_helpers import Served, fresh, tokens_file, two_runtime_build
+from server_helpers import Served, fresh, make_registry, run_server, tokens_file, two_runtime_build
+
+from packager.fleet.gates import Plan, parse_gate
+from packager.registry.channels import read_pointer
+from packager.registry.docs import iso
+from packager.registry.publish import rollout
+from packager.registry.store import LocalStore
+from packager.server.app import create_app
+from packager.server.telemetry import TelemetrySink
 
 __all__ = ["fresh", "tokens_file", "two_runtime_build"]
 
@@ -59,3 +70,24 @@ def test_fleet_status_prints_a_table_from_a_server_and_from_the_folder(fresh: Se
 def test_fleet_status_says_a_window_it_cannot_read(fresh: Served) -> None:
     result = run_cli("fleet", "status", "mlp", "--registry", fresh.registry, "--window", "two hours")
     assert result.code != 0 and "30m, 1h or 7d" in result.err
+
+
+def test_serve_runs_the_controller_and_halts_a_failing_rollout(
+    two_runtime_build: Path, tmp_path: Path, tokens_file: tuple[Path, dict[str, str]]
+) -> None:
+    registry, keys, _ = make_registry(two_runtime_build, tmp_path)
+    store, now = LocalStore(registry), datetime.now(UTC)
+    plan = Plan(version="2", steps=(5, 100), gates=(parse_gate("load_failure_rate <= 0.01"),), min_devices=100,
+                min_minutes=15, step_started=iso(now - timedelta(minutes=20)))  # fmt: skip
+    rollout(store, "mlp", "2", percent=5, keys=keys, plan=plan.to_json())
+    base = {"model": "mlp", "version": "2", "variant": "onnx-fp32", "event": "load"}
+    sink = TelemetrySink(store, None)
+    sink.write([{**base, "device_id": f"d{i}", "ok": i % 10 != 0} for i in range(300)], received=now)
+    app = create_app(store, tokens=tokens_file[0], keys=keys, overrides={"fleet": {"tick_seconds": 0.2}})
+    with run_server(app):
+        deadline = time.monotonic() + 30
+        while read_pointer(store, "mlp", "stable").candidate is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    pointer = read_pointer(store, "mlp", "stable")
+    assert (pointer.candidate, pointer.plan) == (None, None)
+    assert pointer.history[-1]["action"] == "halt" and pointer.history[-1]["devices"] == 300

@@ -1,0 +1,132 @@
+"""A gated rollout's plan and its gates, and the bounds the controller decides with.
+
+A gate is ``<metric> <= <limit>`` or ``<metric> >= <limit>``; the limit is a number, or relative
+to the stable version's figure: ``1.2 * stable``, ``stable + 0.005``, ``stable``. Metrics:
+
+- ``load_failure_rate``, ``error_rate``, ``shadow_agreement``: shares of events, tested with
+  Wilson score bounds on the candidate's counts.
+- ``p50_ms``, ``p95_ms``, ``p99_ms``: latency quantiles, tested as shares too: ``p95_ms <= T``
+  holds exactly when at most 5% of the candidate's calls take longer than T, so the controller
+  bounds the share of sampled calls over T against 0.05.
+
+Why these bounds: the counts are small and the rates near 0, where Wilson's interval keeps its
+coverage (the normal approximation does not). The controller looks at every tick, so each look
+spends part of the error budget: look k uses alpha * 6 / (pi^2 k^2), which sums to alpha over any
+number of looks. Looks are counted from the time the step has run (one per ``tick_minutes`` past
+its minimum), an upper bound on the ticks that really looked, so no counter has to be stored and
+a missed tick only makes the bounds more careful. A relative limit takes the stable version's
+point estimate as exact: stable serves most of the fleet, so its figure varies far less than
+the candidate's (weaker than a two-sample test; said in the README).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+from packager.errors import UsageError
+
+RATES = {"load_failure_rate": ("load_failures", "loads"), "error_rate": ("errors", "calls"),
+         "shadow_agreement": ("shadow_agreed", "shadow_runs")}  # fmt: skip
+QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
+METRICS = (*RATES, *QUANTILES)
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:e-?[0-9]+)?"
+_GATE = re.compile(rf"\s*([a-z0-9_]+)\s*(<=|>=)\s*(?:({_NUMBER})\s*\*\s*stable|stable\s*([+-])\s*({_NUMBER})"
+                   rf"|(stable)|({_NUMBER}))\s*")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Gate:
+    text: str
+    metric: str
+    op: str  # "<=" or ">="
+    scale: float  # limit = scale * stable + offset, or offset alone when not relative
+    offset: float
+    relative: bool
+
+    def limit(self, stable: float | None) -> float | None:
+        """The limit for this tick (None: relative to a stable figure there is none of yet)."""
+        if not self.relative:
+            return self.offset
+        return None if stable is None else self.scale * stable + self.offset
+
+
+def parse_gate(text: str) -> Gate:
+    match = _GATE.fullmatch(text)
+    if match is None:
+        raise UsageError(f"gate {text[:80]!r} is not '<metric> <= <limit>'",
+                         hint="e.g. --gate 'load_failure_rate <= 0.01' --gate 'p95_ms <= 1.2 * stable' "
+                              "--gate 'error_rate <= stable + 0.005'")  # fmt: skip
+    metric, op, scale, sign, offset, bare, number = match.groups()
+    if metric not in METRICS:
+        raise UsageError(f"gate {text!r}: no metric {metric!r}", hint=f"metrics: {', '.join(METRICS)}")
+    if metric in QUANTILES and op != "<=":
+        raise UsageError(f"gate {text!r}: a latency gate is an upper limit", hint=f"write {metric} <= ...")
+    text = " ".join(text.split())
+    if scale is not None:
+        return Gate(text, metric, op, float(scale), 0.0, True)
+    if offset is not None:
+        return Gate(text, metric, op, 1.0, float(offset) * (-1 if sign == "-" else 1), True)
+    if bare is not None:
+        return Gate(text, metric, op, 1.0, 0.0, True)
+    return Gate(text, metric, op, 1.0, float(number), False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Steps of percent (the last is 100: then the candidate becomes stable), the gates, and how
+    much a step must have seen before the controller looks: devices of the candidate and minutes."""
+
+    version: str
+    steps: tuple[int, ...]
+    gates: tuple[Gate, ...]
+    min_devices: int
+    min_minutes: float
+    step: int = 0
+    step_started: str = ""
+    alpha: float = 0.05
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "steps": list(self.steps), "gates": [g.text for g in self.gates],
+                "min_devices": self.min_devices, "min_minutes": self.min_minutes, "step": self.step,
+                "step_started": self.step_started, "alpha": self.alpha}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Any) -> Plan:
+        return cls(version=str(data["version"]), steps=tuple(int(s) for s in data["steps"]),
+                   gates=tuple(parse_gate(g) for g in data["gates"]), min_devices=int(data["min_devices"]),
+                   min_minutes=float(data["min_minutes"]), step=int(data["step"]),
+                   step_started=str(data["step_started"]), alpha=float(data.get("alpha", 0.05)))  # fmt: skip
+
+    @property
+    def percent(self) -> int:
+        return self.steps[self.step]
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or any(not 1 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)) or steps[-1] != 100:
+        raise UsageError(f"--steps {text[:80]!r} is not rising percents ending at 100", hint="e.g. --steps 1,5,25,100")
+    return steps
+
+
+def alpha_at(alpha: float, look: int) -> float:
+    """The error budget of look ``look`` (1, 2, ...): alpha * 6 / (pi^2 look^2), summing to alpha."""
+    return alpha * 6 / (math.pi**2 * max(1, look) ** 2)
+
+
+def wilson(successes: int, trials: int, alpha: float) -> tuple[float, float]:
+    """One-sided Wilson score bounds (lower, upper) of a share, each at level ``alpha``."""
+    if trials <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(1 - alpha)
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
