@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -102,6 +103,13 @@ class Model:
     def reset(self) -> None:
         """Forget the carried state: the next call starts a new stream."""
         self._carried.clear()
+
+    def feedback(self, reward: float) -> None:
+        """Report how well the last answers served the app (an experiment's reward): sent with
+        the telemetry, tagged with this version and variant."""
+        if isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward):
+            raise ClientError(f"feedback takes a finite number, given {reward!r}")
+        self.telemetry.record("feedback", version=self.version, variant=self.variant, reward=float(reward))
 
     def close(self) -> None:
         self.runner.close()

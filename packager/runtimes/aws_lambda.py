@@ -83,7 +83,7 @@ class LambdaRunner:
         return {o["name"]: decode(o) for o in body["outputs"]}
 
     def details(self) -> dict[str, Any]:
-        return {"init_ms": self.function.init_ms}
+        return {"init_ms": self.function.init_ms, "init_wall_ms": self.function.init_wall_ms}
 
     def close(self) -> None:
         self.function.close()

@@ -5,6 +5,7 @@ under the runtime's Python, polling a local Runtime API (2018-06-01) served from
 from __future__ import annotations
 
 import json
+import os
 import queue
 import socket
 import subprocess
@@ -140,6 +141,18 @@ def _handler_for(api: RuntimeAPI) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+WALL_FACTOR = 6  # the wall-clock cap on an init, as a multiple of its CPU limit
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), None where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class LocalFunction:
     """A function started from an unpacked bundle; init time is measured to its first poll."""
 
@@ -165,11 +178,24 @@ class LocalFunction:
         self.init_ms = self._wait_for_init(started, init_limit_s)
 
     def _wait_for_init(self, started: float, limit_s: float) -> float:
-        deadline = started + limit_s
-        while time.perf_counter() < deadline:
+        """The init's CPU milliseconds to its first poll; LambdaInitError past ``limit_s`` of it.
+
+        Lambda's init phase has a whole vCPU for its 10 s. Here the wall clock also counts what
+        else the machine runs (a test suite beside it, a browser), so the limit is applied to the
+        init's own CPU time (user + system, from /proc), with the wall clock capped at
+        ``WALL_FACTOR`` times the limit; ``init_wall_ms`` keeps the wall time. Without /proc the
+        wall clock is the measure."""
+        wall_deadline = started + limit_s * (WALL_FACTOR if _cpu_seconds(self.process.pid) is not None else 1)
+        self.init_wall_ms = 0.0
+        while time.perf_counter() < wall_deadline:
             if self.api.first_poll.wait(0.05):
-                return round((self.api.first_poll_at - started) * 1000.0, 1)
+                self.init_wall_ms = round((self.api.first_poll_at - started) * 1000.0, 1)
+                used = _cpu_seconds(self.process.pid)
+                return self.init_wall_ms if used is None else round(used * 1000.0, 1)
             if self.api.init_error is not None or self.process.poll() is not None:
+                break
+            used = _cpu_seconds(self.process.pid)
+            if used is not None and used > limit_s:
                 break
         reason = self._failure(f"did not finish init within {limit_s:.0f} s (Lambda's limit)")
         self.close()

@@ -403,6 +403,81 @@
     };
   }
 
+  // --- telemetry: best-effort, never the page's problem ----------------------------------------
+
+  const SAMPLED = 16; // predict events per flush, at most: a uniform sample of the calls
+
+  function telemetry(ctx, model, opts) {
+    if (opts.telemetry === false) return { record() {}, predicted() {}, flush: async () => 0 };
+    const base = { model, device_id: ctx.profile.device_id };
+    const queue = [];
+    const seconds = Number(opts.telemetrySeconds) > 0 ? Number(opts.telemetrySeconds) : 30;
+    let sample = [], calls = 0, slowest = 0, fields = {}, timer = null;
+
+    function record(event, extra) {
+      if (queue.length >= 1000) queue.shift();
+      const entry = Object.assign({}, base, { event, at: new Date().toISOString() });
+      for (const [key, value] of Object.entries(extra || {})) {
+        if (value === undefined || value === null) continue;
+        entry[key] = key === "detail" ? String(value).replace(/[^\x20-\x7e]/g, "?").slice(0, 256) : value;
+      }
+      queue.push(entry);
+    }
+    function predicted(ms, extra) {
+      calls += 1;
+      slowest = Math.max(slowest, ms);
+      fields = extra;
+      if (sample.length < SAMPLED) sample.push(ms);
+      else {
+        const slot = Math.floor(Math.random() * calls); // reservoir: every call equally likely kept
+        if (slot < SAMPLED) sample[slot] = ms;
+      }
+      if (!timer) timer = setTimeout(() => { timer = null; flush(false); }, seconds * 1000);
+    }
+    function fold() {
+      if (!calls) return;
+      const sorted = sample.slice().sort((a, b) => a - b);
+      const detail = `n=${calls} sampled=${sample.length} p50=${sorted[sorted.length >> 1].toPrecision(4)}ms ` +
+        `max=${slowest.toPrecision(4)}ms`;
+      sample.forEach((ms, i) => record("predict", Object.assign({}, fields, { ms, detail: i ? null : detail })));
+      sample = []; calls = 0; slowest = 0;
+    }
+    async function flush(keepalive) {
+      fold();
+      const events = queue.splice(0, queue.length);
+      let sent = 0;
+      for (let i = 0; i < events.length; i += 100) {
+        const chunk = events.slice(i, i + 100);
+        try {
+          const response = await ctx.fetch(`${ctx.server}/v1/telemetry`, { method: "POST", keepalive: !!keepalive,
+            headers: { "Content-Type": "application/json" }, body: JSON.stringify({ events: chunk }) });
+          if (response.ok) sent += chunk.length;
+        } catch (err) {
+          return sent; // dropped: the next flush sends what comes after
+        }
+      }
+      return sent;
+    }
+    if (global.addEventListener) global.addEventListener("pagehide", () => { flush(true); });
+    return { record, predicted, flush };
+  }
+
+  /** ``predict``, timed into telemetry; with ``feedback(reward)`` and ``flush()`` beside it. */
+  function reporting(loaded, tel, fields) {
+    const clock = global.performance ? () => global.performance.now() : () => Date.now();
+    const predict = async (inputs) => {
+      const start = clock();
+      const outputs = await loaded.predict(inputs);
+      tel.predicted(clock() - start, fields);
+      return outputs;
+    };
+    const feedback = (reward) => {
+      if (typeof reward !== "number" || !isFinite(reward)) throw new PackagerError("usage", "feedback takes a finite number");
+      tel.record("feedback", Object.assign({}, fields, { reward }));
+    };
+    return Object.assign({}, loaded, { predict, feedback, flush: () => tel.flush(false) });
+  }
+
   // --- load -----------------------------------------------------------------------------------
 
   function defaultServer() {
@@ -432,7 +507,10 @@
    * channel ("stable"), fetchImpl (default: fetch), cloudFallback (true), profile (extra
    * DeviceProfile fields: max_download_mb, latency_budget_ms, app_version), executionProviders
    * (onnxruntime-web; default webgpu+wasm where WebGPU is real, else wasm), cache (true: use
-   * Cache Storage).
+   * Cache Storage), telemetry (true: resolve and load events, and a uniform sample of at most 16
+   * predict calls with their latency, posted to the server's /v1/telemetry every telemetrySeconds
+   * (30) and when the page goes away; never raw inputs). The model has predict(inputs),
+   * feedback(reward) (for experiments) and flush().
    */
   async function load(model, options) {
     const opts = options || {};
@@ -443,7 +521,9 @@
       cache: opts.cache === false ? null : await openCache(),
     };
     ctx.profile = await profile(opts.profile);
+    const tel = telemetry(ctx, model, opts);
     const resolution = await resolve(model, ctx);
+    tel.record("resolve", { version: resolution.version, variant: resolution.variant && resolution.variant.id });
     const errors = [];
     const candidates = [resolution.variant, ...(resolution.fallbacks || [])].filter(Boolean);
     for (const variant of candidates) {
@@ -452,13 +532,18 @@
         errors.push(new PackagerError("none", `${variant.id}: no loader for runtime ${variant.runtime.name}`));
         continue;
       }
+      const fields = { version: resolution.version, variant: variant.id };
+      const started = Date.now();
       try {
         const loaded = await loader(variant, ctx, opts);
         const source = loaded.from.every((f) => f === "cache") ? "cache" : "network";
         const stream = withState(loaded.predict, variant.state);
-        return { predict: stream.predict, reset: stream.reset, variant, source, runtime: variant.runtime.name,
-          backend: loaded.backend, resolution, profile: ctx.profile, errors };
+        tel.record("load", Object.assign({ ok: true, ms: Date.now() - started, detail: `ok ${loaded.backend}` }, fields));
+        tel.flush(false);
+        return reporting({ predict: stream.predict, reset: stream.reset, variant, source, runtime: variant.runtime.name,
+          backend: loaded.backend, resolution, profile: ctx.profile, errors }, tel, fields);
       } catch (err) {
+        tel.record("load", Object.assign({ ok: false, detail: `failed: ${err.message || err}` }, fields));
         errors.push(err instanceof PackagerError ? err : new PackagerError("load", `${variant.id}: ${err.message || err}`));
         if (global.console) console.warn(`packager: ${variant.id} not used: ${err.message || err}`);
       }
@@ -467,8 +552,10 @@
     const cloud = resolution.cloud;
     if (opts.cloudFallback !== false && cloud && cloud.url) {
       const url = inferUrl(new URL(cloud.url, ctx.server + "/").href, model);
-      return { predict: cloudPredict(url, ctx), variant: null, source: "cloud", runtime: cloud.protocol,
-        backend: url, resolution, profile: ctx.profile, errors };
+      tel.record("load", { version: resolution.version, ok: true, detail: `ok cloud ${url}` });
+      tel.flush(false);
+      return reporting({ predict: cloudPredict(url, ctx), variant: null, source: "cloud", runtime: cloud.protocol,
+        backend: url, resolution, profile: ctx.profile, errors }, tel, { version: resolution.version });
     }
     const why = errors.map((e) => e.message).join("; ");
     const last = errors[errors.length - 1];

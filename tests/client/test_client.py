@@ -102,6 +102,9 @@ def test_client_telemetry_reaches_the_server(
         model = client.load()
         model.predict(x)
         model.predict(x)
+        model.feedback(0.5)
+        with pytest.raises(ClientError):
+            model.feedback(float("nan"))
         model.close()
         device = client.profile.device_id
     mine = [e for e in registry.events() if e.get("device_id") == device]
@@ -110,6 +113,8 @@ def test_client_telemetry_reaches_the_server(
     assert len(predicts) == 2 and all(e["ms"] > 0 and e["variant"] == model.variant for e in predicts)
     assert predicts[0]["detail"].startswith("n=2 sampled=2 ")
     assert [e.get("ok") for e in mine if e["event"] in ("install", "load")] == [True, True]
+    (feedback,) = [e for e in mine if e["event"] == "feedback"]
+    assert (feedback["reward"], feedback["version"], feedback["variant"]) == (0.5, "1", model.variant)
 
 
 def test_client_device_id_is_kept_in_the_cache(server: str, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,3 +261,33 @@ def test_browser_loader_carries_a_streaming_models_state(model_dir: Path, tmp_pa
             opened.close()
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+def test_browser_loader_reports_its_load_and_a_sample_of_predictions(web_build: Path, oip: Oip,
+                                                                     tmp_path: Path) -> None:  # fmt: skip
+    """Events go to /v1/telemetry as the Python client's do: resolve, load (ok), and the sampled
+    predict calls with their latency (the demo page predicts once itself, then the test twice)."""
+    registry, events_file = tmp_path / "registry", tmp_path / "events.jsonl"
+    publish(web_build, LocalStore(registry), cloud_url=f"{oip.url}/v2/models/mlp")
+    with run_server(create_app(LocalStore(registry), telemetry=events_file)) as url:
+        page = browser.BrowserPage(None, f"{url}/demo/mlp?runtime=onnxruntime-web&telemetry_seconds=0.5")
+        try:
+            ready = page.ready
+            inputs, _ = reference(web_build, 4)
+            page.predict(inputs)
+            page.predict(inputs)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and '"predict"' not in (
+                    events_file.read_text() if events_file.exists() else ""):  # fmt: skip
+                time.sleep(0.2)
+        finally:
+            page.close()
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [e["event"] for e in events[:2]] == ["resolve", "load"], events
+    load = events[1]
+    assert (load["ok"], load["variant"], load["version"]) == (True, ready["variant"], "1")
+    predicts = [e for e in events if e["event"] == "predict"]
+    assert 2 <= len(predicts) <= 16 and all(e["ms"] >= 0 and e["variant"] == ready["variant"] for e in predicts)
+    counts = [re.match(r"n=(\d+) sampled=(\d+) ", e["detail"]) for e in predicts if "detail" in e]  # one a flush
+    assert all(counts) and sum(int(m.group(1)) for m in counts if m) == len(predicts)  # few calls: all sampled
+    assert len({e["device_id"] for e in events}) == 1 and events[0]["device_id"]
