@@ -602,133 +602,6 @@ def rollback(model: str, channel: str, registry: str, keys: Path | None, token: 
 
 
 @cli.group()
-def fleet() -> None:
-    """What devices report, read back: loads, failures, latency, shadow runs, rewards."""
-
-
-_FLEET_COLUMNS = (("version", "version"), ("variant", "variant"), ("cohort", "cohort"), ("devices", "devices"),
-                  ("loads", "loads"), ("load_failure_rate", "load fail"), ("predicts", "predicts"),
-                  ("error_rate", "errors"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
-                  ("shadow_agreement", "shadow agree"), ("mean_reward", "reward"))  # fmt: skip
-
-
-@fleet.command("status")
-@click.argument("model")
-@_registry_option
-@_token_option
-@click.option("--window", default="1h", show_default=True, help="How far back: 30m, 1h, 7d (at most 31d).")
-@click.option("--json", "as_json", is_flag=True, help="Print the fleet document as JSON.")
-def fleet_status(model: str, registry: str, token: str | None, window: str, as_json: bool) -> None:
-    """How each version and variant of MODEL does on devices over the last WINDOW.
-
-    Reads the telemetry segments of the registry (a folder or S3, with DuckDB), or asks a server
-    registry (with --token). A row with variant "all" sums a version's variants; the cohort says
-    whether the version is the channel's stable one or its candidate.
-
-    \b
-    Examples:
-      packager fleet status digits --registry ./registry --window 24h
-      packager fleet status digits --registry http://127.0.0.1:8080 --token $TOKEN --json
-    """
-    import json
-    from datetime import UTC, datetime
-
-    from packager.fleet.aggregate import fleet as read_fleet
-    from packager.fleet.aggregate import parse_window
-    from packager.fleet.controller import status
-    from packager.registry.channels import read_pointer
-    from packager.registry.store import open_store
-
-    span = parse_window(window)
-    server = _remote(registry, token, None)
-    if server is not None:
-        doc = server.fleet(model, window=window)
-    else:
-        store, now = open_store(registry), datetime.now(UTC)
-        pointer = read_pointer(store, model, "stable")
-        doc = read_fleet(store, model, span, now=now, pointer=pointer)
-        doc["rollout"] = status(store, pointer, now, tick_minutes=5.0)
-    if as_json:
-        click.echo(json.dumps(doc, indent=1))
-        return
-    _print_fleet(doc)
-
-
-@fleet.command("tick")
-@_registry_option
-@_keys_option
-@click.option(
-    "--tick-minutes",
-    type=click.FloatRange(0.1),
-    default=5.0,
-    show_default=True,
-    help="How often ticks run: each one past a step's minimum counts as a look at the gates.",
-)
-def fleet_tick(registry: str, keys: Path | None, tick_minutes: float) -> None:
-    """One pass of the rollout controller over every gated rollout of the registry.
-
-    Each rollout is advanced a step, promoted, halted (the candidate taken out), or held, by its
-    gates over what devices reported since the step began. Run it from a schedule, or let
-    `packager serve --keys` run it.
-    """
-    from packager.fleet.controller import tick
-    from packager.registry.store import open_store
-
-    decisions = tick(open_store(registry), keys=keys, tick_minutes=tick_minutes)
-    if not decisions:
-        click.echo("no gated rollout is running")
-    for d in decisions:
-        click.echo(f"{d.model}/{d.channel}: {d.action} ({d.percent}%): {d.reason}")
-        for v in d.verdicts:
-            bounds = "" if v.lower is None else f" [{v.lower:.4g}, {v.upper:.4g}] of {v.trials}"
-            click.echo(f"  {v.verdict:9} {v.gate}: {_cell(v.value)} vs {_cell(v.limit)}{bounds}")
-
-
-def _print_fleet(doc: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    console = _console(stderr=False)
-    head = f"{doc['model']}: {doc['since']} to {doc['until']}, {doc['segments']} segment(s)"
-    _print_rollout(console, doc.get("rollout"))
-    if not doc["rows"]:
-        console.print(f"{_esc(head)}: no events in this window", soft_wrap=True)
-        return
-    table = Table(title=_esc(head), title_justify="left")
-    for _, label in _FLEET_COLUMNS:
-        table.add_column(label, justify="left" if label in ("version", "variant", "cohort") else "right")
-    for row in doc["rows"]:
-        cells = ["all" if row.get(key, "") is None and key == "variant" else _cell(row.get(key))
-                 for key, _ in _FLEET_COLUMNS]  # fmt: skip
-        table.add_row(*(_esc(c) for c in cells))
-    console.print(table)
-
-
-def _print_rollout(console: Any, rollout: dict[str, Any] | None) -> None:
-    """The gated rollout's plan and what a tick would decide now, with each gate's numbers."""
-    if not rollout:
-        return
-    plan, now = rollout["plan"], rollout["now"]
-    steps = ",".join(str(s) for s in plan["steps"])
-    console.print(f"gated rollout of {_esc(plan['version'])}: step {plan['step'] + 1} of {len(plan['steps'])} "
-                  f"({steps}%), since {plan['step_started']}", soft_wrap=True)  # fmt: skip
-    console.print(f"  a tick now: {now['action']} ({now['percent']}%): {_esc(now['reason'])}", soft_wrap=True)
-    for gate in now.get("gates", []):
-        bounds = (
-            f" [{_cell(gate.get('lower'))}, {_cell(gate.get('upper'))}] of {gate['trials']}" if "lower" in gate else ""
-        )
-        console.print(f"    {gate['verdict']:9} {_esc(gate['gate'])}: {_cell(gate.get('value'))} vs "
-                      f"{_cell(gate.get('limit'))}{bounds}", soft_wrap=True)  # fmt: skip
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-@cli.group()
 def keys() -> None:
     """Signing keys for a registry's TUF metadata."""
 
@@ -914,3 +787,13 @@ def _print_prediction(loaded: Any, samples: Path) -> None:
         if value.ndim == 2 and value.shape[1] > 1:
             line += f", argmax of the first rows {value.argmax(axis=1)[:8].tolist()}"
         click.echo(line)
+
+
+def _register() -> None:
+    from packager.cli_fleet import experiment, fleet, shadow
+
+    for command in (shadow, experiment, fleet):
+        cli.add_command(command)
+
+
+_register()

@@ -28,6 +28,7 @@ from packager.client import runtimes
 from packager.client.cache import Cache
 from packager.client.download import Wanted, download
 from packager.client.profile import detect_profile, settings
+from packager.client.shadow import Shadow
 from packager.client.telemetry import Telemetry
 from packager.client.trust import Trust
 from packager.errors import ClientError, CloudError, NoVariantError, OfflineError, did_you_mean
@@ -55,6 +56,7 @@ class Model:
         self.runtime = runner.runtime_label
         self.state = tuple(state)  # a streaming model's (input, output) pairs, as the build found them
         self._carried: dict[str, np.ndarray] = {}
+        self.shadow: Shadow | None = None  # the candidate run beside this one, when the pointer asks
 
     def predict(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on ``{input name: array}``, or on a bare array when the model takes one
@@ -69,7 +71,10 @@ class Model:
             feeds[pair["input"]] = self._carried.get(pair["input"], _zero_state(pair, feeds))
         start = time.perf_counter()
         outputs = self.runner.predict(feeds)
-        self.telemetry.predicted((time.perf_counter() - start) * 1000, version=self.version, variant=self.variant)
+        ms = (time.perf_counter() - start) * 1000
+        self.telemetry.predicted(ms, version=self.version, variant=self.variant)
+        if self.shadow is not None:
+            self.shadow.offer(feeds, outputs, ms)
         for pair in left:
             if pair["output"] in outputs:
                 self._carried[pair["input"]] = np.asarray(outputs[pair["output"]])
@@ -111,7 +116,15 @@ class Model:
             raise ClientError(f"feedback takes a finite number, given {reward!r}")
         self.telemetry.record("feedback", version=self.version, variant=self.variant, reward=float(reward))
 
+    def flush(self) -> int:
+        """Send the telemetry gathered so far (after the shadow has run what it was handed)."""
+        if self.shadow is not None:
+            self.shadow.drain()
+        return self.telemetry.flush()
+
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
         self.runner.close()
         self.telemetry.flush()
 
@@ -276,6 +289,7 @@ class Client:
                                       detail=exc.message)  # fmt: skip
                 continue
             self._remember(resolution, installed, loaded=True)
+            model.shadow = self._shadow(resolution, model)
             return model
         cloud = resolution.get("cloud")
         if cloud:
@@ -300,6 +314,25 @@ class Client:
         return Model(runner, model=self.model, version=installed.version, variant=installed.variant["id"],
                      source="local", telemetry=self.telemetry, offline=offline, reason=reason,
                      state=installed.variant.get("state", ()))  # fmt: skip
+
+    def _shadow(self, resolution: Mapping[str, Any], model: Model) -> Shadow | None:
+        """The resolution's shadow variant, installed and loaded; None when there is none or it
+        fails (a failure is the candidate's telemetry: its load counts as failed)."""
+        shadow = resolution.get("shadow")
+        if not shadow:
+            return None
+        if model.state:
+            log.info("%s: no shadow run for a streaming model (its state would differ)", self.model)
+            return None
+        version, variant = str(shadow["version"]), shadow["variant"]
+        try:
+            installed = self.install({**resolution, "version": version}, variant)
+            runner = self._run(installed).runner
+        except ClientError as exc:
+            log.info("%s: the shadow %s %s is not usable: %s", self.model, version, variant["id"], exc.message)
+            return None
+        return Shadow(runner, version=version, variant=variant["id"], sample=float(shadow["sample"]),
+                      cpu_budget=float(shadow["cpu_budget"]), telemetry=self.telemetry)  # fmt: skip
 
     def _cloud(self, resolution: Mapping[str, Any], cloud: Mapping[str, Any], failures: list[str]) -> Model:
         http = httpx.Client(timeout=self.http.timeout)

@@ -5,6 +5,8 @@ debug level and its events dropped. Predictions are sampled: per flush, at most 
 drawn uniformly from those made since the last one go out as ``predict`` events with their own
 latency (the first also says how many calls there were), so a tight predict loop neither grows
 the queue nor floods the server, and the fleet's latency percentiles are those of real calls.
+Shadow runs are sampled the same way (``SAMPLED`` per flush), so their agreement is a uniform
+sample of the runs too.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ class Telemetry:
         self.batch = batch
         self.seconds = seconds
         self._lock = threading.Lock()
-        self._predicts: list[float] = []  # a uniform sample of the calls since the last fold
-        self._calls = 0
+        self._random = random.Random()
+        self._predicts = _Reservoir(self._random)  # a uniform sample of the calls since the last fold
         self._slowest = 0.0
         self._predict_fields: dict[str, Any] = {}
-        self._random = random.Random()
+        self._shadows = _Reservoir(self._random)  # and of the shadow runs
 
     def record(self, event: str, **fields: Any) -> None:
         entry = {**self.base, "event": event, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
@@ -50,28 +52,32 @@ class Telemetry:
 
     def predicted(self, ms: float, **fields: Any) -> None:
         with self._lock:
-            self._calls += 1
             self._slowest = max(self._slowest, ms)
             self._predict_fields = fields
-            if len(self._predicts) < SAMPLED:  # reservoir sampling: every call equally likely kept
-                self._predicts.append(ms)
-            else:
-                slot = self._random.randrange(self._calls)
-                if slot < SAMPLED:
-                    self._predicts[slot] = ms
+            self._predicts.add(ms)
+
+    def shadowed(self, ms: float, **fields: Any) -> None:
+        """A shadow run: the candidate's ``ms``, stable's ``base_ms``, ``agree`` and ``diff``."""
+        with self._lock:
+            self._shadows.add({**fields, "ms": ms})
 
     def _fold(self) -> None:
-        """Turn the sampled predictions into events (call with the lock held)."""
-        if not self._calls:
-            return
+        """Turn the sampled predictions and shadow runs into events (call with the lock held)."""
         at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        times = sorted(self._predicts)
-        detail = f"n={self._calls} sampled={len(times)} p50={times[len(times) // 2]:.4g}ms max={self._slowest:.4g}ms"
-        for index, ms in enumerate(self._predicts):
-            entry = {**self.base, **self._predict_fields, "event": "predict", "ms": ms, "at": at,
-                     "detail": detail if index == 0 else None}  # fmt: skip
+        calls, times = self._predicts.take()
+        if calls:
+            ordered = sorted(times)
+            detail = f"n={calls} sampled={len(times)} p50={ordered[len(times) // 2]:.4g}ms max={self._slowest:.4g}ms"
+            for index, ms in enumerate(times):
+                entry = {**self.base, **self._predict_fields, "event": "predict", "ms": ms, "at": at,
+                         "detail": detail if index == 0 else None}  # fmt: skip
+                self.events.append({k: v for k, v in entry.items() if v is not None})
+            self._slowest = 0.0
+        runs, shadows = self._shadows.take()
+        for index, fields in enumerate(shadows):
+            entry = {**self.base, **fields, "event": "shadow", "at": at,
+                     "detail": f"n={runs} sampled={len(shadows)}" if index == 0 else None}  # fmt: skip
             self.events.append({k: v for k, v in entry.items() if v is not None})
-        self._predicts, self._calls, self._slowest = [], 0, 0.0
 
     def flush(self) -> int:
         """Post what is queued; returns how many events the server accepted. Never raises."""
@@ -92,3 +98,26 @@ class Telemetry:
                 continue
             sent += len(chunk)
         return sent
+
+
+class _Reservoir:
+    """A uniform sample of at most ``SAMPLED`` of the items added since the last ``take``."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.items: list[Any] = []
+        self.seen = 0
+        self.random = rng
+
+    def add(self, item: Any) -> None:
+        self.seen += 1
+        if len(self.items) < SAMPLED:
+            self.items.append(item)
+            return
+        slot = self.random.randrange(self.seen)
+        if slot < SAMPLED:
+            self.items[slot] = item
+
+    def take(self) -> tuple[int, list[Any]]:
+        seen, items = self.seen, self.items
+        self.items, self.seen = [], 0
+        return seen, items

@@ -44,7 +44,8 @@ class Trust:
         model, version = resolution["model"], resolution["version"]
         pointer = json.loads(_signed_get(http, verified, f"/v1/models/{model}/channels/{channel}",
                                          pointer_key(model, channel)))  # fmt: skip
-        if version not in (pointer.get("stable"), pointer.get("candidate")):
+        arms = [str(a).split(":", 1)[0] for a in (pointer.get("experiment") or {}).get("arms", ())]
+        if version not in (pointer.get("stable"), pointer.get("candidate"), *arms):
             raise VerificationError(f"the server resolved {model} to version {version}, which the signed "
                                     f"{channel} pointer does not offer")  # fmt: skip
         doc = json.loads(_signed_get(http, verified, f"/v1/models/{model}/versions/{version}",
@@ -56,6 +57,21 @@ class Trust:
         cloud = resolution.get("cloud")
         if cloud is not None and cloud != doc.get("cloud"):
             raise VerificationError("the resolution's cloud endpoint is not the one the signed version names")
+        shadow = resolution.get("shadow")
+        if shadow is not None:
+            self._check_shadow(http, verified, model, shadow, pointer.get("shadow"))
+
+    def _check_shadow(self, http: httpx.Client, verified: Verified, model: str, shadow: Mapping[str, Any],
+                      signed: Mapping[str, Any] | None) -> None:  # fmt: skip
+        """The resolution's shadow run must be the one the signed pointer sets, its variant in the
+        shadow version's signed document."""
+        if signed is None or any(shadow.get(k) != signed.get(k) for k in ("version", "sample", "cpu_budget")):
+            raise VerificationError(f"the server asks to shadow {model} {shadow.get('version')}, which the signed "
+                                    "pointer does not set")  # fmt: skip
+        version = str(signed["version"])
+        doc = json.loads(_signed_get(http, verified, f"/v1/models/{model}/versions/{version}",
+                                     version_key(model, version)))  # fmt: skip
+        _same_variant(shadow["variant"], {v["id"]: v for v in doc["variants"]}.get(shadow["variant"]["id"]))
 
     def check_artifact(self, sha256: str, size: int) -> None:
         """Raise VerificationError unless the targets metadata signs this artifact's hash and length."""

@@ -12,7 +12,8 @@ Per row: ``devices`` (distinct device ids), ``loads``, ``load_failures`` (a ``lo
 ``load_failure_rate``, ``predicts``, ``errors``, ``error_rate`` (errors over predicts and errors),
 ``p50_ms``/``p95_ms``/``p99_ms`` (``predict`` latency, linear interpolation), ``shadow_runs``,
 ``shadow_agreed`` and ``shadow_agreement`` (the share of ``shadow`` events with ``agree: true``),
-``max_shadow_diff``, ``feedback`` and ``mean_reward``, ``calls`` (predicts and errors). A row with
+``max_shadow_diff``, ``shadow_p50_ms`` and ``shadow_base_p50_ms`` (the candidate's and stable's
+median time on the same shadowed calls), ``feedback`` and ``mean_reward``, ``calls`` (predicts and errors). A row with
 ``variant: null`` sums a version's variants. ``slower_than`` counts a version's calls over a
 latency, what a latency gate tests (``packager.fleet.gates``).
 """
@@ -37,7 +38,7 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 MAX_WINDOW = timedelta(days=31)
 COLUMNS = {"event": "VARCHAR", "model": "VARCHAR", "version": "VARCHAR", "variant": "VARCHAR",
            "device_id": "VARCHAR", "ms": "DOUBLE", "ok": "BOOLEAN", "reward": "DOUBLE", "agree": "BOOLEAN",
-           "diff": "DOUBLE", "received": "VARCHAR"}  # fmt: skip
+           "diff": "DOUBLE", "base_ms": "DOUBLE", "received": "VARCHAR"}  # fmt: skip
 QUERY = """
 WITH e AS (SELECT * FROM read_json($files, format = 'newline_delimited', compression = 'gzip',
                                    columns = $columns)
@@ -55,6 +56,8 @@ SELECT version, variant,
        count(*) FILTER (WHERE event = 'shadow' AND agree) AS shadow_agreed,
        avg(CASE WHEN agree THEN 1.0 ELSE 0.0 END) FILTER (WHERE event = 'shadow') AS shadow_agreement,
        max(diff) FILTER (WHERE event = 'shadow') AS max_shadow_diff,
+       quantile_cont(ms, 0.50) FILTER (WHERE event = 'shadow') AS shadow_p50_ms,
+       quantile_cont(base_ms, 0.50) FILTER (WHERE event = 'shadow') AS shadow_base_p50_ms,
        count(*) FILTER (WHERE event = 'feedback' AND reward IS NOT NULL) AS feedback,
        avg(reward) FILTER (WHERE event = 'feedback') AS mean_reward
 FROM e
@@ -124,7 +127,8 @@ def fleet(store: Store, model: str, window: timedelta, *, now: datetime | None =
         row["error_rate"] = _rate(row["errors"], row["predicts"] + row["errors"])
     return {"model": model, "since": iso(since), "until": iso(until), "window_seconds": int(window.total_seconds()),
             "segments": len(keys), "stable": pointer.stable if pointer else None,
-            "candidate": pointer.candidate if pointer else None, "rows": rows}  # fmt: skip
+            "candidate": pointer.candidate if pointer else None,
+            "shadow": dict(pointer.shadow) if pointer and pointer.shadow else None, "rows": rows}  # fmt: skip
 
 
 SLOWER = """
@@ -143,16 +147,16 @@ def slower_than(store: Store, model: str, version: str, since: datetime, until: 
     with local_files(store, keys) as files:
         if not files:
             return 0, 0
-        (row,) = _run(SLOWER, {"files": files, "since": iso(since), "until": iso(until), "version": version,
+        (row,) = run_query(SLOWER, {"files": files, "since": iso(since), "until": iso(until), "version": version,
                                "limit": float(limit_ms)})  # fmt: skip
     return int(row["slower"]), int(row["predicts"])
 
 
 def _query(files: list[str], since: str, until: str) -> list[dict[str, Any]]:
-    return [_clean(row) for row in _run(QUERY, {"files": files, "since": since, "until": until})]
+    return [_clean(row) for row in run_query(QUERY, {"files": files, "since": since, "until": until})]
 
 
-def _run(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def run_query(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     require("duckdb", "fleet")
     import duckdb
 
@@ -178,6 +182,8 @@ def cohort_of(version: str, pointer: Pointer | None) -> str:
         return "stable"
     if pointer is not None and version == pointer.candidate:
         return "candidate"
+    if pointer is not None and pointer.in_shadow(version):
+        return "shadow"
     return "other"
 
 

@@ -1,4 +1,4 @@
-"""The rollout controller: one pass (``tick``) over every gated rollout of a registry.
+"""The rollout controller: one pass (``tick``) over every gated rollout and experiment of a registry.
 
 For each channel whose pointer carries a plan for its candidate, ``evaluate`` reads the fleet
 numbers since the step began and tests each gate (``packager.fleet.gates``): a gate fails when
@@ -132,10 +132,13 @@ def apply(store: Store, pointer: Pointer, decision: Decision, *, keys: Path | No
         if old.generation != pointer.generation:
             return old  # another writer moved first: the next tick looks again
         record = {"record": decision.record()}
+        # a shadow run of the candidate ends with it: halted, or now stable
+        shadow = None if old.in_shadow(old.candidate) else old.shadow
         if decision.action == "halt":
-            return old.next("halt", now, candidate=None, percent=0, plan=None, **record)
+            return old.next("halt", now, candidate=None, percent=0, plan=None, shadow=shadow, **record)
         if decision.action == "promote":
-            return old.next("promote", now, stable=old.candidate, candidate=None, percent=0, plan=None, **record)
+            return old.next("promote", now, stable=old.candidate, candidate=None, percent=0, plan=None,
+                            shadow=shadow, **record)  # fmt: skip
         moved = replace(plan, step=plan.step + 1, step_started=iso(now))
         return old.next("advance", now, percent=moved.percent, plan=moved.to_json(), **record)
 
@@ -154,25 +157,41 @@ def status(store: Store, pointer: Pointer, now: datetime, *, tick_minutes: float
 
 def gated(store: Store) -> list[Pointer]:
     """The pointers of the registry that carry a plan for their candidate."""
+    return [p for p in pointers(store) if p.plan is not None and p.candidate is not None]
+
+
+def pointers(store: Store) -> list[Pointer]:
+    """Every channel pointer of the registry."""
     found = []
     for key in store.list("models/"):
         parts = key.split("/")
         if len(parts) != 4 or parts[2] != "channels" or not parts[3].endswith(".json") or parts[3].count(".") != 1:
             continue
-        pointer = channels.read_pointer(store, parts[1], parts[3][: -len(".json")])
-        if pointer.plan is not None and pointer.candidate is not None:
-            found.append(pointer)
+        found.append(channels.read_pointer(store, parts[1], parts[3][: -len(".json")]))
     return found
 
 
 def tick(store: Store, *, keys: Path | None, now: datetime | None = None,
          tick_minutes: float = 5.0) -> list[Decision]:  # fmt: skip
-    """One controller pass: every gated rollout evaluated, and its decision written."""
+    """One controller pass: every gated rollout evaluated and its decision written; every
+    Thompson experiment whose epoch is over given its next allocation."""
+    from packager.fleet.experiment import reallocate
+
     now = now or datetime.now(UTC)
     decisions = []
-    for pointer in gated(store):
-        decision = evaluate(store, pointer, now, tick_minutes=tick_minutes)
-        if decision is not None:
-            apply(store, pointer, decision, keys=keys, now=now)
-            decisions.append(decision)
+    for pointer in pointers(store):
+        if pointer.plan is not None and pointer.candidate is not None:
+            decision = evaluate(store, pointer, now, tick_minutes=tick_minutes)
+            if decision is not None:
+                apply(store, pointer, decision, keys=keys, now=now)
+                decisions.append(decision)
+        if pointer.experiment is not None:
+            record = reallocate(store, pointer, now, keys=keys)
+            if record is not None:
+                shares = ", ".join(
+                    f"{arm} {share:.1%}"
+                    for arm, share in zip(pointer.experiment["arms"], record["allocation"], strict=True)
+                )
+                decisions.append(Decision(model=pointer.model, channel=pointer.channel, action="allocate", percent=0,
+                                          reason=f"epoch {record['epoch']}: {shares}"))  # fmt: skip
     return decisions

@@ -150,8 +150,12 @@ def rollout_change(version: str, percent: int, now: datetime, plan: Mapping[str,
         if old.stable is None and percent < 100:
             raise UsageError(f"channel {old.channel} has no stable version yet",
                              hint="roll the first version out with --percent 100")  # fmt: skip
+        if old.experiment is not None:
+            raise UsageError(f"{old.model}/{old.channel} runs an experiment: end it before a rollout",
+                             hint=f"packager experiment {old.model} --off --channel {old.channel} ...")  # fmt: skip
         if percent == 100:
-            return old.next("promote", now, stable=version, candidate=None, percent=0, plan=None)
+            return old.next("promote", now, stable=version, candidate=None, percent=0, plan=None,
+                            shadow=None if old.in_shadow(version) else old.shadow)  # fmt: skip
         if version == old.stable:
             raise UsageError(f"{old.model} {version} is already stable on {old.channel}")
         return old.next("rollout", now, candidate=version, percent=percent, plan=plan)
@@ -167,11 +171,55 @@ def rollback_change(now: datetime) -> Change:
             raise RegistryError(f"{old.model} has no channel {old.channel} to roll back",
                                 hint="publish a version first")  # fmt: skip
         if old.candidate is not None:
-            return old.next("rollback", now, candidate=None, percent=0, plan=None, record={"from": old.candidate})
+            return old.next("rollback", now, candidate=None, percent=0, plan=None, record={"from": old.candidate},
+                            shadow=None if old.in_shadow(old.candidate) else old.shadow)  # fmt: skip
         previous = previous_stable(old)
         if previous is None:
             raise UsageError(f"{old.model}/{old.channel} has no earlier stable version to roll back to")
         return old.next("rollback", now, stable=previous, plan=None, record={"from": old.stable})
+
+    return change
+
+
+def shadow_change(settings: Mapping[str, Any] | None, now: datetime) -> Change:
+    """Start (or change) a shadow run with ``settings`` (``docs.shadow_settings``), or end it (None)."""
+
+    def change(old: Pointer) -> Pointer:
+        if settings is None:
+            if old.shadow is None:
+                return old
+            return old.next("shadow", now, shadow=None, record={"shadow": None})
+        if old.stable is None:
+            raise UsageError(f"channel {old.channel} has no stable version to shadow",
+                             hint="publish and roll out a first version")  # fmt: skip
+        if settings["version"] == old.stable:
+            raise UsageError(f"{old.model} {settings['version']} is the stable version: shadow a newer one")
+        if old.shadow == settings:
+            return old
+        return old.next("shadow", now, shadow=dict(settings), record={"shadow": dict(settings)})
+
+    return change
+
+
+def experiment_change(settings: Mapping[str, Any] | None, now: datetime) -> Change:
+    """Start an experiment with ``settings`` (``docs.experiment_settings``), or end it (None):
+    devices go back to the channel's stable version."""
+
+    def change(old: Pointer) -> Pointer:
+        if settings is None:
+            if old.experiment is None:
+                return old
+            return old.next("experiment", now, experiment=None, record={"experiment": None})
+        if old.stable is None:
+            raise UsageError(f"channel {old.channel} has no stable version yet", hint="publish a version first")
+        if old.candidate is not None and old.percent > 0:
+            raise UsageError(f"{old.model}/{old.channel} is rolling out {old.candidate}: an experiment needs the "
+                             "channel to itself", hint="finish or roll back the rollout first")  # fmt: skip
+        if old.experiment is not None:
+            raise UsageError(f"{old.model}/{old.channel} already runs an experiment",
+                             hint="end it with --off first")  # fmt: skip
+        return old.next("experiment", now, experiment=dict(settings),
+                        record={"experiment": {k: settings[k] for k in ("arms", "policy", "allocation")}})  # fmt: skip
 
     return change
 

@@ -138,6 +138,26 @@ def rollout(store: Store, model: str, version: str, *, channel: str = "stable", 
     return channels.update(store, model, channel, change, keys=keys, now=now)
 
 
+def shadow(store: Store, model: str, settings: Mapping[str, Any] | None, *, channel: str = "stable",
+           keys: Path | None = None, now: datetime | None = None) -> Pointer:  # fmt: skip
+    """Run ``settings["version"]`` in shadow beside stable on a share of devices; None ends it."""
+    now = now or datetime.now(UTC)
+    check_name("channel", channel)
+    if settings is not None:
+        channels.require_version(store, model, settings["version"])
+    return channels.update(store, model, channel, channels.shadow_change(settings, now), keys=keys, now=now)
+
+
+def experiment(store: Store, model: str, settings: Mapping[str, Any] | None, *, channel: str = "stable",
+               keys: Path | None = None, now: datetime | None = None) -> Pointer:  # fmt: skip
+    """Start an experiment over the arms of ``settings`` (each version published); None ends it."""
+    now = now or datetime.now(UTC)
+    check_name("channel", channel)
+    for arm in (settings or {}).get("arms", ()):
+        channels.require_version(store, model, str(arm).split(":", 1)[0])
+    return channels.update(store, model, channel, channels.experiment_change(settings, now), keys=keys, now=now)
+
+
 def rollback(store: Store, model: str, *, channel: str = "stable", keys: Path | None = None,
              now: datetime | None = None) -> Pointer:  # fmt: skip
     """A new pointer generation back at the previous state (nothing is deleted or downgraded)."""

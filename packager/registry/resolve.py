@@ -7,6 +7,15 @@ registry.toml: a coarse device-class estimate), then fidelity (verified before u
 then lower max abs error), then size, then id. None fits: the model's cloud endpoint, with the
 constraint that excluded the most variants as the reason. Rollout cohorts are sticky: a hash of
 (device_id, model, channel) mapped to [0, 100) against the candidate's percent.
+
+An experiment (the pointer's ``experiment``) puts every device with an id in one of its arms: a
+hash of (device_id, model, channel, epoch) against the allocation's cumulative shares, so a
+device keeps its arm within an allocation epoch. The arm names a version, and maybe the one
+variant of it to send (when that variant does not fit, the version's best fitting one).
+
+A shadow run (the pointer's ``shadow``) takes a second, independent hash: a device of the stable
+cohort under the shadow's percent gets ``shadow`` in its resolution, the variant of the shadow
+version it runs beside stable (the same target and precision as its own where one fits).
 """
 
 from __future__ import annotations
@@ -38,13 +47,20 @@ class Resolution:
     cloud: Mapping[str, Any] | None
     reason: str
     expires: str
+    shadow: Mapping[str, Any] | None = None  # {"version", "variant", "sample", "cpu_budget"}
+    arm: int | None = None  # the experiment arm's index (cohort "experiment")
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "cohort": self.cohort,
+        doc: dict[str, Any] = {"model": self.model, "version": self.version, "cohort": self.cohort,
                 "variant": None if self.variant is None else dict(self.variant),
                 "fallbacks": [dict(f) for f in self.fallbacks],
                 "cloud": None if self.cloud is None else dict(self.cloud), "reason": self.reason,
                 "expires": self.expires}  # fmt: skip
+        if self.shadow is not None:
+            doc["shadow"] = dict(self.shadow)
+        if self.arm is not None:
+            doc["arm"] = self.arm
+        return doc
 
 
 def cohort_bucket(device_id: str, model: str, channel: str) -> float:
@@ -60,20 +76,60 @@ def cohort(pointer: Pointer, device_id: str | None) -> str:
     return "candidate" if cohort_bucket(device_id, pointer.model, pointer.channel) < pointer.percent else "stable"
 
 
+def in_shadow(pointer: Pointer, device_id: str | None) -> bool:
+    """Whether the device runs the pointer's shadow version (its own hash, independent of the
+    rollout's: shadow devices are a sample of the stable cohort)."""
+    if pointer.shadow is None or not device_id:
+        return False
+    return cohort_bucket(device_id, pointer.model, f"{pointer.channel}\x00shadow") < float(pointer.shadow["percent"])
+
+
 def cohort_of(pointer: Pointer) -> Callable[[str | None], str]:
-    """``cohort(pointer, ·)``, with the pointer's part of the hashed bytes encoded once (a server
-    computes it for every resolve)."""
-    percent = pointer.percent
-    if pointer.candidate is None or percent <= 0:
+    """The device's group: ``candidate``, ``shadow`` (stable, running the shadow beside it) or
+    ``stable``; the pointer's part of the hashed bytes encoded once (a server computes it for
+    every resolve)."""
+    if pointer.experiment is not None:
+        return _arm_of(pointer)
+    percent = pointer.percent if pointer.candidate is not None else 0
+    shadow = float(pointer.shadow["percent"]) if pointer.shadow is not None else 0.0
+    if percent <= 0 and shadow <= 0:
         return lambda device_id: "stable"
     suffix = f"\x00{pointer.model}\x00{pointer.channel}".encode()
+    shadow_suffix = suffix + b"\x00shadow"
+    sha256 = hashlib.sha256
+
+    def group(device_id: str | None) -> str:
+        if not device_id:
+            return "stable"
+        key = device_id.encode()
+        if percent > 0 and int.from_bytes(sha256(key + suffix).digest()[:8], "big") / 2**64 * 100 < percent:
+            return "candidate"
+        if shadow > 0 and int.from_bytes(sha256(key + shadow_suffix).digest()[:8], "big") / 2**64 * 100 < shadow:
+            return "shadow"
+        return "stable"
+
+    return group
+
+
+def _arm_of(pointer: Pointer) -> Callable[[str | None], str]:
+    """``arm:<i>``: the device's arm in the experiment's current epoch (a device without an id:
+    ``stable``)."""
+    experiment = pointer.experiment or {}
+    suffix = f"\x00{pointer.model}\x00{pointer.channel}\x00epoch-{experiment['epoch']}".encode()
+    edges, total = [], 0.0
+    for share in experiment["allocation"]:
+        total += float(share) * 100
+        edges.append(total)
     sha256 = hashlib.sha256
 
     def group(device_id: str | None) -> str:
         if not device_id:
             return "stable"
         bucket = int.from_bytes(sha256(device_id.encode() + suffix).digest()[:8], "big") / 2**64 * 100
-        return "candidate" if bucket < percent else "stable"
+        for index, edge in enumerate(edges):
+            if bucket < edge:
+                return f"arm:{index}"
+        return f"arm:{len(edges) - 1}"
 
     return group
 
@@ -147,24 +203,53 @@ def resolve(pointer: Pointer, versions: Mapping[str, Mapping[str, Any]], profile
     """The Resolution of ``profile`` against a channel ``pointer`` and its version documents."""
     if pointer.stable is None:
         raise RegistryError(f"{pointer.model} has no stable version on channel {pointer.channel}")
-    group = cohort(pointer, profile.device_id)
+    group = cohort_of(pointer)(profile.device_id)
     version: str = pointer.stable
+    pinned: str | None = None  # an arm's one variant
     if group == "candidate" and pointer.candidate in versions:
         version = str(pointer.candidate)
-    else:
+    elif group == "candidate":
         group = "stable"
+    elif group.startswith("arm:"):
+        version, _, pinned = str((pointer.experiment or {})["arms"][int(group[4:])]).partition(":")
     if version not in versions:
         raise RegistryError(f"{pointer.model} version {version} is missing from the registry")
     doc = versions[version]
     devices = [v for v in doc["variants"] if v.get("device", True)]
-    fitting = sorted((v for v in devices if not failures(v, profile)), key=lambda v: rank_key(v, profile))
+    fitting = sorted((v for v in devices if not failures(v, profile)),
+                     key=lambda v: (pinned is not None and v["id"] != pinned, *rank_key(v, profile)))  # fmt: skip
     ttl = timedelta(seconds=int(facts()["resolve"]["ttl_seconds"]))
     chosen = [_served(v, artifact_url) for v in fitting]
     reason = _reason_fit(fitting[0], profile, len(fitting), len(devices)) if fitting else _reason_none(devices, profile)
-    return Resolution(model=pointer.model, version=version, cohort=group, variant=chosen[0] if chosen else None,
-                      fallbacks=tuple(chosen[1:]), cloud=doc.get("cloud"),
+    shadow = _shadow(pointer, versions, profile, fitting[0], artifact_url) if group == "shadow" and fitting else None
+    return Resolution(model=pointer.model, version=version, cohort=_cohort_name(group),
+                      variant=chosen[0] if chosen else None, fallbacks=tuple(chosen[1:]), cloud=doc.get("cloud"),
                       reason=reason if fitting or doc.get("cloud") else reason + "; no cloud endpoint is configured",
-                      expires=iso(now + ttl))  # fmt: skip
+                      expires=iso(now + ttl), shadow=shadow,
+                      arm=int(group[4:]) if group.startswith("arm:") else None)  # fmt: skip
+
+
+def _cohort_name(group: str) -> str:
+    if group.startswith("arm:"):
+        return "experiment"
+    return "candidate" if group == "candidate" else "stable"
+
+
+def _shadow(pointer: Pointer, versions: Mapping[str, Mapping[str, Any]], profile: DeviceProfile,
+            own: Mapping[str, Any], artifact_url: Callable[[str], str]) -> dict[str, Any] | None:  # fmt: skip
+    """What a shadow device runs beside ``own``: the shadow version's variant of the same target
+    and precision when one fits, else its best fitting one; None when none fits."""
+    settings = pointer.shadow or {}
+    doc = versions.get(str(settings.get("version")))
+    if doc is None:
+        return None
+    fitting = [v for v in doc["variants"] if v.get("device", True) and not failures(v, profile)]
+    if not fitting:
+        return None
+    best = min(fitting, key=lambda v: ((v["target"], v["precision"]) != (own["target"], own["precision"]),
+                                       *rank_key(v, profile)))  # fmt: skip
+    return {"version": settings["version"], "variant": _served(best, artifact_url), "sample": settings["sample"],
+            "cpu_budget": settings["cpu_budget"]}  # fmt: skip
 
 
 def _served(variant: Mapping[str, Any], artifact_url: Callable[[str], str]) -> dict[str, Any]:

@@ -28,6 +28,12 @@ def _obj(required: list[str], props: dict[str, Any], *, extra: bool = False, nul
     return {**schema, "nullable": True} if nullable else schema
 
 
+SHADOW = _obj(
+    ["version", "percent", "sample", "cpu_budget"],
+    {"version": NAME, "percent": {"type": "number"}, "sample": {"type": "number"}, "cpu_budget": {"type": "number"}},
+)
+
+
 def _schemas() -> dict[str, Any]:
     # fmt: off
     runtime = _obj(["name", "min_version"], {"name": {"type": "string", "enum": list(RUNTIMES)},
@@ -76,12 +82,18 @@ def _schemas() -> dict[str, Any]:
             {
                 "model": NAME,
                 "version": NAME,
-                "cohort": {"type": "string", "enum": ["stable", "candidate"]},
+                "cohort": {"type": "string", "enum": ["stable", "candidate", "experiment"]},
+                "arm": {"type": "integer", "minimum": 0},
                 "variant": {"allOf": [_ref("ServedVariant")], "nullable": True},
                 "fallbacks": {"type": "array", "items": _ref("ServedVariant")},
                 "cloud": _ref("Cloud"),
                 "reason": {"type": "string"},
                 "expires": {"type": "string"},
+                "shadow": _obj(
+                    ["version", "variant", "sample", "cpu_budget"],
+                    {"version": NAME, "variant": _ref("ServedVariant"), "sample": {"type": "number"},
+                     "cpu_budget": {"type": "number"}},
+                ),
             },
         ),
         "Pointer": _obj(
@@ -108,6 +120,9 @@ def _schemas() -> dict[str, Any]:
                 "generation": {"type": "integer", "minimum": 0},
                 "updated": {"type": "string"},
                 "history": {"type": "array", "items": ANY_OBJECT},
+                "plan": ANY_OBJECT,
+                "shadow": SHADOW,
+                "experiment": ANY_OBJECT,
             },
         ),
         "Manifest": _obj(
@@ -180,6 +195,7 @@ def _schemas() -> dict[str, Any]:
                 "ok": {"type": "boolean"},
                 "agree": {"type": "boolean"},
                 "diff": {"type": "number", "minimum": 0, "maximum": 1e15},
+                "base_ms": {"type": "number", "minimum": 0, "maximum": 1e15},
                 "reward": {"type": "number", "minimum": -1e15, "maximum": 1e15},
                 "bins": {"type": "object", "minProperties": 1, "maxProperties": 256,
                          "additionalProperties": {"type": "array", "minItems": 1, "maxItems": 64,
@@ -191,7 +207,8 @@ def _schemas() -> dict[str, Any]:
             {"model": NAME, "since": {"type": "string"}, "until": {"type": "string"},
              "window_seconds": {"type": "integer"}, "segments": {"type": "integer"},
              "stable": {**NAME, "nullable": True}, "candidate": {**NAME, "nullable": True},
-             "rollout": {**ANY_OBJECT, "nullable": True},
+             "rollout": {**ANY_OBJECT, "nullable": True}, "shadow": {**SHADOW, "nullable": True},
+             "experiment": {**ANY_OBJECT, "nullable": True},
              "rows": {"type": "array", "items": {"type": "object", "required": ["version", "variant", "cohort"],
                                                  "additionalProperties": True}}},
         ),

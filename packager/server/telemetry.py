@@ -5,11 +5,12 @@ Request body: ``{"events": [event, ...]}`` with at most ``telemetry_events`` eve
     {"event": "resolve"|"download"|"verify"|"install"|"load"|"predict"|"fallback"|"error"
               |"shadow"|"feedback"|"inputs",
      "model", "version"?, "variant"?, "device_id"?, "at"?, "ms"?, "bytes"?, "detail"?,
-     "ok"?, "reward"?, "agree"?, "diff"?, "bins"?}
+     "ok"?, "reward"?, "agree"?, "diff"?, "base_ms"?, "bins"?}
 
 ``ok`` (true/false) says whether a download, install or load worked; ``reward`` is an app's
 feedback for experiments; ``agree`` and ``diff`` are a shadow run's top-1 agreement and largest
-absolute difference; ``bins`` holds counts over the build's reference bins (``{"feature": [n,
+absolute difference, its ``ms`` the candidate's time and ``base_ms`` stable's on the same
+call; ``bins`` holds counts over the build's reference bins (``{"feature": [n,
 ...]}``), never raw inputs. Every one is optional: an older client's events stay valid. The
 fleet aggregation (``packager.fleet.aggregate``) reads them back.
 
@@ -50,7 +51,7 @@ EVENTS = ("resolve", "download", "verify", "install", "load", "predict", "fallba
 _TEXT = re.compile(r"[\x20-\x7e]{0,256}")
 _STRINGS = {"device_id": 128, "at": 40, "detail": 256}
 _NAMES = {"model": "model", "version": "version", "variant": "version"}
-_NUMBERS = ("ms", "bytes", "diff")
+_NUMBERS = ("ms", "bytes", "diff", "base_ms")
 _FLAGS = ("ok", "agree")
 _BINS = (256, 64)  # features per event, bins per feature, at most
 FIELDS = ("event", *_NAMES, *_STRINGS, *_NUMBERS, *_FLAGS, "reward", "bins")

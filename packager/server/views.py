@@ -142,7 +142,7 @@ class RegistryView:
         pointer, signed = self._pointer(model, channel)
         found = None
         if pointer is not None and pointer.stable is not None:
-            names = [v for v in (pointer.stable, pointer.candidate) if v is not None]
+            names = pointer.versions()
             docs = {name: self.version(model, name) for name in names}
             missing = [name for name, doc in docs.items() if doc is None]
             if missing:

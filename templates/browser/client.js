@@ -408,11 +408,12 @@
   const SAMPLED = 16; // predict events per flush, at most: a uniform sample of the calls
 
   function telemetry(ctx, model, opts) {
-    if (opts.telemetry === false) return { record() {}, predicted() {}, flush: async () => 0 };
+    if (opts.telemetry === false) return { record() {}, predicted() {}, shadowed() {}, flush: async () => 0 };
     const base = { model, device_id: ctx.profile.device_id };
     const queue = [];
     const seconds = Number(opts.telemetrySeconds) > 0 ? Number(opts.telemetrySeconds) : 30;
     let sample = [], calls = 0, slowest = 0, fields = {}, timer = null;
+    let shadows = [], runs = 0; // a uniform sample of the shadow runs, as of the calls
 
     function record(event, extra) {
       if (queue.length >= 1000) queue.shift();
@@ -432,9 +433,23 @@
         const slot = Math.floor(Math.random() * calls); // reservoir: every call equally likely kept
         if (slot < SAMPLED) sample[slot] = ms;
       }
+      later();
+    }
+    function shadowed(entry) {
+      runs += 1;
+      if (shadows.length < SAMPLED) shadows.push(entry);
+      else {
+        const slot = Math.floor(Math.random() * runs);
+        if (slot < SAMPLED) shadows[slot] = entry;
+      }
+      later();
+    }
+    function later() {
       if (!timer) timer = setTimeout(() => { timer = null; flush(false); }, seconds * 1000);
     }
     function fold() {
+      shadows.forEach((e, i) => record("shadow", Object.assign({}, e, { detail: i ? null : `n=${runs} sampled=${shadows.length}` })));
+      shadows = []; runs = 0;
       if (!calls) return;
       const sorted = sample.slice().sort((a, b) => a - b);
       const detail = `n=${calls} sampled=${sample.length} p50=${sorted[sorted.length >> 1].toPrecision(4)}ms ` +
@@ -459,16 +474,88 @@
       return sent;
     }
     if (global.addEventListener) global.addEventListener("pagehide", () => { flush(true); });
-    return { record, predicted, flush };
+    return { record, predicted, shadowed, flush };
+  }
+
+  // --- shadow runs: the candidate beside stable on a sample of calls, unseen by the page -------
+  // One run at a time (a sample that comes while one runs is skipped), the candidate's time held
+  // to cpu_budget x stable's; agreement as the Python client judges it (packager/client/shadow.py).
+
+  const ATOL = 1e-3, RTOL = 1e-2;
+
+  function compareOutputs(a, b) {
+    const names = Object.keys(a).filter((n) => n in b);
+    const pairs = names.length ? names.map((n) => [a[n], b[n]])
+      : Object.values(a).slice(0, Object.values(b).length).map((x, i) => [x, Object.values(b)[i]]);
+    if (!pairs.length) return { agree: false, diff: null };
+    let agree = true, diff = 0;
+    for (const [x, y] of pairs) {
+      if (x.shape.join(",") !== y.shape.join(",")) return { agree: false, diff: null };
+      const n = x.data.length, last = x.shape.length >= 2 ? x.shape[x.shape.length - 1] : 0;
+      for (let i = 0; i < n; i++) {
+        const u = Number(x.data[i]), gap = Math.abs(u - Number(y.data[i]));
+        diff = Number.isNaN(gap) ? Infinity : Math.max(diff, gap);
+        if (last < 2 && !(gap <= ATOL + RTOL * Math.abs(u))) agree = false;
+      }
+      for (let row = 0; last >= 2 && row < n / last; row++) {
+        if (argmax(x.data, row * last, last) !== argmax(y.data, row * last, last)) agree = false;
+      }
+    }
+    return { agree, diff: Number.isFinite(diff) && diff <= 1e15 ? diff : null };
+  }
+
+  function argmax(data, start, length) {
+    let best = start;
+    for (let i = start + 1; i < start + length; i++) if (Number(data[i]) > Number(data[best])) best = i;
+    return best - start;
+  }
+
+  function shadowing(shadow, loaded, tel) {
+    const clock = global.performance ? () => global.performance.now() : () => Date.now();
+    const fields = { version: shadow.version, variant: shadow.variant.id };
+    let busy = false, base = 0, spent = 0;
+    return (inputs, outputs, baseMs) => {
+      base += baseMs;
+      if (Math.random() >= shadow.sample || busy || spent > shadow.cpu_budget * base) return;
+      busy = true;
+      const start = clock();
+      Promise.resolve().then(() => loaded.predict(inputs)).then((theirs) => {
+        const ms = clock() - start;
+        spent += ms;
+        const verdict = compareOutputs(outputs, theirs);
+        tel.shadowed(Object.assign({}, fields, { ms, base_ms: baseMs, agree: verdict.agree, diff: verdict.diff }));
+      }, (err) => {
+        tel.record("error", Object.assign({}, fields, { detail: `shadow: ${err.message || err}` }));
+      }).finally(() => { busy = false; });
+    };
+  }
+
+  async function loadShadow(resolution, ctx, opts, tel) {
+    const shadow = resolution.shadow;
+    if (!shadow || !shadow.variant || (resolution.variant && (resolution.variant.state || []).length)) return null;
+    const loader = LOADERS[shadow.variant.runtime && shadow.variant.runtime.name];
+    if (!loader) return null;
+    const fields = { version: shadow.version, variant: shadow.variant.id };
+    const started = Date.now();
+    try {
+      const loaded = await loader(shadow.variant, ctx, opts);
+      tel.record("load", Object.assign({ ok: true, ms: Date.now() - started, detail: `ok shadow ${loaded.backend}` }, fields));
+      return shadowing(shadow, loaded, tel);
+    } catch (err) {
+      tel.record("load", Object.assign({ ok: false, detail: `shadow failed: ${err.message || err}` }, fields));
+      return null;
+    }
   }
 
   /** ``predict``, timed into telemetry; with ``feedback(reward)`` and ``flush()`` beside it. */
-  function reporting(loaded, tel, fields) {
+  function reporting(loaded, tel, fields, shadow) {
     const clock = global.performance ? () => global.performance.now() : () => Date.now();
     const predict = async (inputs) => {
       const start = clock();
       const outputs = await loaded.predict(inputs);
-      tel.predicted(clock() - start, fields);
+      const ms = clock() - start;
+      tel.predicted(ms, fields);
+      if (shadow) shadow(inputs, outputs, ms);
       return outputs;
     };
     const feedback = (reward) => {
@@ -509,8 +596,10 @@
    * (onnxruntime-web; default webgpu+wasm where WebGPU is real, else wasm), cache (true: use
    * Cache Storage), telemetry (true: resolve and load events, and a uniform sample of at most 16
    * predict calls with their latency, posted to the server's /v1/telemetry every telemetrySeconds
-   * (30) and when the page goes away; never raw inputs). The model has predict(inputs),
-   * feedback(reward) (for experiments) and flush().
+   * (30) and when the page goes away; never raw inputs). When the resolution asks for a shadow
+   * run, the candidate it names is loaded too and run on a sample of calls after they return;
+   * its agreement goes out with the telemetry. The model has predict(inputs), feedback(reward)
+   * (for experiments) and flush().
    */
   async function load(model, options) {
     const opts = options || {};
@@ -539,9 +628,10 @@
         const source = loaded.from.every((f) => f === "cache") ? "cache" : "network";
         const stream = withState(loaded.predict, variant.state);
         tel.record("load", Object.assign({ ok: true, ms: Date.now() - started, detail: `ok ${loaded.backend}` }, fields));
+        const shadow = await loadShadow(resolution, ctx, opts, tel);
         tel.flush(false);
         return reporting({ predict: stream.predict, reset: stream.reset, variant, source, runtime: variant.runtime.name,
-          backend: loaded.backend, resolution, profile: ctx.profile, errors }, tel, fields);
+          backend: loaded.backend, resolution, profile: ctx.profile, errors, shadowing: !!shadow }, tel, fields, shadow);
       } catch (err) {
         tel.record("load", Object.assign({ ok: false, detail: `failed: ${err.message || err}` }, fields));
         errors.push(err instanceof PackagerError ? err : new PackagerError("load", `${variant.id}: ${err.message || err}`));

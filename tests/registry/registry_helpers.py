@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 from conftest import run_cli
 
@@ -24,6 +26,33 @@ def copy_build(build: Path, into: Path, version: str, edit: Any = None) -> Path:
         edit(record, folder)
     (folder / "build.json").write_text(json.dumps(record, indent=1))
     return folder
+
+
+def negated(build: Path, into: Path) -> Path:
+    """Version 2 of ``build`` whose ONNX variants answer with every output negated: a candidate
+    that disagrees with stable on the top-1 class of nearly every sample."""
+
+    def edit(record: dict[str, Any], folder: Path) -> None:
+        for variant in record["variants"]:
+            for entry in variant["files"]:
+                if entry["path"].endswith(".onnx"):
+                    data = _negate(folder / entry["path"])
+                    entry["sha256"], entry["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+            variant["bytes"] = sum(f["bytes"] for f in variant["files"])
+
+    return copy_build(build, into, "2", edit)
+
+
+def _negate(path: Path) -> bytes:
+    """Rewrite the ONNX model at ``path`` to negate each of its outputs; its new bytes."""
+    model = onnx.load(str(path))
+    for out in model.graph.output:
+        inner = out.name + "_before_neg"
+        for node in model.graph.node:
+            node.output[:] = [inner if o == out.name else o for o in node.output]
+        model.graph.node.append(onnx.helper.make_node("Neg", [inner], [out.name]))
+    onnx.save(model, str(path))
+    return path.read_bytes()
 
 
 @pytest.fixture(scope="session")

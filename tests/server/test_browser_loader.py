@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from packager.registry.docs import shadow_settings
 from packager.registry.names import artifact_key
-from packager.registry.publish import publish
+from packager.registry.publish import publish, shadow
 from packager.registry.store import LocalStore
 from packager.resources import template_path
 from packager.server import create_app
@@ -291,3 +293,36 @@ def test_browser_loader_reports_its_load_and_a_sample_of_predictions(web_build: 
     counts = [re.match(r"n=(\d+) sampled=(\d+) ", e["detail"]) for e in predicts if "detail" in e]  # one a flush
     assert all(counts) and sum(int(m.group(1)) for m in counts if m) == len(predicts)  # few calls: all sampled
     assert len({e["device_id"] for e in events}) == 1 and events[0]["device_id"]
+
+
+def test_browser_loader_runs_a_shadow_beside_stable_and_reports_agreement(web_build: Path, oip: Oip,
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    """Version 2 answers negated; the pointer shadows it on every call of every stable device. The
+    page gets stable's answers, and the shadow runs report disagreement for version 2."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
+    from registry_helpers import negated
+
+    registry, events_file = tmp_path / "registry", tmp_path / "events.jsonl"
+    store = LocalStore(registry)
+    publish(web_build, store, cloud_url=f"{oip.url}/v2/models/mlp")
+    publish(negated(web_build, tmp_path / "dist"), store)
+    shadow(store, "mlp", shadow_settings("2", 100, 1.0, 10.0))
+    with run_server(create_app(store, telemetry=events_file)) as url:
+        page = browser.BrowserPage(None, f"{url}/demo/mlp?runtime=onnxruntime-web&telemetry_seconds=0.5")
+        try:
+            inputs, expected = reference(web_build, 4)
+            got = page.predict(inputs)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and '"shadow"' not in (
+                    events_file.read_text() if events_file.exists() else ""):  # fmt: skip
+                time.sleep(0.2)
+        finally:
+            page.close()
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, atol=1e-4)
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    loads = {e["version"]: e for e in events if e["event"] == "load"}
+    assert loads["2"]["ok"] and loads["1"]["ok"] and "shadow" in loads["2"]["detail"]
+    shadows = [e for e in events if e["event"] == "shadow"]
+    assert shadows and all(e["version"] == "2" and e["agree"] is False and e["diff"] > 0.1 for e in shadows)
+    assert all(e["ms"] >= 0 and e["base_ms"] >= 0 for e in shadows)
