@@ -123,6 +123,7 @@ def fleet_status(model: str, registry: str, token: str | None, window: str, as_j
     from packager.fleet.aggregate import fleet as read_fleet
     from packager.fleet.aggregate import parse_window
     from packager.fleet.controller import status
+    from packager.fleet.drift import report_for
     from packager.fleet.experiment import report
     from packager.registry.channels import read_pointer
     from packager.registry.store import open_store
@@ -137,6 +138,7 @@ def fleet_status(model: str, registry: str, token: str | None, window: str, as_j
         doc = read_fleet(store, model, span, now=now, pointer=pointer)
         doc["rollout"] = status(store, pointer, now, tick_minutes=5.0)
         doc["experiment"] = report(store, pointer, now)
+        doc["drift"] = report_for(store, pointer, span, now)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
@@ -181,6 +183,7 @@ def _print_fleet(doc: dict[str, Any]) -> None:
     head = f"{doc['model']}: {doc['since']} to {doc['until']}, {doc['segments']} segment(s)"
     _print_rollout(console, doc.get("rollout"))
     _print_experiment(console, doc.get("experiment"))
+    _print_drift(console, doc.get("drift"))
     if doc.get("shadow"):
         s = doc["shadow"]
         console.print(f"shadow run of {_esc(str(s['version']))}: {s['percent']:g}% of stable devices, {s['sample']:g} "
@@ -293,3 +296,18 @@ def _print_experiment(console: Any, doc: dict[str, Any] | None) -> None:
                  else f"Normal({post['mean']:.4g}, {post['sd']:.3g})")  # fmt: skip
         console.print(f"  arm {_esc(arm['arm'])}: {arm['rewards']} rewards, mean {_cell(arm['mean_reward'])}, {shape}, "
                       f"P(best) {arm['p_best']:.3f}, share {arm['allocation']:.1%}", soft_wrap=True)  # fmt: skip
+
+
+def _print_drift(console: Any, doc: dict[str, Any] | None) -> None:
+    """Each version's features by PSI (against the build's reference and the window before)."""
+    if not doc:
+        return
+    for version, found in doc["versions"].items():
+        rows = sorted(found["features"], key=lambda r: -(r["psi"] or 0))
+        flagged = ", ".join(found["drifted"]) or "none"
+        console.print(f"drift of {_esc(version)} (PSI over {doc['threshold']:g} with {doc['min_count']}+ counted): "
+                      f"{_esc(flagged)}", soft_wrap=True)  # fmt: skip
+        for row in rows[:8]:
+            mark = "  DRIFT" if row["drift"] else ""
+            console.print(f"  {_esc(row['feature'])}: PSI {_cell(row['psi'])} (previous window "
+                          f"{_cell(row['psi_previous'])}), {row['count']} counted{mark}", soft_wrap=True)  # fmt: skip

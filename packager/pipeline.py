@@ -541,6 +541,10 @@ def _record(spec: ModelSpec, source: importers.Source, variants: list[dict[str, 
         model["state"] = state
     if spec.labels:
         model["labels"] = list(spec.labels)
+    if spec.samples and spec.reference:  # what the fleet's drift is measured against
+        from packager.fleet.drift import reference
+
+        model["reference"] = reference(spec.samples, spec.reference)
     if spec.task:
         model["task"] = spec.task
     if not spec.preprocessing.empty:

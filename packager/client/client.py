@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from packager.client.shadow import Shadow
 from packager.client.telemetry import Telemetry
 from packager.client.trust import Trust
 from packager.errors import ClientError, CloudError, NoVariantError, OfflineError, did_you_mean
+from packager.fleet.drift import counts
 from packager.registry.names import check_name
 from packager.registry.profile import DeviceProfile
 from packager.runtimes.open_inference import CloudRunner
@@ -57,6 +59,9 @@ class Model:
         self.state = tuple(state)  # a streaming model's (input, output) pairs, as the build found them
         self._carried: dict[str, np.ndarray] = {}
         self.shadow: Shadow | None = None  # the candidate run beside this one, when the pointer asks
+        self.reference: Mapping[str, Any] | None = None  # the build's reference bins, for drift
+        self.inputs_sample = 0.0
+        self._random = random.Random()
 
     def predict(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on ``{input name: array}``, or on a bare array when the model takes one
@@ -75,6 +80,8 @@ class Model:
         self.telemetry.predicted(ms, version=self.version, variant=self.variant)
         if self.shadow is not None:
             self.shadow.offer(feeds, outputs, ms)
+        if self.reference is not None and self._random.random() < self.inputs_sample:
+            self.telemetry.counted(counts(self.reference, inputs, outputs), version=self.version, variant=self.variant)
         for pair in left:
             if pair["output"] in outputs:
                 self._carried[pair["input"]] = np.asarray(outputs[pair["output"]])
@@ -290,6 +297,8 @@ class Client:
                 continue
             self._remember(resolution, installed, loaded=True)
             model.shadow = self._shadow(resolution, model)
+            model.reference = self._reference(installed.version)
+            model.inputs_sample = float(settings()["telemetry"]["inputs_sample"])
             return model
         cloud = resolution.get("cloud")
         if cloud:
@@ -314,6 +323,22 @@ class Client:
         return Model(runner, model=self.model, version=installed.version, variant=installed.variant["id"],
                      source="local", telemetry=self.telemetry, offline=offline, reason=reason,
                      state=installed.variant.get("state", ()))  # fmt: skip
+
+    def _reference(self, version: str) -> Mapping[str, Any] | None:
+        """The version's reference bins (its immutable document, kept in the cache once read);
+        None when it has none or it cannot be read now (drift counts are best-effort)."""
+        path = self.cache.root / "references" / self.model / f"{version}.json"
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(path.read_text()) or None
+        try:
+            response = self.http.get(f"/v1/models/{self.model}/versions/{version}")
+            found = response.json()["model"].get("reference") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(found or {}))
+        return found or None
 
     def _shadow(self, resolution: Mapping[str, Any], model: Model) -> Shadow | None:
         """The resolution's shadow variant, installed and loaded; None when there is none or it

@@ -40,6 +40,7 @@ class Telemetry:
         self._slowest = 0.0
         self._predict_fields: dict[str, Any] = {}
         self._shadows = _Reservoir(self._random)  # and of the shadow runs
+        self._bins: dict[tuple[str, str], dict[str, list[int]]] = {}  # (version, variant) -> summed counts
 
     def record(self, event: str, **fields: Any) -> None:
         entry = {**self.base, "event": event, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
@@ -61,6 +62,13 @@ class Telemetry:
         with self._lock:
             self._shadows.add({**fields, "ms": ms})
 
+    def counted(self, bins: dict[str, list[int]], *, version: str, variant: str | None) -> None:
+        """A sampled call's counts over the reference bins (``packager.fleet.drift.counts``)."""
+        from packager.fleet.drift import add
+
+        with self._lock:
+            add(self._bins.setdefault((version, variant or ""), {}), bins)
+
     def _fold(self) -> None:
         """Turn the sampled predictions and shadow runs into events (call with the lock held)."""
         at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -73,6 +81,13 @@ class Telemetry:
                          "detail": detail if index == 0 else None}  # fmt: skip
                 self.events.append({k: v for k, v in entry.items() if v is not None})
             self._slowest = 0.0
+        for (version, variant), bins in self._bins.items():
+            kept = {k: v for k, v in list(bins.items())[:256] if len(k) <= 64 and len(v) <= 64}
+            if kept:
+                entry = {**self.base, "event": "inputs", "version": version, "variant": variant or None,
+                         "bins": kept, "at": at}  # fmt: skip
+                self.events.append({k: v for k, v in entry.items() if v is not None})
+        self._bins = {}
         runs, shadows = self._shadows.take()
         for index, fields in enumerate(shadows):
             entry = {**self.base, **fields, "event": "shadow", "at": at,

@@ -156,13 +156,13 @@ def _query(files: list[str], since: str, until: str) -> list[dict[str, Any]]:
     return [_clean(row) for row in run_query(QUERY, {"files": files, "since": since, "until": until})]
 
 
-def run_query(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def run_query(sql: str, params: dict[str, Any], columns: Mapping[str, str] = COLUMNS) -> list[dict[str, Any]]:
     require("duckdb", "fleet")
     import duckdb
 
     with duckdb.connect(":memory:") as con:
         con.execute("SET threads = 1")
-        cursor = con.execute(sql, {**params, "columns": COLUMNS})
+        cursor = con.execute(sql, {**params, "columns": dict(columns)})
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
 

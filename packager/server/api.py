@@ -32,7 +32,6 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -427,7 +426,7 @@ class ReadApi:
             self.guard.admit_address(call.client)
         events = check_batch(parse_json(call.body), int(self.limits["telemetry_events"]))
         if self.guard is not None:
-            self.guard.admit(events, datetime.now(UTC))
+            self.guard.admit(events, self.sink.clock())
         self.sink.write(events)
         return _json({"accepted": len(events)}, 202)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,8 @@ log = logging.getLogger("packager.server")
 def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = None, base_url: str = "",
                telemetry: Path | None = None, pointer_seconds: float | None = None,
                cors_origins: tuple[str, ...] = ("*",),
-               overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Front:  # fmt: skip
+               overrides: Mapping[str, Mapping[str, Any]] | None = None,
+               clock: Callable[[], datetime] | None = None) -> Front:  # fmt: skip
     """The HTTP API over ``store``: an ASGI app (``packager serve`` runs it on uvicorn).
 
     ``tokens``: the tokens file of the write API (None: writes are refused). ``keys``: the
@@ -54,6 +55,8 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     ``cors_origins``: the page origins whose browser loaders may call the read API (no cookies
     are involved, so "*" is the default; writes carry a bearer token and get no CORS grant).
     ``overrides``: server.toml values to change, by section (``{"telemetry": {"address_burst": 5}}``).
+    ``clock``: the time telemetry is received at and the controller decides at (default: now; a
+    simulation passes its own).
     """
     if keys is not None:
         channels.signers_for(store, signing.read_state(store), keys)  # refuse wrong keys at start-up
@@ -67,7 +70,7 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     metrics = Metrics()
     routes = _routes(metrics)
     tele = conf["telemetry"]
-    sink = TelemetrySink(store, telemetry, buffered=True, segment_bytes=int(tele["segment_bytes"]))
+    sink = TelemetrySink(store, telemetry, buffered=True, segment_bytes=int(tele["segment_bytes"]), clock=clock)
     lifespan = _lifespan(store, keys, float(conf["signing"]["refresh_check_seconds"]), sink,
                          float(tele["segment_seconds"]), float(conf["fleet"]["tick_seconds"]),
                          writable=tokens is not None)  # fmt: skip
@@ -115,7 +118,10 @@ def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink
 
         try:
             await run_in_threadpool(sink.flush)  # what devices sent since the last segment counts
-            for done in await run_in_threadpool(tick, store, keys=keys, tick_minutes=tick_every / 60):
+            decided = await run_in_threadpool(
+                lambda: tick(store, keys=keys, now=sink.clock(), tick_minutes=tick_every / 60)
+            )
+            for done in decided:
                 if done.action != "hold":
                     log.warning("%s/%s: %s (%d%%): %s", done.model, done.channel, done.action, done.percent,
                                 done.reason)  # fmt: skip

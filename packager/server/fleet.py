@@ -12,6 +12,7 @@ from starlette.responses import Response
 from packager.errors import PackagerError, ServiceError
 from packager.fleet.aggregate import fleet, parse_window
 from packager.fleet.controller import status
+from packager.fleet.drift import report_for
 from packager.fleet.experiment import report
 from packager.registry.channels import read_pointer
 from packager.server.asgi import json_response
@@ -34,7 +35,8 @@ async def fleet_route(request: Request) -> Response:
         pointer = read_pointer(svc.view.store, model, "stable")
         doc = fleet(svc.view.store, model, window, now=now, pointer=pointer)
         return {**doc, "rollout": status(svc.view.store, pointer, now, tick_minutes=tick_minutes()),
-                "experiment": report(svc.view.store, pointer, now)}  # fmt: skip
+                "experiment": report(svc.view.store, pointer, now),
+                "drift": report_for(svc.view.store, pointer, window, now)}  # fmt: skip
 
     return json_response(await run_in_threadpool(read), headers={"Cache-Control": "no-store"})
 

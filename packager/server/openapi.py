@@ -208,7 +208,7 @@ def _schemas() -> dict[str, Any]:
              "window_seconds": {"type": "integer"}, "segments": {"type": "integer"},
              "stable": {**NAME, "nullable": True}, "candidate": {**NAME, "nullable": True},
              "rollout": {**ANY_OBJECT, "nullable": True}, "shadow": {**SHADOW, "nullable": True},
-             "experiment": {**ANY_OBJECT, "nullable": True},
+             "experiment": {**ANY_OBJECT, "nullable": True}, "drift": ANY_OBJECT,
              "rows": {"type": "array", "items": {"type": "object", "required": ["version", "variant", "cohort"],
                                                  "additionalProperties": True}}},
         ),

@@ -137,8 +137,10 @@ class TelemetrySink:
     telemetry/ prefix (``buffered``: gathered until ``flush``, or ``segment_bytes`` per model)."""
 
     def __init__(self, store: Store, path: Path | None, *, buffered: bool = False,
-                 segment_bytes: int = 1 << 20) -> None:  # fmt: skip
+                 segment_bytes: int = 1 << 20, clock: Callable[[], datetime] | None = None) -> None:  # fmt: skip
         self.store = store
+        # what stamps events as received and dates segments (a simulation's clock in bench/fleet.py)
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.path = path
         self.buffered = buffered
         self.segment_bytes = segment_bytes
@@ -147,7 +149,7 @@ class TelemetrySink:
         self._held_bytes: dict[str, int] = {}
 
     def write(self, events: list[dict[str, Any]], received: datetime | None = None) -> None:
-        now = received or datetime.now(UTC)
+        now = received or self.clock()
         lines = [json.dumps({**e, "received": iso(now)}, sort_keys=True).encode() + b"\n" for e in events]
         if self.path is not None:
             with self._lock, self.path.open("ab") as handle:
@@ -168,7 +170,7 @@ class TelemetrySink:
         """Write every model's gathered events as a segment."""
         with self._lock:
             taken = {model: self._take(model) for model in list(self._held)}
-        self._put(taken, now or datetime.now(UTC))
+        self._put(taken, now or self.clock())
 
     def _take(self, model: str) -> list[bytes]:
         self._held_bytes.pop(model, None)

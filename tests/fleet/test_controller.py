@@ -165,3 +165,46 @@ def test_cli_gated_rollout_status_and_tick(built_mlp: Path, tmp_path: Path) -> N
     assert "gated rollout of 2: step 1 of 3" in status.out and "a tick now: hold (2%): waiting: 0 of 50" in status.out
     ticked = run_cli("fleet", "tick", "--registry", reg)
     assert ticked.code == 0 and "mlp/stable: hold (2%): waiting" in ticked.out
+
+
+def test_a_halt_is_a_signed_pointer_devices_verify_and_its_replay_is_refused(built_mlp: Path, tmp_path: Path) -> None:
+    """The controller's decision reaches a device only as signed metadata: a device with a pinned
+    root takes the halt, refuses the older signed state replayed to it, and refuses a resolution
+    to the halted version that the signed pointer no longer offers."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
+    from client_helpers import run_server
+
+    from packager.client import Client
+    from packager.registry.verify import VerificationError
+    from packager.server import create_app
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    store, keys = LocalStore(tmp_path / "registry"), tmp_path / "keys"
+    root = init_keys(keys, store)
+    publish(built_mlp, store, keys=keys)
+    publish(copy_build(built_mlp, tmp_path / "dist", "2"), store, keys=keys)
+    plan = Plan(version="2", steps=(50, 100), gates=(parse_gate("load_failure_rate <= 0.01"),), min_devices=100,
+                min_minutes=15, step_started=iso(now - timedelta(minutes=20)))  # fmt: skip
+    rollout(store, "mlp", "2", percent=50, keys=keys, plan=plan.to_json())
+    device = {"platform": "linux", "arch": "x86_64", "runtimes": {"onnxruntime": "1.20"}}
+    before = (tmp_path / "registry" / "tuf" / "timestamp.json").read_bytes()
+    with run_server(create_app(store, pointer_seconds=0.0)) as url:
+        with Client(url, "mlp", cache_dir=tmp_path / "device", profile=device, root=root) as client:
+            client.resolve()  # the device trusts the state before the halt
+        report(store, "2", 800, at=now - timedelta(minutes=5), failures=0.05, seed=3)
+        (decision,) = tick(store, keys=keys, now=now)
+        assert decision.action == "halt"
+        with Client(url, "mlp", cache_dir=tmp_path / "device", profile=device, root=root) as client:
+            resolution = client.resolve()  # verified against the newly signed pointer
+            assert resolution["version"] == "1"
+            assert client.trust is not None
+            with pytest.raises(VerificationError, match="does not offer"):
+                client.trust.check_resolution(client.http, {**resolution, "version": "2"}, "stable")
+        stamp = tmp_path / "registry" / "tuf" / "timestamp.json"
+        stamp.chmod(0o644)
+        stamp.write_bytes(before)  # the server replays the state from before the halt
+        with (
+            Client(url, "mlp", cache_dir=tmp_path / "device", profile=device, root=root) as client,
+            pytest.raises(VerificationError, match="signed metadata rejected"),
+        ):
+            client.resolve()

@@ -4,9 +4,12 @@ python-tuf (what the Lambda function ships without)."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,18 @@ def test_api_view_reads_signed_pointers_without_python_tuf(signed_store: LocalSt
     key, signed, view_signed = json.loads(done.stdout)
     assert signed and view_signed
     assert key == canonical_json(read_pointer(signed_store, "mlp", "stable").to_json()).decode()  # python-tuf's
+
+
+def test_api_telemetry_takes_the_time_from_the_apps_clock(signed_store: LocalStore, tmp_path: Path) -> None:
+    """A simulation's clock (bench/fleet.py) stamps what is received and dates the segments."""
+    at = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
+    store = LocalStore(tmp_path / "registry")
+    shutil.copytree(signed_store.root, store.root, dirs_exist_ok=True)
+    app = create_app(store, clock=lambda: at)
+    body = json.dumps({"events": [{"event": "load", "model": "mlp", "version": "1", "ok": True}]}).encode()
+    answer = app.api.answer(Call("POST", "/v1/telemetry", body=body, client="127.0.0.1"))
+    assert answer.status == 202
+    app.state.service.telemetry.flush()
+    (key,) = [k for k in store.list("telemetry/") if k.startswith("telemetry/model=mlp/date=2031-02-03/040506-")]
+    (line,) = gzip.decompress(store.get(key).data).splitlines()  # type: ignore[union-attr]
+    assert json.loads(line)["received"] == "2031-02-03T04:05:06Z"
