@@ -73,7 +73,7 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
     sink = TelemetrySink(store, telemetry, buffered=True, segment_bytes=int(tele["segment_bytes"]), clock=clock)
     lifespan = _lifespan(store, keys, float(conf["signing"]["refresh_check_seconds"]), sink,
                          float(tele["segment_seconds"]), float(conf["fleet"]["tick_seconds"]),
-                         writable=tokens is not None)  # fmt: skip
+                         writable=tokens is not None, metrics=metrics)  # fmt: skip
     # ClientDisconnect by name: Starlette re-raises what only the Exception handler catches (logged
     # as a crash); a client gone mid-body is no crash
     handlers = {PackagerError: _error, HTTPException: _http_error, ClientDisconnect: _error, Exception: _error}
@@ -92,11 +92,12 @@ def create_app(store: Store, *, tokens: Path | None = None, keys: Path | None = 
 
 
 def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink, flush_every: float,
-              tick_every: float, *, writable: bool) -> Any:  # fmt: skip
+              tick_every: float, *, writable: bool, metrics: Metrics) -> Any:  # fmt: skip
     """What runs beside the server: telemetry segments written every ``flush_every`` seconds (and
     at shutdown); with ``keys`` the registry's TUF timestamp kept fresh (checked before the first
     request, then every ``every`` seconds); and where the server writes the registry (with
-    ``keys``, or tokens on an unsigned one) the rollout controller every ``tick_every`` seconds."""
+    ``keys``, or tokens on an unsigned one) the rollout controller every ``tick_every`` seconds, and
+    on that timer always the drift of every channel's versions, for /metrics."""
 
     async def refresh() -> None:
         assert keys is not None
@@ -118,15 +119,31 @@ def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink
 
         try:
             await run_in_threadpool(sink.flush)  # what devices sent since the last segment counts
-            decided = await run_in_threadpool(
-                lambda: tick(store, keys=keys, now=sink.clock(), tick_minutes=tick_every / 60)
-            )
+            minutes = tick_every / 60
+            decided = await run_in_threadpool(lambda: tick(store, keys=keys, now=sink.clock(), tick_minutes=minutes))
             for done in decided:
                 if done.action != "hold":
                     log.warning("%s/%s: %s (%d%%): %s", done.model, done.channel, done.action, done.percent,
                                 done.reason)  # fmt: skip
         except PackagerError as exc:  # logged, and the next tick tries again
             log.error("the rollout controller could not run: %s", exc.one_line())
+
+    async def drift() -> None:
+        from datetime import timedelta
+
+        from packager.fleet.controller import pointers
+        from packager.fleet.drift import report_for
+
+        def measure() -> None:
+            sink.flush()
+            for pointer in pointers(store):
+                if pointer.channel == "stable" and pointer.stable is not None:
+                    metrics.drift(pointer.model, report_for(store, pointer, timedelta(hours=1), sink.clock()))
+
+        try:
+            await run_in_threadpool(measure)
+        except PackagerError as exc:  # logged, and the next pass tries again
+            log.error("drift could not be measured: %s", exc.one_line())
 
     async def every_so_often(seconds: float, job: Any) -> None:
         while True:
@@ -142,6 +159,7 @@ def _lifespan(store: Store, keys: Path | None, every: float, sink: TelemetrySink
             tasks.append(asyncio.create_task(every_so_often(every, refresh)))
         if keys is not None or (writable and not signed):
             tasks.append(asyncio.create_task(every_so_often(tick_every, controller)))
+        tasks.append(asyncio.create_task(every_so_often(tick_every, drift)))
         try:
             yield
         finally:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
@@ -32,6 +32,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests: dict[tuple[str, str, int], int] = {}
         self._latency: dict[tuple[str, str], list[float]] = {}  # a count per bucket (+Inf last), then the sum
+        self._drift: dict[tuple[str, str, str], float] = {}  # (model, version, feature) -> PSI, as last computed
         self.registry.register(self)  # a collector: collect() below
 
     def observe(self, route: str, method: str, seconds: float) -> None:
@@ -51,6 +52,14 @@ class Metrics:
         self.observe(route, method, seconds)
         self.count(route, method, status)
 
+    def drift(self, model: str, found: Mapping[str, Any]) -> None:
+        """A model's drift report (``packager.fleet.drift.report``): its PSI gauges replace the last."""
+        self._drift = {k: v for k, v in self._drift.items() if k[0] != model}
+        for version, doc in found.get("versions", {}).items():
+            for row in doc["features"]:
+                if row["psi"] is not None:
+                    self._drift[(model, version, row["feature"])] = float(row["psi"])
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("packager_http_requests", "HTTP requests served",
                                        labels=("route", "method", "status"))  # fmt: skip
@@ -66,6 +75,12 @@ class Metrics:
             latency.add_metric([route, method], buckets, counts[-1])
         yield requests
         yield latency
+        drift = GaugeMetricFamily("packager_drift_psi", "PSI of what devices count against the build's reference bins "
+                                  "(the fleet controller's last pass, a 1-hour window)",
+                                  labels=("model", "version", "feature"))  # fmt: skip
+        for (model, version, feature), value in sorted(self._drift.items()):
+            drift.add_metric([model, version, feature], value)
+        yield drift
 
     async def render(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -408,12 +408,13 @@
   const SAMPLED = 16; // predict events per flush, at most: a uniform sample of the calls
 
   function telemetry(ctx, model, opts) {
-    if (opts.telemetry === false) return { record() {}, predicted() {}, shadowed() {}, flush: async () => 0 };
+    if (opts.telemetry === false) return { record() {}, predicted() {}, shadowed() {}, counted() {}, flush: async () => 0 };
     const base = { model, device_id: ctx.profile.device_id };
     const queue = [];
     const seconds = Number(opts.telemetrySeconds) > 0 ? Number(opts.telemetrySeconds) : 30;
     let sample = [], calls = 0, slowest = 0, fields = {}, timer = null;
     let shadows = [], runs = 0; // a uniform sample of the shadow runs, as of the calls
+    let bins = {}; // "version\u0000variant" -> feature -> summed counts over the reference bins
 
     function record(event, extra) {
       if (queue.length >= 1000) queue.shift();
@@ -444,10 +445,26 @@
       }
       later();
     }
+    function counted(found, extra) {
+      const key = `${extra.version}\u0000${extra.variant || ""}`;
+      const mine = bins[key] || (bins[key] = {});
+      for (const [feature, counts] of Object.entries(found)) {
+        const have = mine[feature];
+        if (!have) mine[feature] = counts.slice();
+        else if (have.length === counts.length) counts.forEach((n, i) => { have[i] += n; });
+      }
+      later();
+    }
     function later() {
       if (!timer) timer = setTimeout(() => { timer = null; flush(false); }, seconds * 1000);
     }
     function fold() {
+      for (const [key, found] of Object.entries(bins)) {
+        const [version, variant] = key.split("\u0000");
+        const kept = Object.fromEntries(Object.entries(found).filter(([k, v]) => k.length <= 64 && v.length <= 64).slice(0, 256));
+        if (Object.keys(kept).length) record("inputs", { version, variant: variant || null, bins: kept });
+      }
+      bins = {};
       shadows.forEach((e, i) => record("shadow", Object.assign({}, e, { detail: i ? null : `n=${runs} sampled=${shadows.length}` })));
       shadows = []; runs = 0;
       if (!calls) return;
@@ -474,7 +491,75 @@
       return sent;
     }
     if (global.addEventListener) global.addEventListener("pagehide", () => { flush(true); });
-    return { record, predicted, shadowed, flush };
+    return { record, predicted, shadowed, counted, flush };
+  }
+
+  // --- drift: a sample of calls counted over the build's reference bins (never the values) -------
+  // The same features and bins as packager/fleet/drift.py: a column of a [batch, F] input (F <= 64),
+  // a channel of an image (axis 1 when it holds 1 to 4 values, else the last axis when it does),
+  // else the whole input; an output's top-1 class, or its values over decile bins.
+
+  function driftFeatures(name, t) {
+    const shape = t.shape || [t.data.length], data = Array.from(t.data, Number), rank = shape.length;
+    const columns = (count, pick) => Array.from({ length: count }, (_, c) => pick(c));
+    if (rank === 2 && shape[1] <= 64) {
+      const f = shape[1];
+      return columns(f, (c) => [`${name}[${c}]`, data.filter((_, i) => i % f === c)]);
+    }
+    if (rank >= 3 && shape[1] >= 1 && shape[1] <= 4) {
+      const ch = shape[1], inner = shape.slice(2).reduce((a, b) => a * b, 1);
+      return columns(ch, (c) => [`${name}[c${c}]`, data.filter((_, i) => Math.floor(i / inner) % ch === c)]);
+    }
+    if (rank >= 3 && shape[rank - 1] >= 1 && shape[rank - 1] <= 4) {
+      const ch = shape[rank - 1];
+      return columns(ch, (c) => [`${name}[c${c}]`, data.filter((_, i) => i % ch === c)]);
+    }
+    return [[name, data]];
+  }
+
+  function binCounts(values, edges) {
+    const counts = new Array(edges.length + 1).fill(0);
+    for (const v of values) {
+      let lo = 0, hi = edges.length; // the number of edges <= v (numpy's searchsorted, side right)
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (edges[mid] <= v) lo = mid + 1; else hi = mid; }
+      counts[lo] += 1;
+    }
+    return counts;
+  }
+
+  function driftCounts(reference, inputs, outputs) {
+    const features = reference.features || {}, found = {};
+    for (const [name, t] of Object.entries(inputs)) {
+      if (!t || !t.data) continue;
+      for (const [feature, values] of driftFeatures(name, t)) {
+        const entry = features[`in:${feature}`];
+        if (entry && entry.edges) found[`in:${feature}`] = binCounts(values, entry.edges);
+      }
+    }
+    for (const [name, t] of Object.entries(outputs)) {
+      const entry = features[`out:${name}`];
+      if (!entry || !t || !t.data) continue;
+      const data = Array.from(t.data, Number);
+      if (entry.classes) {
+        const k = t.shape[t.shape.length - 1];
+        if (t.shape.length < 2 || k !== entry.classes) continue;
+        const counts = new Array(k).fill(0);
+        for (let row = 0; row < data.length / k; row++) counts[argmax(data, row * k, k)] += 1;
+        found[`out:${name}`] = counts;
+      } else found[`out:${name}`] = binCounts(data, entry.edges);
+    }
+    return found;
+  }
+
+  async function loadReference(model, version, ctx) {
+    try {
+      const response = await ctx.fetch(`${ctx.server}/v1/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}`);
+      if (!response.ok) return null;
+      const doc = await response.json();
+      return (doc.model && doc.model.reference) || null;
+    } catch (err) {
+      return null; // drift counts are best-effort
+    }
   }
 
   // --- shadow runs: the candidate beside stable on a sample of calls, unseen by the page -------
@@ -548,7 +633,7 @@
   }
 
   /** ``predict``, timed into telemetry; with ``feedback(reward)`` and ``flush()`` beside it. */
-  function reporting(loaded, tel, fields, shadow) {
+  function reporting(loaded, tel, fields, shadow, drift) {
     const clock = global.performance ? () => global.performance.now() : () => Date.now();
     const predict = async (inputs) => {
       const start = clock();
@@ -556,6 +641,9 @@
       const ms = clock() - start;
       tel.predicted(ms, fields);
       if (shadow) shadow(inputs, outputs, ms);
+      if (drift && drift.reference && Math.random() < drift.sample) {
+        try { tel.counted(driftCounts(drift.reference, inputs, outputs), fields); } catch (err) { /* best-effort */ }
+      }
       return outputs;
     };
     const feedback = (reward) => {
@@ -598,8 +686,9 @@
    * predict calls with their latency, posted to the server's /v1/telemetry every telemetrySeconds
    * (30) and when the page goes away; never raw inputs). When the resolution asks for a shadow
    * run, the candidate it names is loaded too and run on a sample of calls after they return;
-   * its agreement goes out with the telemetry. The model has predict(inputs), feedback(reward)
-   * (for experiments) and flush().
+   * its agreement goes out with the telemetry. inputsSample (0.05): the share of calls whose
+   * inputs and outputs are counted over the build's reference bins for drift (counts only).
+   * The model has predict(inputs), feedback(reward) (for experiments) and flush().
    */
   async function load(model, options) {
     const opts = options || {};
@@ -629,9 +718,13 @@
         const stream = withState(loaded.predict, variant.state);
         tel.record("load", Object.assign({ ok: true, ms: Date.now() - started, detail: `ok ${loaded.backend}` }, fields));
         const shadow = await loadShadow(resolution, ctx, opts, tel);
+        const sample = opts.inputsSample === undefined ? 0.05 : Number(opts.inputsSample);
+        const drift = { reference: null, sample };
+        if (sample > 0 && opts.telemetry !== false) drift.reference = await loadReference(model, resolution.version, ctx);
         tel.flush(false);
         return reporting({ predict: stream.predict, reset: stream.reset, variant, source, runtime: variant.runtime.name,
-          backend: loaded.backend, resolution, profile: ctx.profile, errors, shadowing: !!shadow }, tel, fields, shadow);
+          backend: loaded.backend, resolution, profile: ctx.profile, errors, shadowing: !!shadow }, tel, fields, shadow,
+          drift);
       } catch (err) {
         tel.record("load", Object.assign({ ok: false, detail: `failed: ${err.message || err}` }, fields));
         errors.push(err instanceof PackagerError ? err : new PackagerError("load", `${variant.id}: ${err.message || err}`));

@@ -326,3 +326,44 @@ def test_browser_loader_runs_a_shadow_beside_stable_and_reports_agreement(web_bu
     shadows = [e for e in events if e["event"] == "shadow"]
     assert shadows and all(e["version"] == "2" and e["agree"] is False and e["diff"] > 0.1 for e in shadows)
     assert all(e["ms"] >= 0 and e["base_ms"] >= 0 for e in shadows)
+
+
+def test_browser_loader_counts_inputs_over_the_reference_bins_as_python_does(web_build: Path, oip: Oip,
+                                                                            tmp_path: Path) -> None:  # fmt: skip
+    """With every call counted, the page's inputs event holds exactly the counts the Python
+    client's code gives for the same inputs and outputs: one definition of the bins."""
+    from packager.fleet.drift import add, counts
+
+    registry, events_file = tmp_path / "registry", tmp_path / "events.jsonl"
+    publish(web_build, LocalStore(registry), cloud_url=f"{oip.url}/v2/models/mlp")
+    ref = json.loads((web_build / "build.json").read_text())["model"]["reference"]
+    inputs, expected = reference(web_build, 6)
+    with run_server(create_app(LocalStore(registry), telemetry=events_file)) as url:
+        page = browser.BrowserPage(
+            None, f"{url}/demo/mlp?runtime=onnxruntime-web&telemetry_seconds=0.5&inputs_sample=1"
+        )
+        try:
+            got = [page.predict({k: v[i : i + 3] for k, v in inputs.items()}) for i in (0, 3)]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and '"inputs"' not in (
+                    events_file.read_text() if events_file.exists() else ""):  # fmt: skip
+                time.sleep(0.2)
+        finally:
+            page.close()
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    sent: dict[str, list[int]] = {}
+    for event in (e for e in events if e["event"] == "inputs"):
+        assert event["version"] == "1"
+        add(sent, event["bins"])
+    # the demo page predicts once itself, on the variant's sample.json: its inputs count too
+    own = json.loads((web_build / "ort-web" / "ort-web-fp32" / "sample.json").read_text())
+    wanted = counts(ref, {k: np.asarray(t["data"], np.float32).reshape(t["shape"]) for k, t in own.items()}, {})
+    for i, outputs in zip((0, 3), got, strict=True):
+        rows = {k: v[i : i + 3] for k, v in inputs.items()}
+        add(wanted, counts(ref, rows, {k: np.asarray(v) for k, v in outputs.items()}))
+    assert {k: v for k, v in sent.items() if k.startswith("in:")} == {
+        k: v for k, v in wanted.items() if k.startswith("in:")
+    }
+    assert len(sent) == 65 and all(a >= b for a, b in zip(sent["out:logits"], wanted["out:logits"], strict=True))
+    out = f"out:{next(iter(expected))}"
+    assert sum(sent[out]) == 7 and sent[out] != [0] * 10  # the two calls' 6 rows and the demo's one

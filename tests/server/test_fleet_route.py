@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from conftest import run_cli
 from server_helpers import Served, fresh, make_registry, run_server, tokens_file, two_runtime_build
 
@@ -91,3 +92,28 @@ def test_serve_runs_the_controller_and_halts_a_failing_rollout(
     pointer = read_pointer(store, "mlp", "stable")
     assert (pointer.candidate, pointer.plan) == (None, None)
     assert pointer.history[-1]["action"] == "halt" and pointer.history[-1]["devices"] == 300
+
+
+def test_serve_measures_drift_for_metrics(two_runtime_build: Path, tmp_path: Path) -> None:
+    """Devices' counts of shifted inputs, and /metrics shows a PSI gauge per feature after the
+    server's fleet pass (which runs even where it cannot write the registry)."""
+    import numpy as np
+
+    from packager.fleet.drift import counts
+
+    registry, _keys, _ = make_registry(two_runtime_build, tmp_path)
+    store, now = LocalStore(registry), datetime.now(UTC)
+    ref = json.loads((two_runtime_build / "build.json").read_text())["model"]["reference"]
+    with np.load(two_runtime_build / "validation" / "samples.npz") as data:
+        x = {k: data[k] + 0.5 * data[k].std(axis=0) for k in data.files}
+    event = {"model": "mlp", "version": "1", "variant": "onnx-fp32", "event": "inputs", "bins": counts(ref, x, {})}
+    TelemetrySink(store, None).write([event], received=now)
+    app = create_app(store, overrides={"fleet": {"tick_seconds": 0.2}})
+    with run_server(app) as url:
+        deadline, text = time.monotonic() + 30, ""
+        while "packager_drift_psi{" not in text and time.monotonic() < deadline:
+            time.sleep(0.2)
+            text = httpx.get(f"{url}/metrics").text
+    gauges = {line.split("feature=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
+              for line in text.splitlines() if line.startswith("packager_drift_psi{")}  # fmt: skip
+    assert len(gauges) == 64 and max(gauges.values()) > 0.2
