@@ -563,7 +563,7 @@ def write(args: argparse.Namespace, started: float, figures: dict[str, Any], run
     """The results so far (rewritten after every seed, so a run cut short keeps what it did)."""
     summary = summarize(runs, experiments, drifts)
     doc = {"machine": {"python": platform.python_version(), "cpus": _cpus()},
-           "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "settings": {k: v for k, v in vars(args).items() if k not in ("out", "merge")},
            "seeds_done": done, "complete": done == args.seeds, "gates": list(GATES),
            "seconds": round(time.monotonic() - started, 1), **figures, "summary": summary,
            "verdicts": verdicts(summary), "runs": [r.__dict__ for r in runs], "experiments": experiments,
@@ -584,7 +584,11 @@ def merge(paths: list[Path], out: Path) -> None:
               "complete": all(d["complete"] for d in docs), "seconds": max(d["seconds"] for d in docs),
               "summary": summary, "verdicts": verdicts(summary), "runs": [r.__dict__ for r in runs],
               "experiments": experiments, "drift": drifts}  # fmt: skip
-    merged["settings"] = {**merged["settings"], "seeds": merged["seeds_done"], "seed_start": 0}
+    merged["settings"] = {
+        **{k: v for k, v in merged["settings"].items() if k not in ("out", "merge")},
+        "seeds": merged["seeds_done"],
+        "seed_start": 0,
+    }
     out.write_text(json.dumps(merged, indent=1) + "\n")
     print(json.dumps({"seeds_done": merged["seeds_done"], "summary": summary, "verdicts": merged["verdicts"]}))
 

@@ -32,7 +32,7 @@ from packager.client.profile import detect_profile, settings
 from packager.client.shadow import Shadow
 from packager.client.telemetry import Telemetry
 from packager.client.trust import Trust
-from packager.errors import ClientError, CloudError, NoVariantError, OfflineError, did_you_mean
+from packager.errors import ClientError, CloudError, NoVariantError, OfflineError, PackagerError, did_you_mean
 from packager.fleet.drift import counts
 from packager.registry.names import check_name
 from packager.registry.profile import DeviceProfile
@@ -327,7 +327,10 @@ class Client:
     def _reference(self, version: str) -> Mapping[str, Any] | None:
         """The version's reference bins (its immutable document, kept in the cache once read);
         None when it has none or it cannot be read now (drift counts are best-effort)."""
-        path = self.cache.root / "references" / self.model / f"{version}.json"
+        try:
+            path = self.cache.root / "references" / self.model / f"{check_name('version', version)}.json"
+        except PackagerError:  # a name the server should never have sent: no file is made of it
+            return None
         with contextlib.suppress(OSError, ValueError):
             return json.loads(path.read_text()) or None
         try:
