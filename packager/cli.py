@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -17,6 +18,7 @@ from packager.progress import Reporter
 from packager.vocab import PRECISIONS
 
 INTERNAL_ERROR = 70
+INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 def _console(stderr: bool = True) -> Any:
@@ -357,26 +359,47 @@ def _fixed_hash_seed() -> None:
 def main() -> None:
     """Entry point: the one place that turns errors into exit codes."""
     _fixed_hash_seed()
+    _leave(_run())
+
+
+def _run() -> int:
     try:
-        cli.main(standalone_mode=False, prog_name="packager")
+        result = cli.main(standalone_mode=False, prog_name="packager")
     except PackagerError as exc:
         _console().print(f"[red]error:[/] {_esc(exc.one_line())}", soft_wrap=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
         _console().print("aborted")
-        sys.exit(130)
+        return INTERRUPTED
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
+        return INTERRUPTED
     except Exception as exc:  # a bug: say so plainly, keep the traceback for whoever asks
         if os.environ.get("PACKAGER_DEBUG"):
             raise
         text = f"{type(exc).__name__}: {first_line(exc)}"
         hint = "rerun with PACKAGER_DEBUG=1 for the traceback, and please report it"
         _console().print(f"[red]internal error:[/] {_esc(text)} ({hint})", soft_wrap=True)
-        sys.exit(INTERNAL_ERROR)
+        return INTERNAL_ERROR
+    return result if isinstance(result, int) else 0
+
+
+def _leave(code: int) -> None:
+    """End the process with ``code`` once Python's exit handlers have run (temporary folders,
+    worker processes, logging), skipping the interpreter's teardown: native libraries a build
+    loads (onnxruntime's threads) can abort in their C++ destructors on a loaded machine
+    ("terminate called without an active exception", exit 134 in place of the error's code)."""
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
 
 
 # --- registry: publish, rollout, rollback, keys ----------------------------------------------

@@ -144,7 +144,7 @@ class ResolveProtocol(HttpToolsProtocol):
         nothing more is read meanwhile, and the connection closes after it."""
         if self.refused is not None:
             return
-        self.refused = f"the request is not valid HTTP/1.1: {msg}"
+        self.refused = f"the request is not valid HTTP/1.1: {getattr(self, 'unframed', None) or msg}"
         if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
             self.flow.pause_reading()
             return
@@ -168,6 +168,11 @@ class ResolveProtocol(HttpToolsProtocol):
             self.watch.wait_headers(self)
 
     def on_headers_complete(self) -> None:
+        framing = _unframed(self.headers)
+        if framing is not None:  # raised into httptools: uvicorn answers it with send_400_response
+            self._stop_waiting()
+            self.unframed = framing
+            raise ValueError(framing)
         watch = self.watch
         if watch is not None:
             watch.waiting.pop(self, None)
@@ -303,6 +308,16 @@ class ResolveProtocol(HttpToolsProtocol):
             return False
         self.route, self.origin = route, origin
         return True
+
+
+def _unframed(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why a request whose Transfer-Encoding does not end in chunked is refused (RFC 9112 6.3: its
+    body's length cannot be known, so it would be read until the client closes); None otherwise."""
+    codings = [c.strip().lower() for name, value in headers if name == b"transfer-encoding" for c in value.split(b",")]
+    if not codings or codings[-1] == b"chunked":
+        return None
+    shown = codings[-1].decode("latin-1")[:40]
+    return f"Transfer-Encoding ends in {shown!r}, not chunked: the body's length cannot be known"
 
 
 _ROUTES: dict[bytes, tuple[str, str, str] | tuple[()]] = {}  # request target -> its route, or () if not resolve

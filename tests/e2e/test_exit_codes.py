@@ -168,8 +168,8 @@ def _raised_error_classes() -> set[type[errors.PackagerError]]:
 
 
 def _literal_exits() -> set[int]:
-    """``sys.exit(<number>)`` and the INTERNAL_ERROR constant in the CLI."""
+    """``sys.exit(<number>)`` and the INTERNAL_ERROR and INTERRUPTED constants in the CLI."""
     text = (ROOT / "packager" / "cli.py").read_text()
     found = {int(n) for n in re.findall(r"sys\.exit\((\d+)\)", text)}
-    found |= {int(n) for n in re.findall(r"^INTERNAL_ERROR = (\d+)", text, re.M)}
+    found |= {int(n) for n in re.findall(r"^(?:INTERNAL_ERROR|INTERRUPTED) = (\d+)", text, re.M)}
     return found

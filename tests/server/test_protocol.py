@@ -219,3 +219,17 @@ def test_a_resolve_being_read_at_shutdown_is_answered_then_closed(registry: Loca
         assert status == 200 and headers["connection"] == "close" and reader.closed()
     thread.join(10)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"chunked, gzip", b"identity"])
+def test_a_body_whose_transfer_coding_is_not_chunked_is_refused_at_once(registry: LocalStore, coding: bytes) -> None:
+    """RFC 9112 6.3: such a body's length cannot be known; it would be read until the client
+    closed. The answer is a 400 with the JSON error shape, and the connection closes."""
+    with run_server(create_app(registry)) as url:
+        for path in (PATH.encode(), b"/v1/telemetry"):
+            with connect(url) as (sock, reader):
+                sock.settimeout(5)
+                sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: " + coding + b"\r\n\r\n")
+                status, headers, body = reader.response()
+                assert status == 400 and headers["connection"] == "close"
+                assert json.loads(body)["error"]["code"] == "bad_request" and reader.closed()
