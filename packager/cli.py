@@ -533,7 +533,7 @@ def _credentials(keys: Path | None, token: str | None) -> str:
     multiple=True,
     metavar="EXPR",
     help="With --steps: 'load_failure_rate <= 0.01', 'p95_ms <= 1.2 * stable', "
-    "'error_rate <= stable + 0.005', 'shadow_agreement >= 0.99'. Repeatable.",
+    "'error_rate <= stable + 0.005', 'shadow_agreement >= 0.99', 'drift_psi <= 0.2'. Repeatable.",
 )
 @click.option(
     "--min-devices",

@@ -11,6 +11,7 @@ history entry holds the numbers behind it; a hold writes nothing.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -18,10 +19,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from packager.fleet import drift
 from packager.fleet.aggregate import fleet, slower_than
-from packager.fleet.gates import QUANTILES, RATES, Gate, Plan, alpha_at, wilson
+from packager.fleet.gates import DRIFT, QUANTILES, RATES, Gate, Plan, alpha_at, wilson
 from packager.registry import channels
 from packager.registry.docs import Pointer, iso
+from packager.registry.names import version_key
 from packager.registry.store import Store
 
 
@@ -97,12 +100,28 @@ def _check(gate: Gate, cand: Mapping[str, Any], stable: Mapping[str, Any], alpha
     limit = gate.limit(_number(stable.get(gate.metric)))
     if limit is None:
         return Verdict(gate.text, "undecided", None, None)
+    if gate.metric == DRIFT:
+        return _drift(gate.text, store, model, version, since, now, limit)
     if gate.metric in QUANTILES:  # p95 <= T exactly when at most 5% of calls take longer than T
         slower, trials = slower_than(store, model, version, since, now, limit)
         share_limit = 1 - QUANTILES[gate.metric]
         return _bounded(gate.text, "<=", slower, trials, share_limit, alpha, limit)
     hits, total = RATES[gate.metric]
     return _bounded(gate.text, gate.op, int(cand.get(hits) or 0), int(cand.get(total) or 0), limit, alpha, limit)
+
+
+def _drift(text: str, store: Store, model: str, version: str, since: datetime, now: datetime,
+           limit: float) -> Verdict:  # fmt: skip
+    """The candidate's largest PSI (features with enough counted values) against ``limit``."""
+    blob = store.get(version_key(model, version))
+    doc = {} if blob is None else json.loads(blob.data)
+    found = drift.report(store, model, {version: doc}, max(now - since, timedelta(minutes=1)), now)
+    rows = [r for r in found["versions"].get(version, {}).get("features", []) if r["count"] >= drift.MIN_COUNT]
+    if not rows:
+        return Verdict(text, "undecided", None, limit)
+    worst = max(float(r["psi"] or 0.0) for r in rows)
+    counted = min(int(r["count"]) for r in rows)
+    return Verdict(text, "fail" if worst > limit else "pass", round(worst, 6), limit, trials=counted)
 
 
 def _bounded(text: str, op: str, hits: int, trials: int, share_limit: float, alpha: float,

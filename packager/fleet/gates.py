@@ -8,6 +8,10 @@ to the stable version's figure: ``1.2 * stable``, ``stable + 0.005``, ``stable``
 - ``p50_ms``, ``p95_ms``, ``p99_ms``: latency quantiles, tested as shares too: ``p95_ms <= T``
   holds exactly when at most 5% of the candidate's calls take longer than T, so the controller
   bounds the share of sampled calls over T against 0.05.
+- ``drift_psi``: the largest PSI of the candidate's counted features against its build's
+  reference bins since the step began (``packager.fleet.drift``), among features with at least
+  ``MIN_COUNT`` counted values; an upper limit, a number. PSI is a point estimate, not a bound:
+  the minimum count is what keeps a few calls from deciding.
 
 Why these bounds: the counts are small and the rates near 0, where Wilson's interval keeps its
 coverage (the normal approximation does not). The controller looks at every tick, so each look
@@ -32,7 +36,8 @@ from packager.errors import UsageError
 RATES = {"load_failure_rate": ("load_failures", "loads"), "error_rate": ("errors", "calls"),
          "shadow_agreement": ("shadow_agreed", "shadow_runs")}  # fmt: skip
 QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
-METRICS = (*RATES, *QUANTILES)
+DRIFT = "drift_psi"
+METRICS = (*RATES, *QUANTILES, DRIFT)
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:e-?[0-9]+)?"
 _GATE = re.compile(rf"\s*([a-z0-9_]+)\s*(<=|>=)\s*(?:({_NUMBER})\s*\*\s*stable|stable\s*([+-])\s*({_NUMBER})"
                    rf"|(stable)|({_NUMBER}))\s*")  # fmt: skip
@@ -65,6 +70,9 @@ def parse_gate(text: str) -> Gate:
         raise UsageError(f"gate {text!r}: no metric {metric!r}", hint=f"metrics: {', '.join(METRICS)}")
     if metric in QUANTILES and op != "<=":
         raise UsageError(f"gate {text!r}: a latency gate is an upper limit", hint=f"write {metric} <= ...")
+    if metric == DRIFT and (op != "<=" or number is None):
+        raise UsageError(f"gate {text!r}: a drift gate is an upper limit on PSI, a number",
+                         hint="e.g. --gate 'drift_psi <= 0.2'")  # fmt: skip
     text = " ".join(text.split())
     if scale is not None:
         return Gate(text, metric, op, float(scale), 0.0, True)

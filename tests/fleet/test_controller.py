@@ -4,6 +4,7 @@ simulated times."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
@@ -208,3 +209,40 @@ def test_a_halt_is_a_signed_pointer_devices_verify_and_its_replay_is_refused(bui
             pytest.raises(VerificationError, match="signed metadata rejected"),
         ):
             client.resolve()
+
+
+@pytest.mark.parametrize(("shift", "action"), [(0.0, "promote"), (0.5, "halt")])
+def test_controller_drift_gate(built_mlp: Path, tmp_path: Path, shift: float, action: str) -> None:
+    """`drift_psi <= 0.2`: the candidate's devices count their inputs over its build's reference
+    bins; the inputs as built pass, the same shifted by half a standard deviation halt."""
+    import numpy as np
+
+    from packager.fleet.drift import counts
+
+    store, keys = LocalStore(tmp_path / "registry"), tmp_path / "keys"
+    init_keys(keys, store, now=START)
+    publish(built_mlp, store, keys=keys, now=START)
+    publish(copy_build(built_mlp, tmp_path / "dist", "2"), store, keys=keys, now=START)
+    plan = Plan(version="2", steps=(50, 100), gates=(parse_gate("drift_psi <= 0.2"),), min_devices=20,
+                min_minutes=15, step_started=iso(START))  # fmt: skip
+    rollout(store, "mlp", "2", percent=50, keys=keys, plan=plan.to_json(), now=START)
+    ref = json.loads((built_mlp / "build.json").read_text())["model"]["reference"]
+    with np.load(built_mlp / "validation" / "samples.npz") as data:
+        x = {k: data[k] + shift * data[k].std(axis=0) for k in data.files}
+    base = {"model": "mlp", "version": "2", "variant": "onnx-fp32", "event": "inputs"}
+    rows = [{k: v[i * 10 : i * 10 + 10] for k, v in x.items()} for i in range(20)]  # 10 calls a device
+    events = [{**base, "device_id": f"d{i}", "bins": counts(ref, rows[i], {})} for i in range(20)]
+    sink = TelemetrySink(store, None, buffered=True)
+    sink.write(events, received=START + timedelta(minutes=10))
+    sink.flush(START + timedelta(minutes=10))
+    (decision,) = tick(store, keys=keys, now=START + timedelta(minutes=16))
+    assert decision.action == action
+    (verdict,) = decision.verdicts
+    assert verdict.trials == 200 and (verdict.value > 0.2) == (action == "halt")
+
+
+def test_drift_gate_is_an_upper_limit_on_a_number() -> None:
+    with pytest.raises(UsageError, match="a drift gate is an upper limit"):
+        parse_gate("drift_psi <= 1.2 * stable")
+    with pytest.raises(UsageError, match="a drift gate is an upper limit"):
+        parse_gate("drift_psi >= 0.1")
