@@ -174,11 +174,6 @@ def status(store: Store, pointer: Pointer, now: datetime, *, tick_minutes: float
                                                       **decision.record()}}  # fmt: skip
 
 
-def gated(store: Store) -> list[Pointer]:
-    """The pointers of the registry that carry a plan for their candidate."""
-    return [p for p in pointers(store) if p.plan is not None and p.candidate is not None]
-
-
 def pointers(store: Store) -> list[Pointer]:
     """Every channel pointer of the registry."""
     found = []

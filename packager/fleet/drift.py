@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from packager.fleet.aggregate import local_files, run_query, segment_keys
 from packager.registry.docs import Pointer, iso
 from packager.registry.names import version_key
 from packager.registry.store import Store
@@ -168,6 +167,9 @@ def psi(expected: list[int], actual: list[int]) -> float | None:
 
 def observed(store: Store, model: str, since: datetime, until: datetime) -> dict[str, dict[str, list[int]]]:
     """version -> feature -> summed counts of the ``inputs`` events received in (since, until]."""
+    # here, not at the top: devices import this module for ``counts`` and never read segments
+    from packager.fleet.aggregate import local_files, run_query, segment_keys
+
     keys = segment_keys(store, model, since, until)
     if not keys:
         return {}

@@ -70,10 +70,9 @@ def cohort_bucket(device_id: str, model: str, channel: str) -> float:
 
 
 def cohort(pointer: Pointer, device_id: str | None) -> str:
-    """``candidate`` when a rollout runs and the device's bucket is under its percent."""
-    if pointer.candidate is None or pointer.percent <= 0 or not device_id:
-        return "stable"
-    return "candidate" if cohort_bucket(device_id, pointer.model, pointer.channel) < pointer.percent else "stable"
+    """The resolution's cohort of ``device_id``: ``candidate`` when a rollout runs and its bucket
+    is under the percent, ``experiment`` in an experiment, else ``stable``."""
+    return _cohort_name(cohort_of(pointer)(device_id))
 
 
 def in_shadow(pointer: Pointer, device_id: str | None) -> bool:
