@@ -4,6 +4,7 @@
 // and one JSON line per request on stdout: {"outputs": {...}} or {"error": "..."}.
 // The first line written is {"ready": {...}} once the page says its model has loaded.
 // {"goto": URL} opens another page in the same profile (caches kept) and answers {"ready": ...}.
+// {"screenshot": PATH} saves the whole page as a PNG and answers {"saved": PATH}.
 import { createInterface } from "node:readline";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -36,6 +37,11 @@ for await (const line of lines) {
   if (!line.trim()) continue;
   try {
     const request = JSON.parse(line);
+    if (request.screenshot) {
+      await page.screenshot({ path: request.screenshot, fullPage: true });
+      write({ saved: request.screenshot });
+      continue;
+    }
     if (request.goto) {
       consoleLines.length = 0; // a new page: its own console only
       await page.goto(request.goto);

@@ -27,7 +27,7 @@ from packager.registry.store import Store
 from packager.server import browser, writes
 from packager.server.api import Cors, ReadApi
 from packager.server.asgi import error_response, json_response
-from packager.server.fleet import fleet_route
+from packager.server.fleet import dashboard_route, fleet_route
 from packager.server.front import Front
 from packager.server.http import disconnected, failure, settings
 from packager.server.metrics import Metrics, MetricsMiddleware
@@ -179,8 +179,10 @@ def _routes(metrics: Metrics) -> list[Route]:
         Route("/v1/models/{m}/channels/{c}", writes.rollout, methods=["PUT"]),
         Route("/v1/models/{m}/channels/{c}/rollback", writes.rollback, methods=["POST"]),
         Route("/v1/models/{m}/fleet", fleet_route, methods=["GET"]),
+        Route("/v1/models/{m}/dashboard", dashboard_route, methods=["GET"]),
         Route("/v1/client.js", browser.client_route, methods=["GET"]),
         Route("/demo/{m}", browser.demo_route, methods=["GET"]),
+        Route("/dashboard/{m}", browser.dashboard_route, methods=["GET"]),
         Route("/vendor/{package}/{file}", browser.vendor_route, methods=["GET"]),
     ]  # fmt: skip
 

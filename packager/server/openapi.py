@@ -212,6 +212,19 @@ def _schemas() -> dict[str, Any]:
              "rows": {"type": "array", "items": {"type": "object", "required": ["version", "variant", "cohort"],
                                                  "additionalProperties": True}}},
         ),
+        "Dashboard": _obj(
+            ["model", "channel", "now", "since", "stable", "candidate", "percent", "series", "rollout", "outputs",
+             "drift", "fleet"],
+            {"model": NAME, "channel": NAME, "now": {"type": "string"}, "since": {"type": "string"},
+             "stable": {**NAME, "nullable": True}, "candidate": {**NAME, "nullable": True},
+             "percent": {"type": "integer"},
+             "series": _obj(["step_seconds", "times", "versions"],
+                            {"step_seconds": {"type": "integer"}, "versions": ANY_OBJECT,
+                             "times": {"type": "array", "items": {"type": "integer"}}}),
+             "rollout": ANY_OBJECT, "experiment": {**ANY_OBJECT, "nullable": True},
+             "allocations": {**ANY_OBJECT, "nullable": True}, "outputs": ANY_OBJECT, "drift": ANY_OBJECT,
+             "fleet": {"type": "array", "items": ANY_OBJECT}},
+        ),
         "Accepted": _obj(["accepted"], {"accepted": {"type": "integer"}}),
         "Health": _obj(
             ["status", "store", "signed"],
@@ -322,6 +335,15 @@ def _writes() -> dict[str, Any]:
             "security": BEARER, "parameters": [m, {"name": "window", "in": "query", "required": False,
                                                    "schema": {"type": "string", "default": "1h", "maxLength": 16}}],
             "responses": {"200": _json("Fleet", "the numbers"), **_errors(400, 401, 403, 503)}}},
+        "/v1/models/{m}/dashboard": {"get": {
+            "operationId": "dashboardData",
+            "summary": "What /dashboard/{m} draws: per-version series over time, the rollout's and the arms' "
+                       "history, outputs against the reference, drift",
+            "security": BEARER, "parameters": [m, {"name": "window", "in": "query", "required": False,
+                                                   "schema": {"type": "string", "default": "6h", "maxLength": 16}},
+                                               {"name": "step", "in": "query", "required": False,
+                                                "schema": {"type": "string", "maxLength": 16}}],
+            "responses": {"200": _json("Dashboard", "the numbers"), **_errors(400, 401, 403, 404, 503)}}},
         "/v1/telemetry": {"post": {
             "operationId": "telemetry", "summary": "Device events: download, load, latency, errors",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TelemetryBatch")}}},
@@ -343,13 +365,22 @@ def _browser() -> dict[str, Any]:
                                               "schema": {"type": "string", "enum": ["tfjs", "onnxruntime-web"]}}],
             "responses": {"200": {"description": "the page", "content": {"text/html": text}},
                           **_errors(400, 404)}}},
+        "/dashboard/{m}": {"get": {
+            "operationId": "dashboardPage",
+            "summary": "The fleet dashboard: the page asks for a token of the model and draws /v1/models/{m}/dashboard",
+            "parameters": [_path("m", NAME), {"name": "window", "in": "query", "required": False,
+                                              "schema": {"type": "string", "maxLength": 16}}],
+            "responses": {"200": {"description": "the page", "content": {"text/html": text}},
+                          **_errors(400, 404)}}},
         "/vendor/{package}/{file}": {"get": {
             "operationId": "vendorRuntime",
-            "summary": "For the demo page only: tf.js or onnxruntime-web from this checkout's node_modules",
-            "parameters": [_path("package", {"type": "string", "enum": ["tfjs", "onnxruntime-web"]}),
+            "summary": "For the demo and dashboard pages: tf.js, onnxruntime-web or uPlot from this checkout's "
+                       "node_modules",
+            "parameters": [_path("package", {"type": "string", "enum": ["tfjs", "onnxruntime-web", "uplot"]}),
                            _path("file", {"type": "string", "maxLength": 64})],
             "responses": {"200": {"description": "the runtime file", "content": {
-                "text/javascript": text, "application/wasm": {"schema": {"type": "string", "format": "binary"}}}},
+                "text/javascript": text, "text/css": text,
+                "application/wasm": {"schema": {"type": "string", "format": "binary"}}}},
                           **_errors(404)}}},
     }  # fmt: skip
 

@@ -178,6 +178,13 @@ class BrowserPage:
             return {"error": "the browser driver exited with no answer"}
         return json.loads(line)
 
+    def screenshot(self, path: Path) -> Path:
+        """The whole page as a PNG at ``path`` (CSS pixels: the page's viewport is at scale 1)."""
+        answer = self._ask({"screenshot": str(path)})
+        if "saved" not in answer:
+            raise RuntimeError(answer.get("error", "no screenshot from the page") + _console(answer))
+        return path
+
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         answer = self._ask({"inputs": _payload(inputs)})
         if "outputs" not in answer:
