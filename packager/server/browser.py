@@ -5,8 +5,8 @@ dashboard per model (``/dashboard/{m}``), and the scripts those pages load from 
 The loader and the pages are data in ``templates/browser/``. The vendored files exist only where
 ``npm ci`` ran next to the code (a development checkout): elsewhere the demo page says to load
 tf.js or onnxruntime-web from a CDN, the dashboard loads uPlot from jsDelivr pinned by its
-Subresource Integrity hash (``UPLOT``: the same version package.json installs, a test checks the
-hashes), and ``/vendor/...`` answers 404 with that advice.
+Subresource Integrity hash (``packager.server.fleet.UPLOT``: the version package.json installs, a
+test checks the hashes), and ``/vendor/...`` answers 404 with that advice.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from packager.resources import fill, template_path
+from packager.server.fleet import cdn_chart_tags
 from packager.server.http import etag_matches, quoted
 from packager.server.service import not_found, path_name, service
 
@@ -37,10 +38,7 @@ VENDOR = {
     "uplot": {name: f"uplot/dist/{name}" for name in ("uPlot.iife.min.js", "uPlot.min.css")},
 }  # fmt: skip
 MEDIA = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".css": "text/css"}
-# the dashboard's charts: file -> its sha384 (Subresource Integrity) at the version package.json pins
-UPLOT_VERSION = "1.6.32"
-UPLOT = {"uPlot.iife.min.js": "sha384-Gx3t0zdBAuQOuvvmaLZj7HKEiSgWTAs+VdtNY7wt19QDPTDQjFIwAuXDj0zeN00c",
-         "uPlot.min.css": "sha384-IfV0B7MIOYuO95kO9G5ySKPz/85zqFNOAs8iy4tkK5zd9izhJAB8b7lHrwYqqmYE"}  # fmt: skip
+
 # runtime -> the script tag of the demo page
 SCRIPTS = {"tfjs": "/vendor/tfjs/tf.min.js", "onnxruntime-web": "/vendor/onnxruntime-web/ort.wasm.min.js"}
 CDN = {"tfjs": "https://cdn.jsdelivr.net/npm/@tensorflow/tfjs/dist/tf.min.js",
@@ -120,31 +118,9 @@ async def demo_route(request: Request) -> Response:
 
 def chart_tags() -> tuple[str, str]:
     """The dashboard's uPlot stylesheet and script tags: this checkout's copy, else jsDelivr's
-    with its integrity hash (a changed file is refused by the browser)."""
+    pinned by its integrity hashes."""
     script, css = "uPlot.iife.min.js", "uPlot.min.css"
     if vendor_path("uplot", script) is not None and vendor_path("uplot", css) is not None:
         return (f'<link rel="stylesheet" href="/vendor/uplot/{css}">',
                 f'<script src="/vendor/uplot/{script}"></script>')  # fmt: skip
-    cdn = f"https://cdn.jsdelivr.net/npm/uplot@{UPLOT_VERSION}/dist"
-    return (f'<link rel="stylesheet" href="{cdn}/{css}" integrity="{UPLOT[css]}" crossorigin="anonymous">',
-            f'<script src="{cdn}/{script}" integrity="{UPLOT[script]}" crossorigin="anonymous"></script>')  # fmt: skip
-
-
-async def dashboard_route(request: Request) -> Response:
-    """The page; its numbers come from the token-guarded ``/v1/models/{m}/dashboard``, asked for
-    with the token the person gives the page (nothing on the page itself is the fleet's)."""
-    from packager.server.api import published
-
-    model = path_name(request, "model", "m")
-    view = service(request).view
-    published(await run_in_threadpool(view.channel, model, "stable"), model, "stable")  # 404: nothing published
-    css, script = chart_tags()
-    page = fill(template_path("browser", "dashboard.html").read_text(),
-                {"model": model, "chart_css": css, "chart_script": script})  # fmt: skip
-    # the page runs its own inline script only, and talks to this origin only
-    policy = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-              "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; connect-src 'self'; img-src 'self' data:; "
-              "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
-    return Response(page, media_type="text/html",
-                    headers={"Cache-Control": "no-cache", "Content-Security-Policy": policy,
-                             "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"})  # fmt: skip
+    return cdn_chart_tags()

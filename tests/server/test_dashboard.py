@@ -20,7 +20,7 @@ from server_helpers import Served, make_registry, run_server, tokens_file
 
 from packager.registry.store import LocalStore
 from packager.server.app import create_app
-from packager.server.browser import UPLOT, UPLOT_VERSION
+from packager.server.fleet import UPLOT, UPLOT_VERSION, cdn_chart_tags
 from packager.target import RuntimeUnavailable
 from packager.tools.browser import BrowserPage, node_modules
 
@@ -103,6 +103,7 @@ def test_dashboard_page_without_node_modules_loads_uplot_pinned_by_its_hash(monk
 
     monkeypatch.setattr(browser, "vendor_path", lambda package, name: None)
     css, script = browser.chart_tags()
+    assert (css, script) == cdn_chart_tags()
     assert f"uplot@{UPLOT_VERSION}/dist/uPlot.iife.min.js" in script and UPLOT["uPlot.iife.min.js"] in script
     assert UPLOT["uPlot.min.css"] in css and 'crossorigin="anonymous"' in css
 
