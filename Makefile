@@ -16,9 +16,10 @@ AWS_STAMP := $(AWS_VENV)/.installed
 NODE_STAMP := node_modules/.installed
 # Debian tools the tests and benches drive: CMake (static-lib's CMakeLists.txt), the aarch64 cross
 # compiler and QEMU to run what it builds (static-lib's cross = "aarch64", lambda-zip's native
-# engine for arm64), and wrk and nginx (bench/manifest_server.py).
+# engine for arm64), wrk and nginx (bench/manifest_server.py), and the system Python's pip (`sam
+# build` runs handlers/Makefile with the system PATH; the fleet function's DuckDB and python-tuf).
 SYSTEM_TOOLS := cmake:cmake aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user wrk:wrk \
-	nginx:nginx-light
+	nginx:nginx-light /usr/bin/pip3:python3-pip
 # The demo's registry (the embedded default: a folder; git-ignored) and where `make demo` serves it.
 DEMO_REGISTRY := examples/digits/registry
 HOST ?= 127.0.0.1

@@ -23,19 +23,16 @@ server instead of AWS, for tests).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from packager.errors import ServiceError
 from packager.registry.names import artifact_key
 from packager.registry.s3 import S3Store
 from packager.resources import read_toml
-from packager.server.api import IMMUTABLE, Answer, Call, Cors, ReadApi
-from packager.server.http import too_large
+from packager.server.api import IMMUTABLE, Cors, ReadApi
+from packager.server.apigw import call_of, refused_call, result_of
 from packager.server.telemetry import Guard, TelemetrySink
 from packager.server.views import RegistryView
 
@@ -82,39 +79,10 @@ API = _open_api()
 REGISTRY = API.view
 
 
-def call_of(event: dict[str, Any]) -> Call | Exception:
-    """The API's Call for an HTTP API event (payload 2.0), or why its body cannot be read."""
-    http = event.get("requestContext", {}).get("http", {})
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    call = Call(str(http.get("method", "GET")), str(event.get("rawPath") or http.get("path") or "/"),
-                str(event.get("rawQueryString") or ""), headers, client=http.get("sourceIp"))  # fmt: skip
-    raw = event.get("body") or ""
-    limit = API.body_limit(call.method, call.path)
-    if len(raw) > limit * 4 // 3 + 4:  # refused before decoding
-        return too_large(limit)
-    try:
-        call.body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") else raw.encode()
-    except (binascii.Error, UnicodeEncodeError):
-        return ServiceError(400, "bad_request", "the body is not valid base64, or not UTF-8 text")
-    return call
-
-
-def result_of(answer: Answer) -> dict[str, Any]:
-    """The function's result for an HTTP API (bytes that are not UTF-8 go base64)."""
-    body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
-    headers = {k: v for k, v in answer.headers if k != "content-length"}
-    try:
-        return {"statusCode": answer.status, "headers": headers, "body": body.decode(), "isBase64Encoded": False}
-    except UnicodeDecodeError:
-        return {"statusCode": answer.status, "headers": headers, "body": base64.b64encode(body).decode(),
-                "isBase64Encoded": True}  # fmt: skip
-
-
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    call = call_of(event)
+    http = event.get("requestContext", {}).get("http", {})
+    call = call_of(event, API.body_limit(str(http.get("method", "GET")), str(event.get("rawPath") or "/")))
     if isinstance(call, Exception):
-        http = event.get("requestContext", {}).get("http", {})
-        refused = Call(str(http.get("method", "POST")), str(event.get("rawPath") or "/"))
-        return result_of(API.refuse(refused, call))
+        return result_of(API.refuse(refused_call(event), call))
     return result_of(API.answer(call))

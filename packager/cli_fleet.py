@@ -176,6 +176,48 @@ def fleet_tick(registry: str, keys: Path | None, tick_minutes: float) -> None:
             click.echo(f"  {v.verdict:9} {v.gate}: {_cell(v.value)} vs {_cell(v.limit)}{bounds}")
 
 
+@fleet.command("secret")
+@_keys_option
+@click.option(
+    "--tokens",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The tokens file (`packager token add` writes it) whose tokens may read the fleet's numbers.",
+)
+def fleet_secret(keys: Path | None, tokens: Path | None) -> None:
+    """Print the secret the fleet function on AWS reads (JSON, for Secrets Manager).
+
+    It holds the online signing keys (targets, snapshot, timestamp: the controller signs its
+    decisions with them; the root key stays offline) and the tokens file. Store it as the
+    SecretString of the secret the template's FleetSecretArn names; keep the printed text out of
+    shells' history and files others can read.
+
+    \b
+    Example:
+      packager fleet secret --keys keys --tokens tokens.json > fleet-secret.json
+      aws secretsmanager put-secret-value --secret-id packager-fleet --secret-string file://fleet-secret.json
+      rm fleet-secret.json
+    """
+    import json
+
+    from packager.errors import UsageError
+    from packager.registry.signing import ONLINE_ROLES
+
+    if keys is None and tokens is None:
+        raise UsageError("nothing to put in the secret", hint="pass --keys (a signed registry), --tokens, or both")
+    secret: dict[str, Any] = {"schema": 1, "keys": {}, "tokens": None}
+    for role in ONLINE_ROLES if keys is not None else ():
+        assert keys is not None
+        path = keys / f"{role}.pem"
+        if not path.is_file():
+            raise UsageError(f"{keys} has no {role}.pem", hint="pass the --keys folder `packager keys init` wrote")
+        secret["keys"][path.name] = path.read_text()
+    if tokens is not None:
+        if not tokens.is_file():
+            raise UsageError(f"no tokens file at {tokens}", hint="`packager token add MODEL --tokens FILE` makes one")
+        secret["tokens"] = json.loads(tokens.read_text())
+    click.echo(json.dumps(secret))
+
+
 def _print_fleet(doc: dict[str, Any]) -> None:
     from rich.table import Table
 

@@ -286,7 +286,7 @@ class ReadApi:
         except Pending:
             raise
         except Exception as exc:
-            answer = _failed(exc, call.method, call.path)
+            answer = error_answer(exc, call.method, call.path)
         return self._finish(call, template, answer)
 
     def refuse(self, call: Call, error: Exception) -> Answer:
@@ -294,7 +294,7 @@ class ReadApi:
         a client gone), with the headers and metrics of every other answer."""
         found = match(call.method, call.path)
         return self._finish(call, found[0] if isinstance(found, tuple) else "unmatched",
-                            _failed(error, call.method, call.path))  # fmt: skip
+                            error_answer(error, call.method, call.path))  # fmt: skip
 
     def _finish(self, call: Call, template: str, answer: Answer) -> Answer:
         origin = call.headers.get("origin")
@@ -319,7 +319,7 @@ class ReadApi:
                 return None
             content = self.resolver.render(published(found, model, channel), *device)
         except Exception as exc:
-            failed = _failed(exc, "POST", f"/v1/models/{model}/resolve")
+            failed = error_answer(exc, "POST", f"/v1/models/{model}/resolve")
             assert isinstance(failed.body, bytes)  # error bodies are JSON bytes
             status, headers, content = failed.status, (*failed.headers, *self.cors.simple(origin)), failed.body
         else:
@@ -341,7 +341,7 @@ class ReadApi:
         signed = io("signed", self.view.signed)
         # the kind of store, not its URL: a folder's URL is a path on the server's disk
         store = "s3" if self.view.store.url.startswith("s3://") else "folder"
-        return _json({"status": "ok", "store": store, "signed": signed}, cache=("cache-control", "no-store"))
+        return json_answer({"status": "ok", "store": store, "signed": signed}, cache=("cache-control", "no-store"))
 
     def _manifest(self, call: Call, params: tuple[str, ...], io: Io) -> Answer:
         model, channel = _name("model", params[0]), query_channel(call.query)
@@ -428,7 +428,7 @@ class ReadApi:
         if self.guard is not None:
             self.guard.admit(events, self.sink.clock())
         self.sink.write(events)
-        return _json({"accepted": len(events)}, 202)
+        return json_answer({"accepted": len(events)}, 202)
 
     # --- shared ---------------------------------------------------------------------------------
 
@@ -474,7 +474,7 @@ def _checked(check: Callable[[str], str], value: str) -> str:
         raise ServiceError(400, "invalid_name", exc.message) from exc
 
 
-def _json(doc: Any, status: int = 200, cache: tuple[str, str] | None = None) -> Answer:
+def json_answer(doc: Any, status: int = 200, cache: tuple[str, str] | None = None) -> Answer:
     headers: Headers = (("content-type", JSON),) if cache is None else (cache, ("content-type", JSON))
     return Answer(status, headers, json_body(doc))
 
@@ -487,7 +487,7 @@ def _tagged(call: Call, data: bytes, tag: str, cache_control: str) -> Answer:
     return Answer(200, (*headers, ("content-type", JSON)), data)
 
 
-def _failed(exc: Exception, method: str, path: str) -> Answer:
+def error_answer(exc: Exception, method: str, path: str) -> Answer:
     """The error answer of ``exc`` (``failure``: logged when it is the server's fault)."""
     error = failure(exc, method, path)
     headers = tuple((k.lower(), v) for k, v in error.headers.items())

@@ -23,7 +23,7 @@ from packager.registry.channels import read_pointer
 from packager.registry.docs import Pointer
 from packager.registry.names import check_name
 from packager.registry.store import Store
-from packager.server.api import Answer, Call, _failed, _json
+from packager.server.api import Answer, Call, error_answer, json_answer
 from packager.server.tokens import Tokens
 
 NO_STORE = ("cache-control", "no-store")
@@ -84,7 +84,7 @@ class FleetApi:
                 query = _query(call.query)
                 answer = self._fleet(model, query) if name == "fleet" else self._data(model, query)
         except Exception as exc:
-            return _failed(exc, call.method, call.path)
+            return error_answer(exc, call.method, call.path)
         if call.method == "HEAD":
             assert isinstance(answer.body, bytes)
             return Answer(answer.status, (*answer.headers, ("content-length", str(len(answer.body)))))
@@ -102,7 +102,7 @@ class FleetApi:
         doc.update({"rollout": status(self.store, pointer, now, tick_minutes=self.tick_minutes),
                     "experiment": report(self.store, pointer, now),
                     "drift": report_for(self.store, pointer, window, now)})  # fmt: skip
-        return _json(doc, cache=NO_STORE)
+        return json_answer(doc, cache=NO_STORE)
 
     def _data(self, model: str, query: dict[str, str]) -> Answer:
         from packager.fleet.dashboard import document, step_for
@@ -114,8 +114,8 @@ class FleetApi:
         except PackagerError as exc:
             raise ServiceError(400, "bad_request", exc.one_line()) from exc
         pointer = self._read(model, required=True)
-        return _json(document(self.store, pointer, window, self.clock(), step=step, tick_minutes=self.tick_minutes),
-                     cache=NO_STORE)  # fmt: skip
+        doc = document(self.store, pointer, window, self.clock(), step=step, tick_minutes=self.tick_minutes)
+        return json_answer(doc, cache=NO_STORE)
 
     def _page(self, model: str) -> Answer:
         from packager.resources import fill, template_path

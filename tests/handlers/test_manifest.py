@@ -43,8 +43,9 @@ CDN = "https://d111111abcdef8.cloudfront.net"
 LINUX_ORT = '{"platform": "linux", "runtimes": {"onnxruntime": "1.20"}}'
 SHIPPED = ["__init__.py", "errors.py", "vocab.py", "registry/__init__.py", "registry/names.py", "registry/docs.py",
            "registry/catalog.py", "registry/profile.py", "registry/resolve.py", "registry/store.py", "registry/s3.py",
-           "server/__init__.py", "server/api.py", "server/http.py", "server/resolver.py", "server/telemetry.py",
-           "server/views.py", "resources/__init__.py", "resources/registry.toml", "resources/server.toml"]  # fmt: skip
+           "server/__init__.py", "server/api.py", "server/apigw.py", "server/http.py", "server/resolver.py",
+           "server/telemetry.py", "server/views.py", "resources/__init__.py", "resources/registry.toml",
+           "resources/server.toml"]  # fmt: skip
 
 
 @dataclass(frozen=True)

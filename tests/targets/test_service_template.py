@@ -47,6 +47,14 @@ def test_service_template_scopes_what_cloudfront_and_the_function_may_do() -> No
     behaviors = resources["ArtifactsDistribution"]["Properties"]["DistributionConfig"]["CacheBehaviors"]
     assert [b["PathPattern"] for b in behaviors] == ["artifacts/*"]
     assert resources["ManifestFunction"]["Metadata"] == {"BuildMethod": "makefile"}
+    fleet = resources["FleetFunction"]["Properties"]
+    actions = [s.get("Action") for s in fleet["Policies"][0]["Statement"] if isinstance(s, dict)]
+    assert actions == [["s3:GetObject", "s3:PutObject"], "s3:ListBucket"]  # no delete, nothing outside the bucket
+    assert fleet["Events"]["Tick"]["Type"] == "Schedule"
+    assert 'Schedule: !Sub "rate(${FleetTickMinutes} minutes)"' in TEMPLATE.read_text()
+    routes = sorted((e["Properties"]["Method"], e["Properties"]["Path"]) for e in fleet["Events"].values()
+                    if e["Type"] == "HttpApi")  # fmt: skip
+    assert routes == [("GET", "/dashboard/{m}"), ("GET", "/v1/models/{m}/dashboard"), ("GET", "/v1/models/{m}/fleet")]
 
 
 def test_service_sam_build_from_the_repository_root_runs_offline(tmp_path: Path) -> None:
@@ -63,3 +71,10 @@ def test_service_sam_build_from_the_repository_root_runs_offline(tmp_path: Path)
     assert (function / "packager" / "registry" / "resolve.py").is_file()
     assert not (function / "inference.py").exists()  # only what the Makefile puts there
     assert "CodeUri: ManifestFunction" in (build / "template.yaml").read_text()
+    fleet = build / "FleetFunction"
+    assert (fleet / "fleet.py").read_bytes() == (ROOT / "handlers" / "fleet.py").read_bytes()
+    assert (fleet / "packager" / "fleet" / "controller.py").is_file()
+    # DuckDB and python-tuf for the template's default platform (arm64: aarch64 wheels)
+    assert list((fleet / "duckdb").glob("*.py")) and list(fleet.glob("_duckdb*aarch64*.so")) + list(
+        fleet.glob("_duckdb.abi3.so"))  # fmt: skip
+    assert (fleet / "tuf" / "api" / "metadata.py").is_file()
