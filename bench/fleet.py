@@ -14,8 +14,9 @@ transports): each tick (5 simulated minutes) every device opens its app with pro
 experiment, reports one reward; its events go out as one telemetry batch, through the Python
 client's own Telemetry class (predict sampling and all). During a rollout a device sent the
 stable version reports a session with probability ``--stable-reports`` (0.1): stable's figures
-are the reference the relative gates scale, and a tenth of a 99% cohort is plenty for a point
-estimate, while posting every stable session would cost the simulation ten times the time.
+are the second sample of the relative gates' two-sample tests, and a tenth of a 99% cohort still
+outnumbers the candidate's at every step but the last, while posting every stable session would
+cost the simulation ten times the time.
 After each tick the server's segments are written (as its timer does) and the controller ticks
 at the simulated time (`packager fleet tick`).
 

@@ -152,6 +152,31 @@ def slower_than(store: Store, model: str, version: str, since: datetime, until: 
     return int(row["slower"]), int(row["predicts"])
 
 
+RANKED = """
+SELECT r, ms FROM (
+    SELECT ms, row_number() OVER (ORDER BY ms) AS r
+    FROM read_json($files, format = 'newline_delimited', compression = 'gzip', columns = $columns)
+    WHERE received >= $since AND received <= $until AND event = 'predict' AND version = $version AND ms IS NOT NULL)
+WHERE r IN ($low, $high) ORDER BY r
+"""
+
+
+def latency_ranks(store: Store, model: str, version: str, since: datetime, until: datetime,
+                  ranks: tuple[int, int]) -> tuple[float, float] | None:  # fmt: skip
+    """The ``version``'s predict latencies at two ranks (1-based, fastest first) in the window;
+    None when it has fewer calls than the higher rank."""
+    keys = segment_keys(store, model, since, until)
+    if not keys:
+        return None
+    with local_files(store, keys) as files:
+        if not files:
+            return None
+        rows = run_query(RANKED, {"files": files, "since": iso(since), "until": iso(until), "version": version,
+                                  "low": ranks[0], "high": ranks[1]})  # fmt: skip
+    found = {int(r["r"]): float(r["ms"]) for r in rows}
+    return (found[ranks[0]], found[ranks[1]]) if len(found) == 2 else None
+
+
 def _query(files: list[str], since: str, until: str) -> list[dict[str, Any]]:
     return [_clean(row) for row in run_query(QUERY, {"files": files, "since": since, "until": until})]
 

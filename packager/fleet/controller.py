@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from packager.fleet import drift
-from packager.fleet.aggregate import fleet, slower_than
-from packager.fleet.gates import DRIFT, QUANTILES, RATES, Gate, Plan, alpha_at, wilson
+from packager.fleet.aggregate import fleet, latency_ranks, slower_than
+from packager.fleet.gates import DRIFT, QUANTILES, RATES, Gate, Plan, alpha_at, mover, quantile_ranks, wilson
 from packager.registry import channels
 from packager.registry.docs import Pointer, iso
 from packager.registry.names import version_key
@@ -103,11 +103,58 @@ def _check(gate: Gate, cand: Mapping[str, Any], stable: Mapping[str, Any], alpha
     if gate.metric == DRIFT:
         return _drift(gate.text, store, model, version, since, now, limit)
     if gate.metric in QUANTILES:  # p95 <= T exactly when at most 5% of calls take longer than T
+        if gate.relative:
+            return _slower_than_stable(gate, stable, alpha, store, model, version, since, now, limit)
         slower, trials = slower_than(store, model, version, since, now, limit)
         share_limit = 1 - QUANTILES[gate.metric]
         return _bounded(gate.text, "<=", slower, trials, share_limit, alpha, limit)
     hits, total = RATES[gate.metric]
+    if gate.relative:
+        return _against_stable(gate, cand, stable, alpha, limit)
     return _bounded(gate.text, gate.op, int(cand.get(hits) or 0), int(cand.get(total) or 0), limit, alpha, limit)
+
+
+def _against_stable(gate: Gate, cand: Mapping[str, Any], stable: Mapping[str, Any], alpha: float,
+                    limit: float) -> Verdict:  # fmt: skip
+    """A rate against stable's: c - k*s against the offset, both samples' uncertainty in the
+    bounds (MOVER). Reported in the candidate's terms: its share, the limit at stable's estimate,
+    and the bounds of c - k*s moved by k*s."""
+    hits, total = RATES[gate.metric]
+    trials, base_trials = int(cand.get(total) or 0), int(stable.get(total) or 0)
+    if trials == 0 or base_trials == 0:
+        return Verdict(gate.text, "undecided", None, limit)
+    _, lower, upper = mover(int(cand.get(hits) or 0), trials, int(stable.get(hits) or 0), base_trials,
+                            gate.scale, alpha)  # fmt: skip
+    shift = limit - gate.offset  # k times stable's share
+    if gate.op == "<=":
+        verdict = "fail" if lower > gate.offset else "pass" if upper <= gate.offset else "undecided"
+    else:
+        verdict = "fail" if upper < gate.offset else "pass" if lower >= gate.offset else "undecided"
+    value = int(cand.get(hits) or 0) / trials
+    return Verdict(gate.text, verdict, round(value, 6), round(limit, 6), round(lower + shift, 6),
+                   round(upper + shift, 6), trials)  # fmt: skip
+
+
+def _slower_than_stable(gate: Gate, stable: Mapping[str, Any], alpha: float, store: Store, model: str,
+                        version: str, since: datetime, now: datetime, limit: float) -> Verdict:  # fmt: skip
+    """A latency quantile against k times stable's: stable's quantile between distribution-free
+    bounds (half the look's alpha), the candidate's share of calls over k times each bound
+    (the other half). Fails only against the lenient limit, passes only against the strict one."""
+    q = QUANTILES[gate.metric]
+    ranks = quantile_ranks(int(stable.get("predicts") or 0), q, alpha / 2)
+    found = None if ranks is None else latency_ranks(store, model, str(stable.get("version")), since, now, ranks)
+    if found is None:
+        return Verdict(gate.text, "undecided", None, limit)
+    strict, lenient = (gate.scale * v + gate.offset for v in found)
+    over_lenient, trials = slower_than(store, model, version, since, now, lenient)
+    over_strict, _ = slower_than(store, model, version, since, now, strict)
+    if trials == 0:
+        return Verdict(gate.text, "undecided", None, limit)
+    lower = wilson(over_lenient, trials, alpha / 2)[0]
+    upper = wilson(over_strict, trials, alpha / 2)[1]
+    verdict = "fail" if lower > 1 - q else "pass" if upper <= 1 - q else "undecided"
+    return Verdict(gate.text, verdict, round(over_strict / trials, 6), round(limit, 6), round(lower, 6),
+                   round(upper, 6), trials)  # fmt: skip
 
 
 def _drift(text: str, store: Store, model: str, version: str, since: datetime, now: datetime,

@@ -18,9 +18,18 @@ coverage (the normal approximation does not). The controller looks at every tick
 spends part of the error budget: look k uses alpha * 6 / (pi^2 k^2), which sums to alpha over any
 number of looks. Looks are counted from the time the step has run (one per ``tick_minutes`` past
 its minimum), an upper bound on the ticks that really looked, so no counter has to be stored and
-a missed tick only makes the bounds more careful. A relative limit takes the stable version's
-point estimate as exact: stable serves most of the fleet, so its figure varies far less than
-the candidate's (weaker than a two-sample test; said in the README).
+a missed tick only makes the bounds more careful.
+
+A relative limit compares two samples, the candidate's and stable's, both uncertain:
+
+- a rate gate ``c <= k * stable + d`` bounds the difference c - k*s by MOVER (Zou and Donner's
+  method of variance estimates recovery, Newcombe's hybrid score interval when k = 1): each
+  share's own Wilson bounds at the look's level, recombined (``mover``);
+- a latency gate ``p95_ms <= k * stable`` takes stable's p95 between distribution-free bounds
+  (order statistics at binomial ranks, ``quantile_ranks``) and tests the candidate's share of
+  calls over k times each: it fails only when too many calls are slower than the most lenient
+  limit, and passes only when few enough are slower than the strictest; stable's bounds and the
+  candidate's each spend half the look's alpha.
 """
 
 from __future__ import annotations
@@ -138,3 +147,30 @@ def wilson(successes: int, trials: int, alpha: float) -> tuple[float, float]:
     centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mover(hits: int, trials: int, base_hits: int, base_trials: int, scale: float,
+          alpha: float) -> tuple[float, float, float]:  # fmt: skip
+    """(estimate, lower, upper) of c - scale * s, the candidate's share c and stable's s, each
+    bound one-sided at level ``alpha``: MOVER over the two shares' Wilson bounds."""
+    c, s = hits / trials, base_hits / base_trials
+    c_low, c_high = wilson(hits, trials, alpha)
+    s_low, s_high = wilson(base_hits, base_trials, alpha)
+    estimate = c - scale * s
+    lower = estimate - math.sqrt((c - c_low) ** 2 + (scale * (s_high - s)) ** 2)
+    upper = estimate + math.sqrt((c_high - c) ** 2 + (scale * (s - s_low)) ** 2)
+    return estimate, lower, upper
+
+
+def quantile_ranks(count: int, q: float, alpha: float) -> tuple[int, int] | None:
+    """The ranks (1-based, in ``count`` sorted values) of the values that bound the q-quantile
+    below and above, each one-sided at level ``alpha`` (the binomial rank by its normal
+    approximation, widened by one rank each side); None when ``count`` is too small for either."""
+    if count <= 0:
+        return None
+    z = NormalDist().inv_cdf(1 - alpha)
+    spread = z * math.sqrt(count * q * (1 - q))
+    low, high = math.floor(count * q - spread) - 1, math.ceil(count * q + spread) + 1
+    if low < 1 or high > count:
+        return None
+    return low, high

@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
@@ -20,7 +21,7 @@ from registry_helpers import copy_build
 
 from packager.errors import UsageError
 from packager.fleet.controller import evaluate, tick
-from packager.fleet.gates import Plan, alpha_at, parse_gate, parse_steps, wilson
+from packager.fleet.gates import Plan, alpha_at, mover, parse_gate, parse_steps, quantile_ranks, wilson
 from packager.registry.channels import read_pointer
 from packager.registry.docs import iso
 from packager.registry.publish import init_keys, publish, rollout
@@ -88,6 +89,51 @@ def test_wilson_bounds_and_the_error_budget() -> None:
     assert lower == pytest.approx(0.4038, abs=1e-3) and upper == pytest.approx(0.5962, abs=1e-3)
     assert sum(alpha_at(0.05, k) for k in range(1, 100_000)) < 0.05
     assert math.isclose(sum(alpha_at(0.05, k) for k in range(1, 1_000_000)), 0.05, rel_tol=1e-4)
+
+
+def test_mover_bounds_a_difference_of_shares_as_often_as_asked() -> None:
+    """c - k*s below its lower bound (and above its upper) in about alpha of the draws, not more."""
+    rng = np.random.default_rng(5)
+    cases = [(0.01, 0.008, 1.0, 800, 20_000), (0.002, 0.002, 1.0, 400, 400), (0.05, 0.04, 1.2, 300, 5_000)]
+    for c, s, k, n, m in cases:
+        below = above = 0
+        for hits, base in zip(rng.binomial(n, c, 4000), rng.binomial(m, s, 4000), strict=True):
+            _, lower, upper = mover(int(hits), n, int(base), m, k, 0.05)
+            below += lower > c - k * s
+            above += upper < c - k * s
+        assert below / 4000 < 0.075 and above / 4000 < 0.075, (c, s, k, below, above)
+
+
+def test_mover_is_wilson_when_stable_is_known_exactly() -> None:
+    _, lower, upper = mover(8, 800, 10**9, 10**12, 1.0, 0.01)
+    low, high = wilson(8, 800, 0.01)
+    assert lower == pytest.approx(low - 1e-3, abs=1e-6) and upper == pytest.approx(high - 1e-3, abs=1e-6)
+
+
+def test_quantile_ranks_bound_the_quantile_as_often_as_asked() -> None:
+    rng = np.random.default_rng(6)
+    ranks = quantile_ranks(400, 0.95, 0.05)
+    assert ranks is not None and ranks[0] < 380 < ranks[1] <= 400
+    true = float(np.quantile(rng.lognormal(3, 0.3, 2_000_000), 0.95))
+    draws = np.sort(rng.lognormal(3, 0.3, (3000, 400)), axis=1)
+    assert (draws[:, ranks[0] - 1] > true).mean() < 0.07 and (draws[:, ranks[1] - 1] < true).mean() < 0.07
+    assert quantile_ranks(60, 0.95, 0.025) is None  # too few calls to bound a p95 from above
+
+
+def test_relative_gates_wait_for_enough_of_stable_to_compare_with(registry: tuple[LocalStore, Path]) -> None:
+    """Stable's figure is a sample too: with a handful of stable devices the relative gates stay
+    undecided (its p95 cannot be bounded, its error rate is wide), though the candidate is fine."""
+    store, keys = registry
+    report(store, "1", 15, at=START + timedelta(minutes=10))
+    report(store, "2", 800, at=START + timedelta(minutes=10), seed=7)
+    (decision,) = tick(store, keys=keys, now=START + timedelta(minutes=16))
+    verdicts = {v.gate: v for v in decision.verdicts}
+    assert decision.action == "hold" and verdicts["p95_ms <= 1.2 * stable"].verdict == "undecided"
+    report(store, "1", 3000, at=START + timedelta(minutes=20), seed=8)
+    (decision,) = tick(store, keys=keys, now=START + timedelta(minutes=21))
+    assert decision.action == "advance", decision
+    p95 = {v.gate: v for v in decision.verdicts}["p95_ms <= 1.2 * stable"]
+    assert p95.upper is not None and p95.upper <= 0.05 and p95.trials == 3200
 
 
 def test_controller_holds_until_a_step_has_seen_enough(registry: tuple[LocalStore, Path]) -> None:
