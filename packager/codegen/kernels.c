@@ -37,7 +37,9 @@ static void pk_binary(int op, const float *A, const float *B, float *Y, int ndim
     size_t ai = 0, bi = 0;
     for (size_t i = 0; i < total; ++i) {
         const float a = A[ai], b = B[bi];
-        Y[i] = op == 0 ? a + b : op == 1 ? a - b : op == 2 ? a * b : op == 3 ? a / b : (a >= 0.0f ? a : a * b);
+        Y[i] = op == 0 ? a + b : op == 1 ? a - b : op == 2 ? a * b : op == 3 ? a / b
+             : op == 4 ? (a >= 0.0f ? a : a * b) : op == 5 ? powf(a, b)
+             : op == 6 ? (a != a || b != b ? NAN : a > b ? a : b) : (a != a || b != b ? NAN : a < b ? a : b);
         for (int d = ndim - 1; d >= 0; --d) {
             ai += (size_t)as[d];
             bi += (size_t)bs[d];
@@ -49,8 +51,57 @@ static void pk_binary(int op, const float *A, const float *B, float *Y, int ndim
     }
 }
 
+static float pk_softplus(float x) { return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x)); }
+
+/* Elementwise math: 9 abs, 10 exp, 11 log, 12 sqrt, 13 erf, 14 gelu (erf), 15 gelu (tanh),
+   16 softplus, 17 softsign, 18 ceil, 19 floor, 20 round (half to even), 21 reciprocal, 22 sin,
+   23 cos, 24 elu (alpha p0), 25 selu (alpha p0, gamma p1), 26 celu (alpha p0), 27 thresholded
+   relu (alpha p0), 28 sign, 29 mish, 30 tan, 31 asin, 32 acos, 33 atan, 34 sinh, 35 cosh,
+   36 asinh, 37 acosh, 38 atanh. */
+static void pk_math(int op, const float *restrict X, float *restrict Y, size_t n, float p0, float p1) {
+    for (size_t i = 0; i < n; ++i) {
+        const float x = X[i];
+        float y;
+        switch (op) {
+            case 9: y = fabsf(x); break;
+            case 10: y = expf(x); break;
+            case 11: y = logf(x); break;
+            case 12: y = sqrtf(x); break;
+            case 13: y = erff(x); break;
+            case 14: y = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); break;
+            case 15: y = 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x))); break;
+            case 16: y = pk_softplus(x); break;
+            case 17: y = x / (1.0f + fabsf(x)); break;
+            case 18: y = ceilf(x); break;
+            case 19: y = floorf(x); break;
+            case 20: y = nearbyintf(x); break;
+            case 21: y = 1.0f / x; break;
+            case 22: y = sinf(x); break;
+            case 23: y = cosf(x); break;
+            case 24: y = x > 0.0f ? x : p0 * expm1f(x); break;
+            case 25: y = p1 * (x > 0.0f ? x : p0 * expm1f(x)); break;
+            case 26: y = (x > 0.0f ? x : 0.0f) + (x < 0.0f ? p0 * expm1f(x / p0) : 0.0f); break;
+            case 27: y = x > p0 ? x : 0.0f; break;
+            case 28: y = x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x == 0.0f ? 0.0f : x; break;
+            case 29: y = x * tanhf(pk_softplus(x)); break;
+            case 30: y = tanf(x); break;
+            case 31: y = asinf(x); break;
+            case 32: y = acosf(x); break;
+            case 33: y = atanf(x); break;
+            case 34: y = sinhf(x); break;
+            case 35: y = coshf(x); break;
+            case 36: y = asinhf(x); break;
+            case 37: y = acoshf(x); break;
+            case 38: y = atanhf(x); break;
+            default: y = x;
+        }
+        Y[i] = y;
+    }
+}
+
 /* 0 relu, 1 leaky relu, 2 sigmoid, 3 tanh, 4 clip (min > max gives max), 6 neg, 7 hard sigmoid
-   (alpha p0, beta p1), 8 hard swish, anything else identity; one loop per op so each vectorizes. */
+   (alpha p0, beta p1), 8 hard swish, 9 and up: pk_math; anything else identity; one loop per op
+   so each vectorizes. */
 static void pk_unary(int op, const float *restrict X, float *restrict Y, size_t n, float p0, float p1) {
     size_t i;
     switch (op) {
@@ -77,7 +128,9 @@ static void pk_unary(int op, const float *restrict X, float *restrict Y, size_t 
                 Y[i] = X[i] * (v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v);
             }
             break;
-        default: memmove(Y, X, n * sizeof(float));
+        default:
+            if (op >= 9) pk_math(op, X, Y, n, p0, p1);
+            else memmove(Y, X, n * sizeof(float));
     }
 }
 
@@ -882,4 +935,62 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
             if (relu) for (int i = 0; i < P; ++i) y[i] = y[i] + b > 0.0f ? y[i] + b : 0.0f;
             else for (int i = 0; i < P; ++i) y[i] += b;
         }
+}
+
+/* Reduce over the dims whose output stride is 0 (ys: the output's strides over the input's dims):
+   0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 l1, 6 l2, 7 log sum, 8 log sum exp, 9 sum square.
+   Sums accumulate in double. S: ny doubles of scratch (log sum exp: the sums beside the maxima). */
+static void pk_reduce(int op, const float *X, float *Y, double *S, int ndim, const int *shape, const int *ys,
+                      size_t ny, size_t count) {
+    int idx[PK_MAX_DIMS] = {0};
+    size_t total = 1;
+    for (int d = 0; d < ndim; ++d) total *= (size_t)shape[d];
+    for (size_t j = 0; j < ny; ++j) {
+        S[j] = op == 4 ? 1.0 : 0.0;
+        Y[j] = op == 2 || op == 8 ? -INFINITY : op == 3 ? INFINITY : 0.0f;
+    }
+    for (int pass = op == 8 ? 0 : 1; pass < 2; ++pass) {
+        size_t yi = 0;
+        for (size_t i = 0; i < total; ++i) {
+            const float x = X[i];
+            if (pass == 0 || op == 2) {
+                if (x > Y[yi] || x != x) Y[yi] = x;
+            } else if (op == 3) {
+                if (x < Y[yi] || x != x) Y[yi] = x;
+            } else {
+                const double v = x;
+                S[yi] = op == 4 ? S[yi] * v : S[yi] + (op == 5 ? fabs(v) : op == 6 || op == 9 ? v * v
+                                                       : op == 8 ? exp(v - (double)Y[yi]) : v);
+            }
+            for (int d = ndim - 1; d >= 0; --d) {
+                yi += (size_t)ys[d];
+                if (++idx[d] < shape[d]) break;
+                yi -= (size_t)ys[d] * (size_t)shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+    if (op == 2 || op == 3) return;
+    for (size_t j = 0; j < ny; ++j) {
+        const double v = S[j];
+        Y[j] = (float)(op == 1 ? v / (double)count : op == 6 ? sqrt(v) : op == 7 ? log(v)
+                       : op == 8 ? (double)Y[j] + log(v) : v);
+    }
+}
+
+/* Layer normalization over the last `inner` values of each of `outer` rows; scale and bias
+   (B may be null) have `inner` values. Mean and variance in double. */
+static void pk_layernorm(const float *X, const float *Sc, const float *B, float *Y, size_t outer, size_t inner,
+                         float eps) {
+    for (size_t o = 0; o < outer; ++o) {
+        const float *x = X + o * inner;
+        float *y = Y + o * inner;
+        double mean = 0.0, var = 0.0;
+        for (size_t i = 0; i < inner; ++i) mean += x[i];
+        mean /= (double)inner;
+        for (size_t i = 0; i < inner; ++i) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+        const double inv = 1.0 / sqrt(var / (double)inner + (double)eps);
+        for (size_t i = 0; i < inner; ++i)
+            y[i] = (float)(((double)x[i] - mean) * inv) * Sc[i] + (B ? B[i] : 0.0f);
+    }
 }

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from packager.codegen.graph import Graph, attrs
+from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
+from packager.codegen.reduce import reduce_scratch
 from packager.errors import UnsupportedOpError
 
 SKINNY = 16  # products with fewer output columns than one block run as dot products
@@ -66,6 +68,8 @@ def _matmul(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 
 def _binary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
     def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        if len([n for n in node.input if n]) != 2:
+            raise UnsupportedOpError(f"static-lib: {node.op_type} of {len(node.input)} inputs (2 only) is not handled")
         out = graph.shapes[node.output[0]]
         strides = [_broadcast_strides(graph.shapes[name], out) for name in node.input[:2]]
         shape = list(out) or [1]
@@ -83,6 +87,30 @@ def _broadcast_strides(shape: tuple[int, ...], out: tuple[int, ...]) -> list[int
         strides[d] = 0 if padded[d] == 1 and out[d] != 1 else step
         step *= padded[d]
     return strides or [1]
+
+
+# op -> (code of pk_unary / pk_math in kernels.c, the default of its alpha or None)
+MATH = {"Abs": (9, None), "Exp": (10, None), "Log": (11, None), "Sqrt": (12, None), "Erf": (13, None),
+        "Softplus": (16, None), "Softsign": (17, None), "Ceil": (18, None), "Floor": (19, None),
+        "Round": (20, None), "Reciprocal": (21, None), "Sin": (22, None), "Cos": (23, None), "Elu": (24, 1.0),
+        "Selu": (25, 1.67326319217681884765625), "Celu": (26, 1.0), "ThresholdedRelu": (27, 1.0),
+        "Sign": (28, None), "Mish": (29, None), "Tan": (30, None), "Asin": (31, None), "Acos": (32, None),
+        "Atan": (33, None), "Sinh": (34, None), "Cosh": (35, None), "Asinh": (36, None), "Acosh": (37, None),
+        "Atanh": (38, None)}  # fmt: skip
+
+
+def _math(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    a = attrs(node)
+    if node.op_type == "Gelu":
+        approximate = a.get("approximate", b"none")
+        tanh = (approximate.decode() if isinstance(approximate, bytes) else str(approximate)) == "tanh"
+        code, alpha = (15 if tanh else 14), None
+    else:
+        code, alpha = MATH[node.op_type]
+    p0 = float(a.get("alpha", alpha if alpha is not None else 0.0))
+    p1 = float(a.get("gamma", 1.05070102214813232421875)) if node.op_type == "Selu" else 0.0
+    return (f"pk_unary({code}, {ref(node.input[0])}, {ref(node.output[0])}, {graph.size(node.output[0])}, "
+            f"{p0!r}f, {p1!r}f);")  # fmt: skip
 
 
 def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
@@ -234,6 +262,8 @@ def fuse_pools(graph: Graph) -> dict[str, str]:
 def temp_floats(graph: Graph, node: Any) -> int:
     """Scratch floats a node needs while it runs: a one-group Conv's im2col matrix, or its padded
     image (plus the unused columns' tail) and its output rows at the padded width."""
+    if node.op_type in REDUCE_EMITTERS:
+        return reduce_scratch(graph, node)
     if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1:
         return 0
     g = _spatial(graph, node)
@@ -302,5 +332,6 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "Softmax": _softmax, "Conv": _conv, "MaxPool": _pool(0), "AveragePool": _pool(1),
     "GlobalAveragePool": _global_avg, "BatchNormalization": _batchnorm, "Transpose": _transpose,
     "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
-    "Unsqueeze": _copy, "Dropout": _copy,
+    "Unsqueeze": _copy, "Dropout": _copy, "Pow": _binary(5), "Max": _binary(6), "Min": _binary(7),
+    "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS,
 }  # fmt: skip

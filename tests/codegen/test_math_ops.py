@@ -1,0 +1,134 @@
+"""Elementwise math, Pow/Max/Min, the Reduce family and LayerNormalization compiled to C agree
+with onnxruntime on shapes, axes and values hypothesis draws."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from packager import codegen
+
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# op -> (opset, the domain of its input values)
+UNARY = {"Abs": (13, "any"), "Exp": (13, "any"), "Log": (13, "positive"), "Sqrt": (13, "positive"),
+         "Erf": (13, "any"), "Softplus": (13, "any"), "Softsign": (13, "any"), "Ceil": (13, "any"),
+         "Floor": (13, "any"), "Round": (13, "any"), "Reciprocal": (13, "positive"), "Sin": (13, "any"),
+         "Cos": (13, "any"), "Elu": (13, "any"), "Selu": (13, "any"), "Celu": (13, "any"),
+         "ThresholdedRelu": (13, "any"), "Sign": (13, "any"), "Mish": (18, "any"), "Tan": (13, "unit"),
+         "Asin": (13, "unit"), "Acos": (13, "unit"), "Atan": (13, "any"), "Sinh": (13, "unit"),
+         "Cosh": (13, "unit"), "Asinh": (13, "any"), "Acosh": (13, "above_one"), "Atanh": (13, "unit"),
+         "Gelu": (20, "any")}  # fmt: skip
+REDUCE = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")  # fmt: skip
+
+
+def run_both(node: Any, x: np.ndarray, out_shape: list[int] | None, opset: int,
+             consts: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``node`` (input "x", output "y") run by the generated C and by onnxruntime."""
+    inits = [numpy_helper.from_array(v, k) for k, v in (consts or {}).items()]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        onnx.save(model, str(work / "m.onnx"))
+        prepared = codegen.prepare(work / "m.onnx", work, batch=x.shape[0], shapes={"x": list(x.shape)})
+        source = codegen.generate(prepared, "k", {"name": "k", "version": "1", "sha256": "-", "signature": "{}"})
+        (work / "k.h").write_text(source.header)
+        (work / "model.c").write_text(source.code)
+        subprocess.run(["gcc", "-std=c99", "-O2", "-fPIC", "-shared", "-o", "libk.so", "model.c", "-lm"], cwd=work,
+                       check=True, capture_output=True)  # fmt: skip
+        lib = ctypes.CDLL(str(work / "libk.so"))
+        y = np.zeros(source.output_size, np.float32)
+        lib.k_predict(ctypes.c_void_p(np.ascontiguousarray(x).ctypes.data), ctypes.c_size_t(1),
+                      ctypes.c_void_p(y.ctypes.data))  # fmt: skip
+    return y, expected[0].reshape(-1)
+
+
+def values(domain: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    low, high = {"any": (-4, 4), "positive": (0.05, 6), "unit": (-0.95, 0.95), "above_one": (1.01, 6)}[domain]
+    x = rng.uniform(low, high, shape).astype(np.float32)
+    if domain == "any":  # the ties and the edges: zeros, halves (Round), values at a threshold
+        x.reshape(-1)[:: max(1, x.size // 5)] = rng.choice(
+            [0.0, 0.5, -2.5, 1.0], size=x.reshape(-1)[:: max(1, x.size // 5)].size
+        )
+    return x
+
+
+shapes = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple)
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_unary_math_matches_onnxruntime(op: str, shape: tuple[int, ...], seed: int) -> None:
+    opset, domain = UNARY[op]
+    attrs: dict[str, Any] = {"approximate": "tanh"} if op == "Gelu" and seed % 2 else {}
+    if op in ("Elu", "Celu", "ThresholdedRelu") and seed % 3 == 0:
+        attrs["alpha"] = 0.7
+    node = helper.make_node(op, ["x"], ["y"], **attrs)
+    x = values(domain, shape, seed)
+    got, want = run_both(node, x, list(shape), opset)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=op)
+
+
+@SETTINGS
+@given(op=st.sampled_from(["Pow", "Max", "Min"]), shape=shapes, seed=st.integers(0, 2**16), broadcast=st.booleans())
+def test_binary_math_matches_onnxruntime(op: str, shape: tuple[int, ...], seed: int, broadcast: bool) -> None:
+    rng = np.random.default_rng(seed)
+    x = values("positive" if op == "Pow" else "any", shape, seed)
+    other_shape = shape[-1:] if broadcast else shape
+    b = rng.uniform(-2, 2, other_shape).astype(np.float32)
+    node = helper.make_node(op, ["x", "b"], ["y"])
+    got, want = run_both(node, x, list(shape), 13, {"b": b})
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=op)
+
+
+@SETTINGS
+@given(op=st.sampled_from(REDUCE), shape=shapes, seed=st.integers(0, 2**16), keepdims=st.booleans(),
+       data=st.data())  # fmt: skip
+def test_reductions_match_onnxruntime(op: str, shape: tuple[int, ...], seed: int, keepdims: bool,
+                                      data: st.DataObject) -> None:  # fmt: skip
+    axes = sorted(data.draw(st.sets(st.integers(-len(shape), len(shape) - 1), max_size=len(shape)), label="axes"))
+    axes = sorted({a % len(shape) for a in axes})
+    x = values("positive" if op in ("ReduceLogSum", "ReduceProd") else "any", shape, seed)
+    if op == "ReduceProd":
+        x = (0.5 + x / 4).astype(np.float32)  # near 1: a product of many stays in range
+    reduced = axes or list(range(len(shape)))
+    out = [1 if d in reduced else n for d, n in enumerate(shape)] if keepdims else \
+        [n for d, n in enumerate(shape) if d not in reduced]  # fmt: skip
+    consts = {"axes": np.asarray(axes, np.int64)} if axes else {}
+    node = helper.make_node(op, ["x", "axes"] if axes else ["x"], ["y"], keepdims=int(keepdims))
+    got, want = run_both(node, x, out, 18, consts)
+    np.testing.assert_allclose(got, want, rtol=5e-5, atol=5e-5, err_msg=f"{op} {shape} axes {axes}")
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 6), min_size=2, max_size=4).map(tuple), seed=st.integers(0, 2**16),
+       data=st.data(), bias=st.booleans())  # fmt: skip
+def test_layer_normalization_matches_onnxruntime(shape: tuple[int, ...], seed: int, data: st.DataObject,
+                                                 bias: bool) -> None:  # fmt: skip
+    axis = data.draw(st.integers(1, len(shape) - 1), label="axis")
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    consts = {"scale": rng.uniform(0.5, 2, shape[axis:]).astype(np.float32)}
+    if bias:
+        consts["bias"] = rng.uniform(-1, 1, shape[axis:]).astype(np.float32)
+    node = helper.make_node("LayerNormalization", ["x", "scale", *(["bias"] if bias else [])], ["y"], axis=axis,
+                            epsilon=1e-5)  # fmt: skip
+    got, want = run_both(node, x, list(shape), 17, consts)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
