@@ -994,3 +994,55 @@ static void pk_layernorm(const float *X, const float *Sc, const float *B, float 
             y[i] = (float)(((double)x[i] - mean) * inv) * Sc[i] + (B ? B[i] : 0.0f);
     }
 }
+
+/* Y over the output's dims, each dim's index mapped through its own table: map[offs[d] + i] is
+   the input index along d for output index i, or -1 where the output holds `fill` (constant
+   padding). Rows along the last dim that map to a contiguous input run are copied whole. */
+static void pk_remap(const float *X, float *Y, int ndim, const int *shape, const int *map, const int *offs,
+                     const long *in_strides, float fill) {
+    int idx[PK_MAX_DIMS] = {0};
+    const int last = ndim - 1, width = shape[last];
+    int contiguous = in_strides[last] == 1;
+    for (int i = 0; i < width && contiguous; ++i)
+        contiguous = map[offs[last] + i] == map[offs[last]] + i && map[offs[last]] >= 0;
+    size_t rows = 1;
+    for (int d = 0; d < last; ++d) rows *= (size_t)shape[d];
+    for (size_t r = 0; r < rows; ++r) {
+        long base = 0;
+        int pad = 0;
+        for (int d = 0; d < last; ++d) {
+            const int m = map[offs[d] + idx[d]];
+            if (m < 0) pad = 1;
+            base += (long)m * in_strides[d];
+        }
+        float *y = Y + r * (size_t)width;
+        if (pad) {
+            for (int i = 0; i < width; ++i) y[i] = fill;
+        } else if (contiguous) {
+            memcpy(y, X + base + map[offs[last]], (size_t)width * sizeof(float));
+        } else {
+            for (int i = 0; i < width; ++i) {
+                const int m = map[offs[last] + i];
+                y[i] = m < 0 ? fill : X[base + (long)m * in_strides[last]];
+            }
+        }
+        for (int d = last - 1; d >= 0; --d) {
+            if (++idx[d] < shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+}
+
+static void pk_log_softmax(const float *X, float *Y, int outer, int axis, int inner) {
+    for (int o = 0; o < outer; ++o)
+        for (int i = 0; i < inner; ++i) {
+            const float *x = X + (size_t)o * axis * inner + i;
+            float *y = Y + (size_t)o * axis * inner + i;
+            float mx = x[0];
+            double sum = 0.0;
+            for (int a = 1; a < axis; ++a) mx = x[(size_t)a * inner] > mx ? x[(size_t)a * inner] : mx;
+            for (int a = 0; a < axis; ++a) sum += exp((double)x[(size_t)a * inner] - mx);
+            const float lse = (float)log(sum);
+            for (int a = 0; a < axis; ++a) y[(size_t)a * inner] = x[(size_t)a * inner] - mx - lse;
+        }
+}

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from packager.codegen.graph import Graph, attrs
+from packager.codegen.index import EMITTERS as INDEX_EMITTERS
 from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
 from packager.codegen.reduce import reduce_scratch
 from packager.errors import UnsupportedOpError
@@ -139,9 +140,10 @@ def _softmax(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     shape = graph.shapes[node.input[0]]
     axis = int(attrs(node).get("axis", -1 if graph.opset >= 13 else 1)) % len(shape)
     if graph.opset < 13 and axis != len(shape) - 1:
-        raise UnsupportedOpError("static-lib: Softmax before opset 13 over a non-last axis is not supported")
+        raise UnsupportedOpError(f"static-lib: {node.op_type} before opset 13 over a non-last axis is not supported")
     outer, inner = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1 :]))
-    return f"pk_softmax({ref(node.input[0])}, {ref(node.output[0])}, {outer}, {shape[axis]}, {inner});"
+    kernel = "pk_log_softmax" if node.op_type == "LogSoftmax" else "pk_softmax"
+    return f"{kernel}({ref(node.input[0])}, {ref(node.output[0])}, {outer}, {shape[axis]}, {inner});"
 
 
 def _spatial(graph: Graph, node: Any) -> dict[str, Any]:
@@ -333,5 +335,5 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "GlobalAveragePool": _global_avg, "BatchNormalization": _batchnorm, "Transpose": _transpose,
     "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
     "Unsqueeze": _copy, "Dropout": _copy, "Pow": _binary(5), "Max": _binary(6), "Min": _binary(7),
-    "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS,
+    "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS, **INDEX_EMITTERS, "LogSoftmax": _softmax,
 }  # fmt: skip

@@ -43,19 +43,23 @@ def run_both(node: Any, x: np.ndarray, out_shape: list[int] | None, opset: int,
     model.ir_version = 8
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        onnx.save(model, str(work / "m.onnx"))
-        prepared = codegen.prepare(work / "m.onnx", work, batch=x.shape[0], shapes={"x": list(x.shape)})
-        source = codegen.generate(prepared, "k", {"name": "k", "version": "1", "sha256": "-", "signature": "{}"})
-        (work / "k.h").write_text(source.header)
-        (work / "model.c").write_text(source.code)
-        subprocess.run(["gcc", "-std=c99", "-O2", "-fPIC", "-shared", "-o", "libk.so", "model.c", "-lm"], cwd=work,
-                       check=True, capture_output=True)  # fmt: skip
-        lib = ctypes.CDLL(str(work / "libk.so"))
-        y = np.zeros(source.output_size, np.float32)
-        lib.k_predict(ctypes.c_void_p(np.ascontiguousarray(x).ctypes.data), ctypes.c_size_t(1),
-                      ctypes.c_void_p(y.ctypes.data))  # fmt: skip
-    return y, expected[0].reshape(-1)
+        return _compiled(model, x, Path(tmp)), expected[0].reshape(-1)
+
+
+def _compiled(model: onnx.ModelProto, x: np.ndarray, work: Path) -> np.ndarray:
+    """The output of ``model`` (input "x") as the generated C computes it."""
+    onnx.save(model, str(work / "m.onnx"))
+    prepared = codegen.prepare(work / "m.onnx", work, batch=x.shape[0], shapes={"x": list(x.shape)})
+    source = codegen.generate(prepared, "k", {"name": "k", "version": "1", "sha256": "-", "signature": "{}"})
+    (work / "k.h").write_text(source.header)
+    (work / "model.c").write_text(source.code)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-fPIC", "-shared", "-o", "libk.so", "model.c", "-lm"], cwd=work,
+                   check=True, capture_output=True)  # fmt: skip
+    lib = ctypes.CDLL(str(work / "libk.so"))
+    y = np.zeros(source.output_size, np.float32)
+    lib.k_predict(ctypes.c_void_p(np.ascontiguousarray(x).ctypes.data), ctypes.c_size_t(1),
+                  ctypes.c_void_p(y.ctypes.data))  # fmt: skip
+    return y
 
 
 def values(domain: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -132,3 +136,93 @@ def test_layer_normalization_matches_onnxruntime(shape: tuple[int, ...], seed: i
                             epsilon=1e-5)  # fmt: skip
     got, want = run_both(node, x, list(shape), 17, consts)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@SETTINGS
+@given(shape=shapes, seed=st.integers(0, 2**16), data=st.data())
+def test_slice_matches_onnxruntime(shape: tuple[int, ...], seed: int, data: st.DataObject) -> None:
+    axes = sorted(data.draw(st.sets(st.integers(0, len(shape) - 1), min_size=1), label="axes"))
+    starts = [data.draw(st.integers(-7, 7), label="start") for _ in axes]
+    ends = [data.draw(st.sampled_from([-9, -2, 0, 1, 3, 9, 2**62]), label="end") for _ in axes]
+    steps = [data.draw(st.sampled_from([-2, -1, 1, 2, 3]), label="step") for _ in axes]
+    x = values("any", shape, seed)
+    consts = {n: np.asarray(v, np.int64) for n, v in (("starts", starts), ("ends", ends), ("axes", axes),
+                                                       ("steps", steps))}  # fmt: skip
+    probe = helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])
+    out = list(_onnxruntime_shape(probe, x, consts, 13))
+    if 0 in out:
+        return  # an empty slice: nothing to compare
+    got, want = run_both(probe, x, out, 13, consts)
+    np.testing.assert_array_equal(got, want)
+
+
+def _onnxruntime_shape(node: Any, x: np.ndarray, consts: dict[str, np.ndarray], opset: int) -> tuple[int, ...]:
+    inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return tuple(session.run(None, {"x": x})[0].shape)
+
+
+@SETTINGS
+@given(shape=shapes, seed=st.integers(0, 2**16), mode=st.sampled_from(["constant", "edge", "reflect", "wrap"]),
+       data=st.data())  # fmt: skip
+def test_pad_matches_onnxruntime(shape: tuple[int, ...], seed: int, mode: str, data: st.DataObject) -> None:
+    low = 0 if mode in ("reflect", "wrap") else -1
+    pads = [data.draw(st.integers(low, 3 if mode != "reflect" else max(0, n - 1)), label="pad")
+            for n in [*shape, *shape]]  # fmt: skip
+    pads = [max(p, -n + 1) for p, n in zip(pads, [*shape, *shape], strict=True)]
+    x = values("any", shape, seed)
+    consts = {"pads": np.asarray(pads, np.int64), "value": np.asarray(1.5, np.float32)}
+    node = helper.make_node("Pad", ["x", "pads", "value"], ["y"], mode=mode)
+    out = [n + pads[d] + pads[d + len(shape)] for d, n in enumerate(shape)]
+    if min(out) <= 0:
+        return
+    got, want = run_both(node, x, out, 19, consts)
+    np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(shape=shapes, seed=st.integers(0, 2**16), data=st.data())
+def test_expand_tile_and_gather_match_onnxruntime(shape: tuple[int, ...], seed: int, data: st.DataObject) -> None:
+    x = values("any", shape, seed)
+    target = [data.draw(st.sampled_from([n, 3]) if n == 1 else st.just(n), label="dim") for n in shape]
+    node = helper.make_node("Expand", ["x", "shape"], ["y"])
+    got, want = run_both(node, x, target, 13, {"shape": np.asarray(target, np.int64)})
+    np.testing.assert_array_equal(got, want)
+    repeats = [data.draw(st.integers(1, 3), label="repeat") for _ in shape]
+    got, want = run_both(helper.make_node("Tile", ["x", "repeats"], ["y"]), x,
+                         [n * r for n, r in zip(shape, repeats, strict=True)], 13,
+                         {"repeats": np.asarray(repeats, np.int64)})  # fmt: skip
+    np.testing.assert_array_equal(got, want)
+    axis = data.draw(st.integers(0, len(shape) - 1), label="axis")
+    indices = np.asarray(data.draw(st.lists(st.integers(-shape[axis], shape[axis] - 1), min_size=1, max_size=4),
+                                   label="indices"), np.int64)  # fmt: skip
+    out = [*shape[:axis], len(indices), *shape[axis + 1 :]]
+    got, want = run_both(helper.make_node("Gather", ["x", "indices"], ["y"], axis=axis), x, out, 13,
+                         {"indices": indices})  # fmt: skip
+    np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(2, 6), min_size=1, max_size=3).map(tuple), seed=st.integers(0, 2**16),
+       data=st.data())  # fmt: skip
+def test_split_and_log_softmax_match_onnxruntime(shape: tuple[int, ...], seed: int, data: st.DataObject) -> None:
+    x = values("any", shape, seed)
+    axis = data.draw(st.integers(0, len(shape) - 1), label="axis")
+    first = data.draw(st.integers(1, shape[axis] - 1), label="first")
+    split = np.asarray([first, shape[axis] - first], np.int64)
+    nodes = [helper.make_node("Split", ["x", "split"], ["a", "b"], axis=axis),
+             helper.make_node("Concat", ["b", "a"], ["c"], axis=axis),
+             helper.make_node("LogSoftmax", ["c"], ["y"], axis=axis)]  # fmt: skip
+    inits = [numpy_helper.from_array(split, "split")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        got = _compiled(model, x, Path(tmp))
+    np.testing.assert_allclose(got, want.reshape(-1), rtol=1e-5, atol=1e-5)
