@@ -132,6 +132,15 @@ def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
     return emit
 
 
+def _dropout(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    """Inference's Dropout, a copy; training mode (a random mask) is refused."""
+    if len(node.input) > 2 and node.input[2]:
+        training = graph.consts.get(node.input[2])
+        if training is None or bool(np.asarray(training).reshape(-1)[0]):
+            raise UnsupportedOpError("static-lib: Dropout in training mode (a random mask) is not supported")
+    return _copy(graph, node, ref)
+
+
 def _copy(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     return f"memcpy({ref(node.output[0])}, {ref(node.input[0])}, {graph.size(node.output[0])} * sizeof(float));"
 
@@ -334,6 +343,6 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "Softmax": _softmax, "Conv": _conv, "MaxPool": _pool(0), "AveragePool": _pool(1),
     "GlobalAveragePool": _global_avg, "BatchNormalization": _batchnorm, "Transpose": _transpose,
     "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
-    "Unsqueeze": _copy, "Dropout": _copy, "Pow": _binary(5), "Max": _binary(6), "Min": _binary(7),
+    "Unsqueeze": _copy, "Dropout": _dropout, "Pow": _binary(5), "Max": _binary(6), "Min": _binary(7),
     "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS, **INDEX_EMITTERS, "LogSoftmax": _softmax,
 }  # fmt: skip
