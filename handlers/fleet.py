@@ -40,7 +40,7 @@ from aws_lambda_powertools import Logger
 
 from packager.registry.s3 import S3Store
 from packager.server.api import error_answer
-from packager.server.apigw import call_of, refused_call, result_of
+from packager.server.apigw import call_of, refused_call, result_of, store_from_env
 from packager.server.fleet import FleetApi
 from packager.server.tokens import Tokens
 
@@ -92,12 +92,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def _open() -> tuple[S3Store, Path | None, FleetApi, float]:
-    bucket = os.environ.get("REGISTRY_BUCKET", "")
-    if not bucket:
-        raise RuntimeError("REGISTRY_BUCKET is not set: the function needs the registry's bucket")
-    prefix = os.environ.get("REGISTRY_PREFIX", "").strip("/")
-    store = S3Store.from_url(f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
-                             endpoint_url=os.environ.get("PACKAGER_S3_ENDPOINT_URL") or None)  # fmt: skip
+    store = store_from_env()
     keys, tokens = unpack(read_secret(), Path(tempfile.mkdtemp(prefix="packager-fleet-")))
     minutes = float(os.environ.get("TICK_MINUTES") or 5)
     return store, keys, FleetApi(store, Tokens(tokens), tick_minutes=minutes), minutes

@@ -29,10 +29,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from packager.registry.names import artifact_key
-from packager.registry.s3 import S3Store
 from packager.resources import read_toml
 from packager.server.api import IMMUTABLE, Cors, ReadApi
-from packager.server.apigw import call_of, refused_call, result_of
+from packager.server.apigw import call_of, refused_call, result_of, store_from_env
 from packager.server.telemetry import Guard, TelemetrySink
 from packager.server.views import RegistryView
 
@@ -41,12 +40,7 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "packager-mani
 
 
 def _open_api() -> ReadApi:
-    bucket = os.environ.get("REGISTRY_BUCKET", "")
-    if not bucket:
-        raise RuntimeError("REGISTRY_BUCKET is not set: the function needs the registry's bucket")
-    prefix = os.environ.get("REGISTRY_PREFIX", "").strip("/")
-    store = S3Store.from_url(f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
-                             endpoint_url=os.environ.get("PACKAGER_S3_ENDPOINT_URL") or None)  # fmt: skip
+    store = store_from_env()
     conf = read_toml("server.toml")
     cache, tele = conf["cache"], conf["telemetry"]
     ttl = float(os.environ.get("POINTER_TTL_SECONDS") or cache["pointer_seconds"])

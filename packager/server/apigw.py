@@ -1,16 +1,30 @@
-"""API Gateway HTTP API (payload 2.0) events as the read API's ``Call``, and its ``Answer`` as the
-function's result: what the functions of templates/service.yaml (``handlers/manifest.py``,
-``handlers/fleet.py``) share. The standard library only: the functions ship it as it is."""
+"""What the functions of templates/service.yaml (``handlers/manifest.py``, ``handlers/fleet.py``)
+share: the registry store their environment names, and API Gateway HTTP API (payload 2.0) events
+as the read API's ``Call``, its ``Answer`` as the function's result. The standard library at
+module level: the functions ship it as it is."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
 from typing import Any
 
 from packager.errors import ServiceError
+from packager.registry.s3 import S3Store
 from packager.server.api import Answer, Call
 from packager.server.http import too_large
+
+
+def store_from_env() -> S3Store:
+    """The registry: REGISTRY_BUCKET, REGISTRY_PREFIX (may be empty) and, for tests against an
+    S3-compatible server, PACKAGER_S3_ENDPOINT_URL."""
+    bucket = os.environ.get("REGISTRY_BUCKET", "")
+    if not bucket:
+        raise RuntimeError("REGISTRY_BUCKET is not set: the function needs the registry's bucket")
+    prefix = os.environ.get("REGISTRY_PREFIX", "").strip("/")
+    return S3Store.from_url(f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
+                            endpoint_url=os.environ.get("PACKAGER_S3_ENDPOINT_URL") or None)  # fmt: skip
 
 
 def call_of(event: dict[str, Any], limit: int) -> Call | Exception:
