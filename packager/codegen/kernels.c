@@ -1046,3 +1046,38 @@ static void pk_log_softmax(const float *X, float *Y, int outer, int axis, int in
             for (int a = 0; a < axis; ++a) y[(size_t)a * inner] = x[(size_t)a * inner] - mx - lse;
         }
 }
+
+/* Separable resampling: along dim d, output index i reads taps[d] input indices idx[offs[d] +
+   i*taps[d] + t] with weights w[...] (an index of -1 reads `fill`: tf_crop_and_resize outside
+   the box); the output value is the sum over every combination of one tap per dim of the
+   weights' product times the input value. */
+static void pk_resample(const float *X, float *Y, int ndim, const int *shape, const int *taps, const int *offs,
+                        const int *idx, const float *w, const long *in_strides, float fill) {
+    int pos[PK_MAX_DIMS] = {0};
+    size_t total = 1;
+    for (int d = 0; d < ndim; ++d) total *= (size_t)shape[d];
+    for (size_t o = 0; o < total; ++o) {
+        int t[PK_MAX_DIMS] = {0};
+        double acc = 0.0;
+        for (;;) {
+            long src = 0;
+            double weight = 1.0;
+            int outside = 0;
+            for (int d = 0; d < ndim; ++d) {
+                const int k = offs[d] + pos[d] * taps[d] + t[d];
+                if (idx[k] < 0) outside = 1;
+                src += (long)idx[k] * in_strides[d];
+                weight *= w[k];
+            }
+            if (weight != 0.0) acc += weight * (outside ? (double)fill : (double)X[src]);
+            int d = ndim - 1;
+            while (d >= 0 && ++t[d] == taps[d]) t[d--] = 0;
+            if (d < 0) break;
+        }
+        Y[o] = (float)acc;
+        for (int d = ndim - 1; d >= 0; --d) {
+            if (++pos[d] < shape[d]) break;
+            pos[d] = 0;
+        }
+    }
+}

@@ -11,6 +11,7 @@ from packager.codegen.graph import Graph, attrs
 from packager.codegen.index import EMITTERS as INDEX_EMITTERS
 from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
 from packager.codegen.reduce import reduce_scratch
+from packager.codegen.resize import EMITTERS as RESIZE_EMITTERS
 from packager.errors import UnsupportedOpError
 
 SKINNY = 16  # products with fewer output columns than one block run as dot products
@@ -344,5 +345,6 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "GlobalAveragePool": _global_avg, "BatchNormalization": _batchnorm, "Transpose": _transpose,
     "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
     "Unsqueeze": _copy, "Dropout": _dropout, "Pow": _binary(5), "Max": _binary(6), "Min": _binary(7),
-    "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS, **INDEX_EMITTERS, "LogSoftmax": _softmax,
+    "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS, **INDEX_EMITTERS, **RESIZE_EMITTERS,
+    "LogSoftmax": _softmax,
 }  # fmt: skip
