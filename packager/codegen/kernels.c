@@ -1081,3 +1081,32 @@ static void pk_resample(const float *X, float *Y, int ndim, const int *shape, co
         }
     }
 }
+
+/* 2-D transposed convolution, NCHW, one item: each input value scattered through the kernel.
+   W is (C, M/group, KH, KW); pads (top, left) are the output's cropped rows and columns. */
+static void pk_conv_transpose2d(const float *restrict X, const float *restrict W, const float *restrict Bias,
+                                float *restrict Y, int C, int H, int Wd, int M, int OH, int OW, int KH, int KW,
+                                int pt, int pl, int sh, int sw, int dh, int dw, int group) {
+    const int cg = C / group, mg = M / group;
+    for (int m = 0; m < M; ++m)
+        for (int i = 0; i < OH * OW; ++i) Y[(size_t)m * OH * OW + i] = Bias ? Bias[m] : 0.0f;
+    for (int c = 0; c < C; ++c) {
+        const int g = c / cg;
+        for (int ml = 0; ml < mg; ++ml) {
+            const float *w = W + ((size_t)c * mg + ml) * KH * KW;
+            float *y = Y + (size_t)(g * mg + ml) * OH * OW;
+            for (int ih = 0; ih < H; ++ih)
+                for (int kh = 0; kh < KH; ++kh) {
+                    const int oh = ih * sh + kh * dh - pt;
+                    if (oh < 0 || oh >= OH) continue;
+                    for (int iw = 0; iw < Wd; ++iw) {
+                        const float v = X[((size_t)c * H + ih) * Wd + iw];
+                        for (int kw = 0; kw < KW; ++kw) {
+                            const int ow = iw * sw + kw * dw - pl;
+                            if (ow >= 0 && ow < OW) y[(size_t)oh * OW + ow] += v * w[kh * KW + kw];
+                        }
+                    }
+                }
+        }
+    }
+}

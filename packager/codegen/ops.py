@@ -206,6 +206,39 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     return _per_item(graph, node, ref, call)
 
 
+def _conv_transpose(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    """2-D ConvTranspose (1-D as one row); pads from the attribute, or from output_shape or
+    auto_pad SAME_* as the total padding the output's size implies."""
+    a = attrs(node)
+    x, y, w = graph.shapes[node.input[0]], graph.shapes[node.output[0]], graph.shapes[node.input[1]]
+    if len(x) not in (3, 4):
+        raise UnsupportedOpError(f"static-lib: ConvTranspose on a {len(x)}-D tensor (1-D and 2-D only) is not "
+                                 "supported")  # fmt: skip
+    one_d = len(x) == 3
+    spatial = 1 if one_d else 2
+    kernel = list(a.get("kernel_shape") or w[2:])
+    strides, dil = list(a.get("strides", [1] * spatial)), list(a.get("dilations", [1] * spatial))
+    extra = list(a.get("output_padding", [0] * spatial))
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+        total = [strides[i] * (x[2 + i] - 1) + extra[i] + (kernel[i] - 1) * dil[i] + 1 - y[2 + i]
+                 for i in range(spatial)]  # fmt: skip
+        begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    else:
+        begin = list(a.get("pads", [0] * (2 * spatial)))[:spatial]
+    if one_d:  # one row: H = 1
+        kernel, strides, dil, begin = [1, *kernel], [1, *strides], [1, *dil], [0, *begin]
+    xs = [x[1], 1, x[2]] if one_d else list(x[1:])
+    ys = [y[1], 1, y[2]] if one_d else list(y[1:])
+    group = int(a.get("group", 1))
+    bias = ref(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
+    call = (f"pk_conv_transpose2d({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {xs[0]}, {xs[1]}, {xs[2]}, "
+            f"{ys[0]}, {ys[1]}, {ys[2]}, {kernel[0]}, {kernel[1]}, {begin[0]}, {begin[1]}, {strides[0]}, "
+            f"{strides[1]}, {dil[0]}, {dil[1]}, {group});")  # fmt: skip
+    return _per_item(graph, node, ref, call)
+
+
 def _readers(graph: Graph) -> dict[str, list[Any]]:
     """Tensor name -> the nodes that read it."""
     readers: dict[str, list[Any]] = {}
@@ -346,5 +379,5 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
     "Unsqueeze": _copy, "Dropout": _dropout, "Pow": _binary(5), "Max": _binary(6), "Min": _binary(7),
     "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS, **INDEX_EMITTERS, **RESIZE_EMITTERS,
-    "LogSoftmax": _softmax,
+    "LogSoftmax": _softmax, "ConvTranspose": _conv_transpose,
 }  # fmt: skip

@@ -257,3 +257,27 @@ def test_resize_matches_onnxruntime(hw: tuple[int, int], seed: int, mode: str, c
                             nearest_mode=nearest)  # fmt: skip
     got, want = run_both(node, x, out, 13, consts)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"{mode} {coord} {nearest} {out}")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hw=st.tuples(st.integers(1, 5), st.integers(1, 5)), seed=st.integers(0, 2**16), group=st.sampled_from([1, 2]),
+       k=st.integers(1, 3), stride=st.integers(1, 3), dilation=st.integers(1, 2), pad=st.integers(0, 1),
+       extra=st.integers(0, 1), bias=st.booleans(), one_d=st.booleans())  # fmt: skip
+def test_conv_transpose_matches_onnxruntime(hw: tuple[int, int], seed: int, group: int, k: int, stride: int,
+                                            dilation: int, pad: int, extra: int, bias: bool,
+                                            one_d: bool) -> None:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    spatial = 1 if one_d else 2
+    extra = min(extra, stride - 1)  # output_padding must be below the stride
+    x = rng.standard_normal((1, 2 * group, *hw[:spatial])).astype(np.float32)
+    consts = {"w": rng.standard_normal((2 * group, 3, *[k] * spatial)).astype(np.float32)}
+    if bias:
+        consts["b"] = rng.standard_normal(3 * group).astype(np.float32)
+    out = [1, 3 * group, *[stride * (n - 1) + extra + (k - 1) * dilation + 1 - 2 * pad for n in hw[:spatial]]]
+    if min(out) <= 0:
+        return
+    node = helper.make_node("ConvTranspose", ["x", "w", *(["b"] if bias else [])], ["y"], group=group,
+                            strides=[stride] * spatial, dilations=[dilation] * spatial, pads=[pad] * (2 * spatial),
+                            output_padding=[extra] * spatial)  # fmt: skip
+    got, want = run_both(node, x, out, 13, consts)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
