@@ -56,10 +56,34 @@ def _gemm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     return call
 
 
+def _batched_matmul(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    """N-D MatMul: one product per index of the broadcast batch dims, each operand's slice found
+    in a table of offsets (a 1-D operand is a row or a column, as numpy takes it)."""
+    sa, sb = list(graph.shapes[node.input[0]]), list(graph.shapes[node.input[1]])
+    a = [1, *sa] if len(sa) == 1 else sa
+    b = [*sb, 1] if len(sb) == 1 else sb
+    m, k, n = a[-2], a[-1], b[-1]
+    batch = list(np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2])))
+    count = int(np.prod(batch)) if batch else 1
+
+    def offsets(shape: list[int], size: int) -> list[int]:
+        padded = [1] * (len(batch) - len(shape)) + shape
+        strides, step = [0] * len(padded), size
+        for d in range(len(padded) - 1, -1, -1):
+            strides[d] = 0 if padded[d] == 1 else step
+            step *= padded[d]
+        return [int(sum(i * s for i, s in zip(index, strides, strict=True))) for index in np.ndindex(*batch)] or [0]
+
+    ao, bo = offsets(a[:-2], m * k), offsets(b[:-2], k * n)
+    return (f"{{ static const long ao[] = {{{', '.join(map(str, ao))}}}, bo[] = {{{', '.join(map(str, bo))}}}; "
+            f"for (int t = 0; t < {count}; ++t) pk_matmul({ref(node.input[0])} + ao[t], {ref(node.input[1])} + bo[t], "
+            f"{ref(node.output[0])} + (size_t)t * {m * n}, {m}, {n}, {k}); }}")  # fmt: skip
+
+
 def _matmul(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     sa, sb = graph.shapes[node.input[0]], graph.shapes[node.input[1]]
     if len(sb) != 2:
-        raise UnsupportedOpError(f"static-lib: MatMul with a {len(sb)}-D right operand is not supported")
+        return _batched_matmul(graph, node, ref)
     m = int(np.prod(sa[:-1])) if len(sa) > 1 else 1
     b_const = graph.consts.get(node.input[1])
     if b_const is not None and sb[1] < SKINNY:

@@ -281,3 +281,27 @@ def test_conv_transpose_matches_onnxruntime(hw: tuple[int, int], seed: int, grou
                             output_padding=[extra] * spatial)  # fmt: skip
     got, want = run_both(node, x, out, 13, consts)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@SETTINGS
+@given(
+    batch_a=st.lists(st.integers(1, 3), max_size=2),
+    batch_b=st.lists(st.integers(1, 3), max_size=2),
+    mkn=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)),
+    seed=st.integers(0, 2**16),
+)
+def test_batched_matmul_matches_onnxruntime(batch_a: list[int], batch_b: list[int], mkn: tuple[int, int, int],
+                                            seed: int) -> None:  # fmt: skip
+    m, k, n = mkn
+    batch_b = batch_b if len(batch_b) >= 1 else [2]  # at least one batch dim on the right: the N-D path
+    try:
+        batch = list(np.broadcast_shapes(tuple(batch_a), tuple(batch_b)))
+    except ValueError:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((*batch_a, m, k)).astype(np.float32) if batch_a else \
+        rng.standard_normal((m, k)).astype(np.float32)  # fmt: skip
+    b = rng.standard_normal((*batch_b, k, n)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "b"], ["y"])
+    got, want = run_both(node, x, [*batch, m, n], 13, {"b": b})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
