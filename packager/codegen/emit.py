@@ -118,6 +118,9 @@ def _body(graph: Graph) -> Body:
         graph.scratch = f"(ws + {scratch[i]})" if i in scratch else "0"
         lines.append(f"    /* {node.op_type} {node.name} */")
         lines.append("    " + EMITTERS[node.op_type](graph, node, ref))
+    for name in graph.outputs:  # an output folded to a constant (no node writes it)
+        if name in graph.consts and graph.consts[name].dtype.kind == "f":
+            lines.append(f"    memcpy({outputs[name]}, {ref(name)}, {graph.size(name)} * sizeof(float));")
     return Body(graph=graph, lines=lines, arena=arena, parked=parked)
 
 

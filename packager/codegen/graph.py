@@ -44,6 +44,15 @@ def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int
     return onnx.shape_inference.infer_shapes(folded, strict_mode=True, data_prop=True)
 
 
+def c_float(value: float) -> str:
+    """A float32 as a C initializer: ``%.9g`` (exact), or the math.h macro of an infinity or NaN."""
+    if value != value:
+        return "NAN"
+    if value in (float("inf"), float("-inf")):
+        return "INFINITY" if value > 0 else "-INFINITY"
+    return f"{value:.9g}"
+
+
 class Weights:
     """float32 constants as ``static const float`` arrays, one per distinct content."""
 
@@ -56,7 +65,7 @@ class Weights:
         key = hashlib.sha256(flat.tobytes()).hexdigest() + str(flat.size)
         if key not in self.names:
             cname = f"w{len(self.names)}_{re.sub(r'[^A-Za-z0-9_]', '_', hint)[-40:]}"
-            numbers = ",".join(f"{v:.9g}" for v in flat.tolist()) if flat.size else "0"
+            numbers = ",".join(c_float(v) for v in flat.tolist()) if flat.size else "0"
             self.lines.append(f"static const float {cname}[{max(flat.size, 1)}] = {{{numbers}}};")
             self.names[key] = cname
         return self.names[key]

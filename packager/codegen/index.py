@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import Graph, attrs
+from packager.codegen.graph import Graph, attrs, c_float
 from packager.errors import UnsupportedOpError
 
 Emit = Callable[[Graph, Any, Callable[[str], str]], str]
@@ -47,7 +47,7 @@ def _remap(graph: Graph, node: Any, ref: Callable[[str], str], out: str, maps: l
     table = ", ".join(str(v) for v in flat) or "0"
     return (f"pk_remap({ref(node.input[0])}, {ref(out)}, {len(maps)}, (const int[]){{{shape}}}, "
             f"(const int[]){{{table}}}, (const int[]){{{', '.join(map(str, offsets))}}}, "
-            f"(const long[]){{{', '.join(map(str, strides))}}}, {fill!r}f);")  # fmt: skip
+            f"(const long[]){{{', '.join(map(str, strides))}}}, {c_float(fill)});")  # fmt: skip
 
 
 def _identity(n: int) -> list[int]:

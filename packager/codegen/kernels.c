@@ -979,9 +979,10 @@ static void pk_reduce(int op, const float *X, float *Y, double *S, int ndim, con
 }
 
 /* Layer normalization over the last `inner` values of each of `outer` rows; scale and bias
-   (B may be null) have `inner` values. Mean and variance in double. */
-static void pk_layernorm(const float *X, const float *Sc, const float *B, float *Y, size_t outer, size_t inner,
-                         float eps) {
+   (B may be null) have `inner` values. Mean and variance in double; each row's mean and inverse
+   standard deviation written to Mean and InvStd where they are not null. */
+static void pk_layernorm(const float *X, const float *Sc, const float *B, float *Y, float *Mean, float *InvStd,
+                         size_t outer, size_t inner, float eps) {
     for (size_t o = 0; o < outer; ++o) {
         const float *x = X + o * inner;
         float *y = Y + o * inner;
@@ -990,6 +991,8 @@ static void pk_layernorm(const float *X, const float *Sc, const float *B, float 
         mean /= (double)inner;
         for (size_t i = 0; i < inner; ++i) var += ((double)x[i] - mean) * ((double)x[i] - mean);
         const double inv = 1.0 / sqrt(var / (double)inner + (double)eps);
+        if (Mean) Mean[o] = (float)mean;
+        if (InvStd) InvStd[o] = (float)inv;
         for (size_t i = 0; i < inner; ++i)
             y[i] = (float)(((double)x[i] - mean) * inv) * Sc[i] + (B ? B[i] : 0.0f);
     }

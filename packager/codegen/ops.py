@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import Graph, attrs
+from packager.codegen.graph import Graph, attrs, c_float
 from packager.codegen.index import EMITTERS as INDEX_EMITTERS
 from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
 from packager.codegen.reduce import reduce_scratch
@@ -136,7 +136,7 @@ def _math(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     p0 = float(a.get("alpha", alpha if alpha is not None else 0.0))
     p1 = float(a.get("gamma", 1.05070102214813232421875)) if node.op_type == "Selu" else 0.0
     return (f"pk_unary({code}, {ref(node.input[0])}, {ref(node.output[0])}, {graph.size(node.output[0])}, "
-            f"{p0!r}f, {p1!r}f);")  # fmt: skip
+            f"{c_float(p0)}, {c_float(p1)});")  # fmt: skip
 
 
 def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
@@ -152,7 +152,7 @@ def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
             hi = graph.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else a.get("max", 3.4e38)
             p0, p1 = float(np.asarray(lo).reshape(-1)[0]), float(np.asarray(hi).reshape(-1)[0])
         return (f"pk_unary({code}, {ref(node.input[0])}, {ref(node.output[0])}, {graph.size(node.output[0])}, "
-                f"{p0!r}f, {p1!r}f);")  # fmt: skip
+                f"{c_float(p0)}, {c_float(p1)});")  # fmt: skip
 
     return emit
 
@@ -369,6 +369,9 @@ def _global_avg(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 
 def _batchnorm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     x = graph.shapes[node.input[0]]
+    if int(attrs(node).get("training_mode", 0)) or any(node.output[1:]):
+        raise UnsupportedOpError("static-lib: BatchNormalization in training mode (batch statistics, running "
+                                 "means out) is not supported")  # fmt: skip
     eps = float(attrs(node).get("epsilon", 1e-5))
     args = ", ".join(ref(n) for n in node.input[1:5])
     call = f"pk_batchnorm({{x}}, {{y}}, {args}, {eps!r}f, {x[1]}, {int(np.prod(x[2:]))});"

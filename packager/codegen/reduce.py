@@ -70,8 +70,6 @@ def _layernorm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     a = attrs(node)
     shape = graph.shapes[node.input[0]]
     axis = int(a.get("axis", -1)) % len(shape)
-    if any(name and name in graph.outputs for name in node.output[1:]):
-        raise UnsupportedOpError("static-lib: LayerNormalization's Mean and InvStdDev outputs are not supported")
     inner = int(np.prod(shape[axis:]))
     outer = int(np.prod(shape[:axis]))
     for name in node.input[1:]:
@@ -80,8 +78,9 @@ def _layernorm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
                                      "normalised dims is not supported")  # fmt: skip
     bias = ref(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
     eps = float(a.get("epsilon", 1e-5))
-    return (f"pk_layernorm({ref(node.input[0])}, {ref(node.input[1])}, {bias}, {ref(node.output[0])}, {outer}, "
-            f"{inner}, {eps!r}f);")  # fmt: skip
+    stats = [ref(name) if name else "0" for name in [*node.output[1:3], "", ""][:2]]
+    return (f"pk_layernorm({ref(node.input[0])}, {ref(node.input[1])}, {bias}, {ref(node.output[0])}, {stats[0]}, "
+            f"{stats[1]}, {outer}, {inner}, {eps!r}f);")  # fmt: skip
 
 
 EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {

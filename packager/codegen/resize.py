@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import Graph, attrs
+from packager.codegen.graph import Graph, attrs, c_float
 from packager.errors import UnsupportedOpError
 
 
@@ -178,7 +178,7 @@ def _resize(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     ints = lambda v: ", ".join(str(int(i)) for i in v)  # noqa: E731
     return (f"pk_resample({ref(node.input[0])}, {ref(node.output[0])}, {len(x)}, (const int[]){{{ints(out)}}}, "
             f"(const int[]){{{ints(taps)}}}, (const int[]){{{ints(offsets)}}}, (const int[]){{{ints(indices)}}}, "
-            f"{table}, (const long[]){{{ints(strides)}}}, {s['fill']!r}f);")  # fmt: skip
+            f"{table}, (const long[]){{{ints(strides)}}}, {c_float(s['fill'])});")  # fmt: skip
 
 
 EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {"Resize": _resize, "Upsample": _resize}
