@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from packager.errors import PackagerError, ServiceError
 from packager.registry.channels import read_pointer
@@ -166,8 +165,3 @@ def _window(text: str) -> timedelta:
         return parse_window(text)
     except PackagerError as exc:
         raise ServiceError(400, "bad_request", exc.one_line()) from exc
-
-
-def tick_minutes(settings: dict[str, Any]) -> float:
-    """The controller's period in minutes, from server.toml's ``[fleet] tick_seconds``."""
-    return float(settings["fleet"]["tick_seconds"]) / 60
