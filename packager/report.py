@@ -75,15 +75,25 @@ def _row(v: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     )
 
 
+# a compiled library's sizes, as the checks name them, and how the report labels them
+SIZES = {"text_bytes": ".text", "rodata_bytes": ".rodata", "workspace_bytes": "workspace"}
+
+
 def _estimates(variant: str, checks: list[dict[str, Any]]) -> str:
     """What the variant becomes where it deploys, when a check estimated it (a container image:
-    the bundle is a build context of a few kB, the image hundreds of MB)."""
+    the bundle is a build context of a few kB, the image hundreds of MB), and a compiled
+    library's code, constants and workspace."""
     found = []
     for check in checks:
         name = str(check.get("name", ""))
-        if name.startswith(f"{variant}.") and name.endswith("_bytes_estimate") and check.get("value") is not None:
-            what = name[len(variant) + 1 : -len("_bytes_estimate")].replace("_", " ")
+        if not name.startswith(f"{variant}.") or check.get("value") is None:
+            continue
+        key = name[len(variant) + 1 :]
+        if key.endswith("_bytes_estimate"):
+            what = key[: -len("_bytes_estimate")].replace("_", " ")
             found.append(f'<br><span class="est">{html.escape(what)} ≈ {_size(int(check["value"]))}</span>')
+        elif key in SIZES:
+            found.append(f'<br><span class="est">{SIZES[key]} {_size(int(check["value"]))}</span>')
     return "".join(found)
 
 

@@ -38,6 +38,9 @@ ALLOWED_LIBS = ("linux-vdso", "libc.so", "libm.so", "ld-linux")
 CROSS = {"aarch64": {"cc": "aarch64-linux-gnu-gcc", "march": "armv8-a", "package": "gcc-aarch64-linux-gnu"}}
 
 
+SMALL_MODEL = 2**31 - 1  # bytes: what the x86-64 and AArch64 small code models reach
+
+
 @dataclass(frozen=True, kw_only=True)
 class StaticLibOptions:
     """``[tool.packager.target.static-lib]`` keys."""
@@ -45,10 +48,17 @@ class StaticLibOptions:
     prefix: str = ""
     march: str = "x86-64-v2"
     cross: str = ""  # "aarch64": also compile for it with the cross compiler
+    # Budgets, in bytes; the defaults are the reach of the small code model (2 GiB)
+    max_text_bytes: int = SMALL_MODEL
+    max_rodata_bytes: int = SMALL_MODEL
+    max_workspace_bytes: int = SMALL_MODEL
     HELP: ClassVar[dict[str, str]] = {
         "prefix": "C identifier prefixing every symbol and file (default: the model's name)",
         "march": "gcc -march of the host library, e.g. x86-64-v2 (portable) or native",
         "cross": "also compile for this architecture with its cross compiler: 'aarch64'",
+        "max_text_bytes": "the most code (.text) the model's object may hold: a firmware's flash budget",
+        "max_rodata_bytes": "the most constants (.rodata: the weights) it may hold",
+        "max_workspace_bytes": "the most workspace one predict call may need (the caller's RAM budget)",
     }
 
     def __post_init__(self) -> None:
@@ -58,6 +68,9 @@ class StaticLibOptions:
             raise ValueError("prefix must be a C identifier")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.march):
             raise ValueError("march must be a -march value such as x86-64-v2 or native")
+        for kind in ("text", "rodata", "workspace"):
+            if not 0 < int(getattr(self, f"max_{kind}_bytes")) <= SMALL_MODEL:
+                raise ValueError(f"max_{kind}_bytes must be between 1 and {SMALL_MODEL} (the small code model's reach)")
 
 
 class StaticLibTarget(Target):
@@ -132,8 +145,9 @@ def _library(ctx: StepContext) -> Path:
     spec, options, out = ctx.spec, ctx.options, ctx.out_dir
     prefix = prefix_for(spec, options)
     start = time.perf_counter()
-    compile_library(ctx.inputs["model"], spec, out, prefix, march=options.march, work=ctx.tmp_dir)
+    source = compile_library(ctx.inputs["model"], spec, out, prefix, march=options.march, work=ctx.tmp_dir)
     ctx.check(f"{out.name}.compile_ms", round((time.perf_counter() - start) * 1000), 60_000)
+    _check_sizes(ctx, source)
     _check_libs(ctx, out / f"lib{prefix}.so", shared_libs(out / f"lib{prefix}.so"))
     _sources(ctx, prefix, options.march)
     return out / f"lib{prefix}.so"
@@ -146,7 +160,9 @@ def _cross_library(ctx: StepContext) -> Path:
         raise MissingDependencyError(f"static-lib's cross = \"{options.cross}\" compiles with {facts['cc']}, which "
                                      "is not on PATH", hint=f"apt-get install {facts['package']}")  # fmt: skip
     prefix = prefix_for(spec, options)
-    compile_library(ctx.inputs["model"], spec, out, prefix, march=facts["march"], work=ctx.tmp_dir, cc=facts["cc"])
+    source = compile_library(ctx.inputs["model"], spec, out, prefix, march=facts["march"], work=ctx.tmp_dir,
+                             cc=facts["cc"])  # fmt: skip
+    _check_sizes(ctx, source)
     library = out / f"lib{prefix}.so"
     built_for = elf.machine(library)
     if built_for != options.cross:
@@ -154,6 +170,19 @@ def _cross_library(ctx: StepContext) -> Path:
     _check_libs(ctx, library, elf.needs(library)[0])
     _sources(ctx, prefix, facts["march"])
     return library
+
+
+def _check_sizes(ctx: StepContext, source: codegen.CSource) -> None:
+    """What the model costs a firmware: the object's code and constants (readelf, any arch) and
+    the workspace a predict call needs, each held to its budget (options ``max_*_bytes``)."""
+    sections = elf.section_sizes(ctx.tmp_dir / "model.o")
+    sizes = {"text": sections["text"], "rodata": sections["rodata"], "workspace": source.workspace_floats * 4}
+    for kind, value in sizes.items():
+        limit = int(getattr(ctx.options, f"max_{kind}_bytes"))
+        if not ctx.check(f"{ctx.out_dir.name}.{kind}_bytes", value, limit):
+            raise ConversionError(f"the library's {kind} is {value:,} bytes, over max_{kind}_bytes = {limit:,}",
+                                  hint=f"raise [tool.packager.target.static-lib] max_{kind}_bytes, or build a "
+                                       "smaller model (int8 weights are not generated yet)")  # fmt: skip
 
 
 def _check_libs(ctx: StepContext, library: Path, libs: list[str]) -> None:

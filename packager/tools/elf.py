@@ -26,6 +26,18 @@ def needs(library: Path) -> tuple[list[str], list[tuple[int, ...]]]:
     return needed, sorted(versions)
 
 
+def section_sizes(path: Path) -> dict[str, int]:
+    """Bytes per kind of section of an ELF file: ``text`` (.text*), ``rodata`` (.rodata*),
+    ``data`` (.data*) and ``bss`` (.bss*), summed over the sections of each kind."""
+    listing = subprocess.run(["readelf", "-S", "-W", str(path)], capture_output=True, text=True, check=True)
+    sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    for name, size in re.findall(r"\]\s+(\.\S+)\s+\S+\s+[0-9a-f]+\s+[0-9a-f]+\s+([0-9a-f]+)", listing.stdout):
+        kind = name[1:].split(".", 1)[0]
+        if kind in sizes:
+            sizes[kind] += int(size, 16)
+    return sizes
+
+
 def machine(library: Path) -> str:
     """The architecture an ELF file was built for ("x86_64", "aarch64", ...)."""
     with library.open("rb") as f:

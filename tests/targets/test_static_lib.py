@@ -57,6 +57,31 @@ def test_static_lib_ships_a_buildable_library(model_dir: Path, digits_images: Pa
     np.testing.assert_allclose(got, reference[next(iter(reference.files))][0], atol=1e-5)
 
 
+def test_static_lib_records_code_constants_and_workspace_sizes(model_dir: Path, tmp_path: Path) -> None:
+    import ctypes
+
+    model = models.make_onnx_mlp(model_dir)
+    record = build(model, None, tmp_path / "dist")
+    checks = {c["name"]: c["value"] for c in record["checks"]}
+    weights = sum(int(np.prod(t.dims)) for t in onnx.load(str(model)).graph.initializer)
+    # the weights are the constants (float32, plus the transposed copies of small products)
+    assert checks["static-lib-fp32.rodata_bytes"] >= 4 * weights
+    assert 0 < checks["static-lib-fp32.text_bytes"] < 1_000_000
+    lib = ctypes.CDLL(str(record["_dir"] / "libmlp.so"))
+    lib.mlp_workspace_size.restype = ctypes.c_size_t
+    assert checks["static-lib-fp32.workspace_bytes"] == lib.mlp_workspace_size()
+    report = (record["_dir"].parents[1] / "report.html").read_text()
+    assert ".rodata " in report and "workspace " in report
+
+
+def test_static_lib_holds_the_constants_to_their_budget(model_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("build", models.make_onnx_mlp(model_dir), "-t", "static-lib", "--set",
+                     "static-lib.max_rodata_bytes=1000", "--out", tmp_path / "dist")  # fmt: skip
+    assert result.code != 0
+    (line,) = result.error_lines
+    assert "rodata is" in line and "over max_rodata_bytes = 1,000" in line, line
+
+
 def test_static_lib_builds_into_a_relative_out(model_dir: Path, tmp_path: Path) -> None:
     # As `make demo` runs it: --out relative to the working folder.
     result = run_cli("build", models.make_onnx_mlp(model_dir), "-t", "static-lib", "--out", "dist", cwd=tmp_path)
