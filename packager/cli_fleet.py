@@ -120,11 +120,8 @@ def fleet_status(model: str, registry: str, token: str | None, window: str, as_j
     import json
     from datetime import UTC, datetime
 
-    from packager.fleet.aggregate import fleet as read_fleet
     from packager.fleet.aggregate import parse_window
-    from packager.fleet.controller import status
-    from packager.fleet.drift import report_for
-    from packager.fleet.experiment import report
+    from packager.fleet.dashboard import status_document
     from packager.registry.channels import read_pointer
     from packager.registry.store import open_store
 
@@ -133,12 +130,8 @@ def fleet_status(model: str, registry: str, token: str | None, window: str, as_j
     if server is not None:
         doc = server.fleet(model, window=window)
     else:
-        store, now = open_store(registry), datetime.now(UTC)
-        pointer = read_pointer(store, model, "stable")
-        doc = read_fleet(store, model, span, now=now, pointer=pointer)
-        doc["rollout"] = status(store, pointer, now, tick_minutes=5.0)
-        doc["experiment"] = report(store, pointer, now)
-        doc["drift"] = report_for(store, pointer, span, now)
+        store = open_store(registry)
+        doc = status_document(store, read_pointer(store, model, "stable"), span, datetime.now(UTC), tick_minutes=5.0)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return

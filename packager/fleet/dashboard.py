@@ -157,6 +157,24 @@ def reference_of(store: Store, model: str, version: str) -> dict[str, Any] | Non
     return reference if isinstance(reference, dict) else None
 
 
+def status_document(store: Store, pointer: Pointer, window: timedelta, now: datetime, *,
+                    tick_minutes: float) -> dict[str, Any]:  # fmt: skip
+    """What ``packager fleet status`` and ``GET /v1/models/{m}/fleet`` show: the fleet rows over
+    ``window``, what a controller tick would decide now, the experiment and the drift."""
+    from packager.fleet.controller import status
+    from packager.fleet.experiment import report
+
+    doc = fleet(store, pointer.model, window, now=now, pointer=pointer)
+    doc.update(
+        {
+            "rollout": status(store, pointer, now, tick_minutes=tick_minutes),
+            "experiment": report(store, pointer, now),
+            "drift": drift.report_for(store, pointer, window, now),
+        }
+    )
+    return doc
+
+
 def document(store: Store, pointer: Pointer, window: timedelta, now: datetime | None = None, *,
              step: timedelta | None = None, tick_minutes: float = 5.0) -> dict[str, Any]:  # fmt: skip
     """Everything the dashboard page draws for ``pointer``'s model over ``window``."""

@@ -90,17 +90,11 @@ class FleetApi:
         return answer
 
     def _fleet(self, model: str, query: dict[str, str]) -> Answer:
-        from packager.fleet.aggregate import fleet
-        from packager.fleet.controller import status
-        from packager.fleet.drift import report_for
-        from packager.fleet.experiment import report
+        from packager.fleet.dashboard import status_document
 
         window = _window(query.get("window", "1h"))
-        pointer, now = self._read(model, required=False), self.clock()
-        doc = fleet(self.store, model, window, now=now, pointer=pointer)
-        doc.update({"rollout": status(self.store, pointer, now, tick_minutes=self.tick_minutes),
-                    "experiment": report(self.store, pointer, now),
-                    "drift": report_for(self.store, pointer, window, now)})  # fmt: skip
+        pointer = self._read(model, required=False)
+        doc = status_document(self.store, pointer, window, self.clock(), tick_minutes=self.tick_minutes)
         return json_answer(doc, cache=NO_STORE)
 
     def _data(self, model: str, query: dict[str, str]) -> Answer:
