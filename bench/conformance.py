@@ -9,15 +9,17 @@ the outputs ONNX's reference computed. A case
   output within atol 1e-5 + rtol 1e-4 of the expected value (``TOLERANCE``; ``ROUNDED`` lists the
   cases whose expected values are rounded, and the looser atol they get);
 - is refused when packager says it cannot take it, with the reason: the generator's own refusal
-  (an op or attribute it does not have), or what the library format cannot hold (a sequence or
-  optional input, a dtype other than float32);
+  (an op, attribute or element type it does not have), or what the library format cannot hold (a
+  sequence or optional input);
 - mismatches otherwise: a wrong number, a crash, or a library that does not build. The goal is
   none.
 
-What the harness does that a user's build would not: a static library takes one input tensor, so
-the case's other inputs are given to the generator as constants (the op still computes on the
-case's own data), and the batch is the case's first dimension as it is. Every case runs in a
-worker process (a crash costs that case only). Results: ``cases``, ``passed``, ``refused``,
+Every input is given at run time through ``<prefix>_infer``, in its own type; integer and bool
+outputs must be equal. Where the generator refuses an input computed at run time that real
+graphs hold as a constant (a Reshape's shape, a Slice's starts, a Resize's scales), the case
+runs again with the inputs after the first as constants (the op still computes on the case's
+own data). The batch is the case's first dimension as it is. Every case runs in a worker process
+(a crash costs that case only). Results: ``cases``, ``passed``, ``refused``,
 ``mismatched``, ``by_op`` (the same four per op; an expanded function's case counts for the op
 it expands), the most common refusal reasons and every mismatch by name.
 """
@@ -96,39 +98,46 @@ def run_case(folder: Path) -> tuple[str, str]:
     inputs = [_tensor(p) for p in sorted(data.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))]
     expected = [_tensor(p) for p in sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1]))]
     if not inputs:
-        return "refused", "no input (a library computes from one input tensor)"
+        return "refused", "no input (a library computes from its inputs)"
     if not expected:
         return "refused", "no output"
-    kinds = sorted({str(a.dtype) for a in [inputs[0], *expected]} - {"float32"})
-    if kinds:  # the other inputs become constants, where the generator takes integer ones (axes, shapes)
-        return "refused", f"a {'/'.join(kinds)} input or output (a library takes and returns float32)"
     initialized = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initialized]
-    for value, array in zip(graph_inputs[1:], inputs[1:], strict=False):
-        model.graph.initializer.append(numpy_helper.from_array(array, value.name))
-    del model.graph.input[1:]
+    if len(graph_inputs) != len(inputs):
+        return "refused", "an optional input left out"
     with tempfile.TemporaryDirectory() as tmp:
-        return _generated(model, inputs[0], expected, Path(tmp), folder.name, np, onnx)
+        status, why = _generated(model, inputs, expected, Path(tmp), folder.name, np, onnx)
+    if status == "refused" and "at run time" in why and len(inputs) > 1:
+        for value, array in zip(graph_inputs[1:], inputs[1:], strict=True):
+            model.graph.initializer.append(numpy_helper.from_array(array, value.name))
+        kept = model.graph.input[0]
+        del model.graph.input[:]
+        model.graph.input.append(kept)
+        with tempfile.TemporaryDirectory() as tmp:
+            return _generated(model, inputs[:1], expected, Path(tmp), folder.name, np, onnx)
+    return status, why
 
 
-def _generated(model: Any, x: Any, expected: list[Any], work: Path, name: str, np: Any,
+def _generated(model: Any, xs: list[Any], expected: list[Any], work: Path, name: str, np: Any,
                onnx: Any) -> tuple[str, str]:  # fmt: skip
     import ctypes
 
     from packager import codegen
     from packager.errors import PackagerError
+    from packager.runtimes.c import header_outputs
 
     onnx.save(model, str(work / "case.onnx"))
-    shapes = {model.graph.input[0].name: list(x.shape)}
+    shapes = {value.name: list(x.shape) for value, x in zip(model.graph.input, xs, strict=True)}
+    batch = xs[0].shape[0] if xs[0].ndim else 1
     try:
-        prepared = codegen.prepare(work / "case.onnx", work, batch=x.shape[0] if x.ndim else 1, shapes=shapes)
+        prepared = codegen.prepare(work / "case.onnx", work, batch=batch, shapes=shapes)
         source = codegen.generate(prepared, "t", {"name": name, "version": "1", "sha256": "-", "signature": "{}"})
     except PackagerError as exc:
         return "refused", exc.message.removeprefix("static-lib: ")[:300]
     except Exception as exc:  # a converter's own failure on the case (onnxruntime's folding, shape inference)
         return "refused", f"preparing the graph failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-    sizes = [int(np.prod([d.dim_value for d in o.type.tensor_type.shape.dim])) for o in prepared.graph.output]
-    if x.size != source.input_size or [e.size for e in expected] != sizes:
+    ins, outs = header_outputs("t", source.header, "INPUT"), header_outputs("t", source.header)
+    if [x.size for x in xs] != [size for _, size, _ in ins] or [e.size for e in expected] != [s for _, s, _ in outs]:
         return "refused", "the library's fixed shapes differ from the case's (a shape the generator fixes otherwise)"
     (work / "t.h").write_text(source.header)
     (work / "model.c").write_text(source.code)
@@ -137,14 +146,20 @@ def _generated(model: Any, x: Any, expected: list[Any], work: Path, name: str, n
     if built.returncode != 0:
         return "mismatched", "the generated C does not compile: " + built.stderr.strip().splitlines()[-1][:200]
     lib = ctypes.CDLL(str(work / "libt.so"))
-    xs = np.ascontiguousarray(x, dtype=np.float32)
-    ys = [np.zeros(max(size, 1), np.float32) for size in sizes]
+    given = [np.ascontiguousarray(x, dtype=dtype) for x, (_, _, dtype) in zip(xs, ins, strict=True)]
+    ys = [np.zeros(max(size, 1), dtype) for _, size, dtype in outs]
     pointers = (ctypes.c_void_p * len(ys))(*[y.ctypes.data for y in ys])
-    if lib.t_run(ctypes.c_void_p(xs.ctypes.data), ctypes.c_size_t(1), pointers, None) != 0:
+    feeds = (ctypes.c_void_p * len(given))(*[x.ctypes.data for x in given])
+    if lib.t_infer(feeds, ctypes.c_size_t(1), pointers, None) != 0:
         return "mismatched", "the library's run returned an error"
     worst, ok = 0.0, True
-    for got_array, want_array, size in zip(ys, expected, sizes, strict=True):
-        error, fits = _compare(got_array[:size].astype(np.float64), want_array.reshape(-1).astype(np.float64), name, np)
+    for got_array, want_array, (_, size, _) in zip(ys, expected, outs, strict=True):
+        if want_array.dtype.kind in "iub" or got_array.dtype.kind in "iub":
+            equal = np.array_equal(got_array[:size].astype(want_array.dtype), want_array.reshape(-1))
+            error, fits = (0.0 if equal else float("inf")), equal
+        else:
+            error, fits = _compare(got_array[:size].astype(np.float64), want_array.reshape(-1).astype(np.float64),
+                                   name, np)  # fmt: skip
         worst, ok = max(worst, error), ok and fits
     return ("passed", f"{worst:.3g}") if ok else ("mismatched", f"max abs error {worst:.3g}")
 

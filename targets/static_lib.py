@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from packager import batching, codegen, shapes
 from packager.errors import ConversionError, MissingDependencyError
 from packager.resources import fill, template_path
@@ -113,8 +115,8 @@ class StaticLibTarget(Target):
                 raise RuntimeUnavailable(f"the library does not load on this host ({host_arch()}): {exc}") from exc
         if built_for not in CROSS:
             raise RuntimeUnavailable(f"the library is built for {built_for} and this host is {host_arch()}")
-        outputs = header_outputs(prefix, header)
-        return EmulatedRunner(library, built_for, CROSS[built_for]["cc"], outputs)
+        inputs, outputs = header_outputs(prefix, header, "INPUT"), header_outputs(prefix, header)
+        return EmulatedRunner(library, built_for, CROSS[built_for]["cc"], inputs, outputs)
 
 
 def _cross_step(arch: str, main_file: str) -> Step:
@@ -201,9 +203,61 @@ def _sources(ctx: StepContext, prefix: str, march: str) -> None:
                          ("package.pc", f"{prefix}.pc")):  # fmt: skip
         (out / target).write_text(fill(template_path("static_lib", name).read_text(), values))
     (out / "example").mkdir()
-    (out / "example" / "main.c").write_text(fill(template_path("static_lib", "main.c").read_text(), values))
-    first = batching.take(spec.samples, spec.signature.inputs, 0, 1)[spec.signature.inputs[0].name].reshape(-1)
-    (out / "example" / "sample.txt").write_text(" ".join(f"{v:.9g}" for v in first.tolist()) + "\n")
+    header = (out / f"{prefix}.h").read_text()
+    inputs, outputs = header_outputs(prefix, header, "INPUT"), header_outputs(prefix, header)
+    (out / "example" / "main.c").write_text(example_source(prefix, inputs, outputs))
+    first = batching.take(spec.samples, spec.signature.inputs, 0, 1)
+    numbers = [v for name, _, _ in inputs for v in np.asarray(first[name]).reshape(-1).tolist()]
+    (out / "example" / "sample.txt").write_text(" ".join(f"{v:.9g}" if isinstance(v, float) else str(v)
+                                                         for v in numbers) + "\n")  # fmt: skip
+
+
+def example_source(
+    prefix: str, inputs: list[tuple[str, int, np.dtype]], outputs: list[tuple[str, int, np.dtype]]
+) -> str:
+    """example/main.c: reads one sample (every input's values in the header's order, as text),
+    runs it through ``<prefix>_infer`` and prints the name and version, then every output's values
+    one per line (a line ``# 'name'`` before each when there are several)."""
+    up = prefix.upper()
+    lines = ["/* Reads one sample from the file named first (default example/sample.txt): the values of every",
+             f"   input, in the order {prefix}.h lists them, as numbers. Prints every output. */",
+             "#include <inttypes.h>", "#include <stdio.h>", f'#include "{prefix}.h"', "",
+             "static int read_values(FILE *f, double *to, size_t n) {",
+             "    for (size_t i = 0; i < n; ++i)",
+             "        if (fscanf(f, \"%lf\", &to[i]) != 1) return -1;",
+             "    return 0;", "}", "",
+             "int main(int argc, char **argv) {",
+             "    FILE *f = fopen(argc > 1 ? argv[1] : \"example/sample.txt\", \"r\");",
+             "    if (!f) { perror(\"sample\"); return 2; }"]  # fmt: skip
+    for k, (name, _, dtype) in enumerate(inputs):
+        c = _C_TYPES[dtype.name]
+        lines += [f"    static double v{k}[{up}_INPUT{k}_SIZE];", f"    static {c} in{k}[{up}_INPUT{k}_SIZE];",
+                  f"    if (read_values(f, v{k}, {up}_INPUT{k}_SIZE) != 0) {{",
+                  f"        fprintf(stderr, \"sample: expected %d numbers for input '{name}'\\n\",",
+                  f"                {up}_INPUT{k}_SIZE);",
+                  "        return 2;", "    }",
+                  f"    for (size_t i = 0; i < {up}_INPUT{k}_SIZE; ++i) in{k}[i] = ({c})v{k}[i];"]  # fmt: skip
+    lines.append("    fclose(f);")
+    for k, (_, _, dtype) in enumerate(outputs):
+        lines.append(f"    static {_C_TYPES[dtype.name]} out{k}[{up}_OUTPUT{k}_SIZE];")
+    given = ", ".join(f"in{k}" for k in range(len(inputs)))
+    taken = ", ".join(f"out{k}" for k in range(len(outputs)))
+    lines += [f"    const void *inputs[] = {{{given}}};", f"    void *outputs[] = {{{taken}}};",
+              f"    if ({prefix}_infer(inputs, 1, outputs, NULL) != 0) return 1;",
+              f"    printf(\"%s %s\\n\", {prefix}_name(), {prefix}_version());"]  # fmt: skip
+    for k, (name, _, dtype) in enumerate(outputs):
+        if len(outputs) > 1:
+            lines.append(f"    puts(\"# '{name}'\");")
+        value = f"printf(\"%.9g\\n\", (double)out{k}[i])" if dtype.kind == "f" else \
+            f"printf(\"%\" PRId64 \"\\n\", (int64_t)out{k}[i])"  # fmt: skip
+        lines.append(f"    for (size_t i = 0; i < {up}_OUTPUT{k}_SIZE; ++i) {value};")
+    lines += ["    return 0;", "}", ""]
+    return "\n".join(lines)
+
+
+_C_TYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t", "int16": "int16_t",
+            "int8": "int8_t", "uint64": "uint64_t", "uint32": "uint32_t", "uint16": "uint16_t", "uint8": "uint8_t",
+            "bool": "uint8_t"}  # fmt: skip
 
 
 def compile_library(
@@ -234,11 +288,13 @@ def compile_library(
     (out / f"{prefix}.h").write_text(source.header)
     # fp-contract=fast: ISO C mode would otherwise keep every a * b + c a separate multiply and
     # add; fused they run the matrix products at FMA speed (and round once instead of twice).
+    # One position-independent object makes both libraries: the compile (a transformer's weights
+    # are millions of initializers) runs once.
     flags = ["-std=c99", "-O3", "-ffp-contract=fast", f"-march={march}", "-fPIC"]
-    _run([compiler, *flags, "-shared", "-o", f"lib{prefix}.so", "model.c", "-lm"], out)
+    obj = (work / "model.o").absolute()
+    _run([compiler, *flags, "-c", "-o", str(obj), "model.c"], out)
+    _run([compiler, "-shared", "-o", f"lib{prefix}.so", str(obj), "-lm"], out)
     if static:
-        obj = (work / "model.o").absolute()
-        _run([compiler, *flags, "-c", "-o", str(obj), "model.c"], out)
         _run([str(archiver), "rcsD", f"lib{prefix}.a", str(obj)], out)
     return source
 

@@ -1,10 +1,12 @@
 """ONNX → C99: a model compiled into plain C with no runtime dependency (libc and libm only).
 
 ``prepare`` fixes the batch to 1 and lets onnxruntime fold constants and fuse BatchNormalization
-into Conv, so every tensor has a static shape; ``generate`` turns the graph into calls of the
-kernels in kernels.c, with weights as ``static const float`` (``%.9g``, exact for float32) and
-one arena planned from tensor lifetimes: no allocation on the predict path. The generated
-``<prefix>_predict`` loops over the batch.
+into Conv, expands the ops ONNX defines as functions and folds what the fixed shapes make
+constant, so every tensor has a static shape; ``generate`` turns the graph into calls of the
+kernels in kernels.c (float32) and per-element loops (the other types), with weights as
+``static const`` arrays (float32 as ``%.9g``, exact) and one arena planned from tensor
+lifetimes: no allocation on the predict path. The generated ``<prefix>_infer`` loops over the
+batch.
 """
 
 from __future__ import annotations

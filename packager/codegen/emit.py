@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from packager.codegen import render
-from packager.codegen.graph import ALIGN, Graph, Shared, attrs, plan, prepare
+from packager.codegen.graph import ALIGN, Graph, Shared, attrs, c_type, plan, prepare
 from packager.codegen.ml import ML_EMITTERS
-from packager.codegen.ops import EMITTERS, fuse_pools, fuse_relus, temp_floats
+from packager.codegen.ops import EMITTERS, TYPED, fuse_pools, fuse_relus, temp_floats
 from packager.errors import UnsupportedOpError
 
 TILE = 16  # samples per call of the batch-tile function (Gemm/MatMul see M = TILE)
@@ -70,9 +72,9 @@ def _symbolic_batch(src: Path) -> bool:
 
 
 def generate(model: Any, prefix: str, meta: dict[str, str], tiled: Any = None) -> CSource:
-    """C99 source and header for a prepared model (one float input; float outputs, and int64
-    labels of classifiers). ``tiled``, the same model prepared at batch TILE, adds a function
-    that runs TILE samples at once."""
+    """C99 source and header for a prepared model (inputs and outputs of any type C_TYPES
+    lists). ``tiled``, the same model prepared at batch TILE, adds a function that runs TILE
+    samples at once."""
     shared = Shared(prefix)
     one = _body(Graph(model, shared))
     tile = _body(Graph(tiled, shared)) if tiled is not None else None
@@ -80,7 +82,8 @@ def generate(model: Any, prefix: str, meta: dict[str, str], tiled: Any = None) -
     code = render.source(prefix, meta, one, tile, [*shared.weights.lines, *shared.tables.lines])
     header = render.header(prefix, meta, graph, max(one.arena, tile.arena if tile else 0))
     return CSource(code=code, header=header, input_size=graph.size(graph.inputs[0]),
-                   output_size=graph.size(graph.main), workspace_floats=max(one.arena, tile.arena if tile else 0),
+                   output_size=graph.size(graph.main) if graph.main else 0,
+                   workspace_floats=max(one.arena, tile.arena if tile else 0),
                    ops=_count(graph), tile=tile.graph.shapes[tile.graph.inputs[0]][0] if tile else 1)  # fmt: skip
 
 
@@ -101,26 +104,32 @@ def _body(graph: Graph) -> Body:
     for name in graph.outputs:  # room for the outputs predict() does not return
         if name != graph.main:
             parked[name] = arena
-            arena += -(-graph.size(name) * (2 if name in graph.int_outputs else 1) // ALIGN) * ALIGN
+            arena += -(-graph.floats(name) // ALIGN) * ALIGN
     outputs = {name: f"y{k}" for k, name in enumerate(graph.outputs)}
+    inputs = {name: f"x{k}" for k, name in enumerate(graph.inputs)}
 
     def ref(name: str) -> str:
-        if name in graph.consts and graph.consts[name].dtype.kind == "f":
-            return graph.weights.add(graph.consts[name], name)
-        if name == graph.inputs[0]:
-            return "x"
+        """A pointer to the tensor, of its C type."""
+        if name in graph.consts:
+            return graph.weights.add(graph.consts[name], name, graph.consts[name].dtype)
+        if name in inputs:
+            return inputs[name]
         if name in outputs:
             return outputs[name]
-        return f"(ws + {offsets[name]})"
+        if graph.dtype(name) == np.float32:
+            return f"(ws + {offsets[name]})"
+        return f"(({graph.ctype(name)} *)(ws + {offsets[name]}))"
 
     lines = []
     for i, node in enumerate(graph.nodes):
         graph.scratch = f"(ws + {scratch[i]})" if i in scratch else "0"
         lines.append(f"    /* {node.op_type} {node.name} */")
-        lines.append("    " + EMITTERS[node.op_type](graph, node, ref))
+        lines.append(
+            "    " + EMITTERS[node.op_type](graph, node, ref if node.op_type in TYPED else _floats(graph, node, ref))
+        )
     for name in graph.outputs:  # an output folded to a constant (no node writes it)
-        if name in graph.consts and graph.consts[name].dtype.kind == "f":
-            lines.append(f"    memcpy({outputs[name]}, {ref(name)}, {graph.size(name)} * sizeof(float));")
+        if name in graph.consts:
+            lines.append(f"    memcpy({outputs[name]}, {ref(name)}, {graph.size(name)} * sizeof(*{outputs[name]}));")
     return Body(graph=graph, lines=lines, arena=arena, parked=parked)
 
 
@@ -131,11 +140,13 @@ def _check(graph: Graph) -> None:
             f"target 'static-lib' cannot take op(s) {', '.join(unsupported)}: packager's C generator does not "
             f"implement them (it does: {', '.join(sorted(SUPPORTED_OPS))})"
         )
-    if len(graph.inputs) != 1 or not graph.main:
-        raise UnsupportedOpError(
-            f"target 'static-lib' takes models with one float input and at least one float output (this one has "
-            f"{len(graph.inputs)} inputs and {len(graph.outputs) - len(graph.int_outputs)} float outputs)"
-        )
+    if not graph.inputs or not graph.outputs:
+        raise UnsupportedOpError("target 'static-lib' takes models with at least one input and one output")
+    for node in graph.nodes:
+        for name in [*node.input, *node.output]:
+            if name and (name not in graph.shapes or -1 in graph.shapes[name]):
+                raise UnsupportedOpError(f"static-lib: the shape of '{name}' ({node.op_type}) is not known once the "
+                                         "inputs' shapes are fixed (it depends on the data)")  # fmt: skip
     _check_types(graph)
 
 
@@ -149,31 +160,37 @@ def _check_types(graph: Graph) -> None:
     import onnx
 
     for value in [*graph.model.graph.input, *graph.model.graph.output]:
-        if value.name in graph.consts or value.name in graph.int_outputs:
+        if value.name in graph.consts:
             continue
         if value.type.tensor_type.elem_type == onnx.TensorProto.STRING:
             raise UnsupportedOpError(
-                f"target 'static-lib' cannot return '{value.name}': it holds strings (string class labels), and the "
-                "C API returns numbers",
+                f"target 'static-lib' cannot take or return '{value.name}': it holds strings (string class labels, "
+                "say), and the C API passes numbers",
                 hint="train with integer class labels, or build the onnx target",
             )
-        if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise UnsupportedOpError(
-                f"target 'static-lib' takes float32 inputs and outputs; '{value.name}' is not float32"
-            )
-    for node in graph.nodes:
-        for name in node.output:
-            if name in graph.int_outputs and node.op_type not in ("TreeEnsembleClassifier", "LinearClassifier"):
-                raise UnsupportedOpError(f"static-lib: the int64 output '{name}' comes from {node.op_type}; only "
-                                         "classifier labels may be int64")  # fmt: skip
-        for name in node.input:
-            if name in graph.int_outputs:
-                raise UnsupportedOpError(f"static-lib: {node.op_type} reads the int64 tensor '{name}'")
+        c_type(graph.dtype(value.name))
+
+
+def _floats(graph: Graph, node: Any, ref: Callable[[str], str]) -> Callable[[str], str]:
+    """``ref`` for an emitter whose kernels take float32 only: a tensor of another type is refused."""
+
+    def checked(name: str) -> str:
+        if graph.dtype(name) != np.float32:
+            raise UnsupportedOpError(f"static-lib: {node.op_type} on {graph.dtype(name).name} tensors is not "
+                                     "supported (float32 only)")  # fmt: skip
+        return ref(name)
+
+    return checked
 
 
 def _ml(emit: Callable[..., str]) -> Callable[[Graph, Any, Callable[[str], str]], str]:
-    return lambda graph, node, ref: emit(graph, node, ref, attrs(node), graph.tables)
+    def checked(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        _floats(graph, node, ref)(node.input[0])  # features are float32; labels may be int64
+        return emit(graph, node, ref, attrs(node), graph.tables)
+
+    return checked
 
 
 EMITTERS.update({op: _ml(emit) for op, emit in ML_EMITTERS.items()})
+TYPED.update(ML_EMITTERS)
 SUPPORTED_OPS = frozenset(EMITTERS)

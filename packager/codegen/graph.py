@@ -15,6 +15,13 @@ from packager.errors import UnsupportedOpError
 from packager.spec import BATCH
 
 ALIGN = 16  # floats: 64-byte aligned tensors in the arena
+# The element types a library computes on: numpy's name -> the C type of kernels.c (bool is one
+# byte, 0 or 1). All but float are typedefs with GCC's may_alias: the arena is a float array, and
+# a tensor of another type in it must not be reordered around the float ones by type-based alias
+# analysis.
+C_TYPES = {"float32": "float", "float64": "pk_float64", "int64": "pk_int64", "int32": "pk_int32",
+           "int16": "pk_int16", "int8": "pk_int8", "uint64": "pk_uint64", "uint32": "pk_uint32",
+           "uint16": "pk_uint16", "uint8": "pk_uint8", "bool": "pk_uint8"}  # fmt: skip
 
 
 def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int]] | None = None):
@@ -40,8 +47,158 @@ def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int
     except UnsupportedOpError as exc:
         raise UnsupportedOpError(f"static-lib: {exc.message}", hint="build the onnx target to see which op or type "
                                  "onnxruntime refuses") from exc  # fmt: skip
-    folded = onnx.load(str(path))
-    return onnx.shape_inference.infer_shapes(folded, strict_mode=True, data_prop=True)
+    from packager.codegen.emit import SUPPORTED_OPS
+
+    return fold_static(expand_functions(onnx.load(str(path)), SUPPORTED_OPS))
+
+
+EXPANDED = "packager.expanded"  # the domain of the functions expand_functions inlines
+
+
+def expand_functions(model: Any, supported: frozenset[str]) -> Any:
+    """Each node of an op the generator lacks that ONNX defines as a function of other ops
+    (Attention, RMSNormalization, GroupNormalization, ...) replaced by the function's body for the
+    node's attributes and input types, as ONNX's own expanded test cases are made."""
+    import onnx
+    from onnx import FunctionProto, defs, helper, inliner
+
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    graph = model.graph
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
+    for t in graph.initializer:
+        types[t.name] = helper.make_tensor_type_proto(t.data_type, list(t.dims))
+    functions = []
+    for k, node in enumerate(graph.node):
+        if node.domain not in ("", "ai.onnx") or node.op_type in supported or node.op_type == "Constant":
+            continue
+        body = _function_body(node, opset, types, defs)
+        if body is None:
+            continue
+        function = FunctionProto()
+        function.ParseFromString(body)
+        function.name, function.domain = f"{node.op_type}_{k}", EXPANDED
+        functions.append(function)
+        node.op_type, node.domain = function.name, EXPANDED
+    if not functions:
+        return model
+    model.functions.extend(functions)
+    model.opset_import.append(helper.make_opsetid(EXPANDED, 1))
+    expanded = inliner.inline_local_functions(model)
+    del expanded.opset_import[:]
+    expanded.opset_import.extend([o for o in model.opset_import if o.domain != EXPANDED])
+    return expanded
+
+
+def _function_body(node: Any, opset: int, types: Mapping[str, Any], defs: Any) -> bytes | None:
+    """The serialized FunctionProto of ``node``'s op at ``opset``; None where it has none."""
+    from onnx import TypeProto
+
+    try:
+        schema = defs.get_schema(node.op_type, opset, "")
+    except Exception:
+        return None
+    plain = [v for v in schema.function_opset_versions if v <= opset]
+    context = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
+    try:
+        if context:
+            inputs = [(types[n] if n else TypeProto()).SerializeToString() for n in node.input]
+            found = schema.get_context_dependent_function_with_opset_version(max(context), node.SerializeToString(),
+                                                                              inputs)  # fmt: skip
+            return found or None
+        if plain:
+            return schema.get_function_with_opset_version(max(plain)) or None
+    except Exception:
+        return None
+    return None
+
+
+def fold_static(model: Any, rounds: int = 8) -> Any:
+    """Shapes inferred, then the nodes whose outputs are known before any input is become
+    constants: Shape and Size of tensors whose shapes are fixed, and nodes of constants only that
+    onnxruntime left (ONNX's reference implementation computes them); again while that fixes
+    more shapes (a Reshape to a shape computed from Shape nodes)."""
+    import onnx
+    from onnx import numpy_helper
+
+    for _ in range(rounds):
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        graph = model.graph
+        consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        consts.update({n.output[0]: _constant_value(n) for n in graph.node if n.op_type == "Constant"})
+        static = {}
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            dims = value.type.tensor_type.shape.dim
+            if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                static[value.name] = [d.dim_value for d in dims]
+        kept, folded = [], []
+        for node in graph.node:
+            found = None
+            if node.domain in ("", "ai.onnx") and node.op_type in ("Shape", "Size") and node.input[0] in static:
+                dims = static[node.input[0]]
+                if node.op_type == "Size":
+                    found = [np.asarray(int(np.prod(dims)) if dims else 1, np.int64)]
+                else:
+                    a = attrs(node)
+                    end = a.get("end")
+                    found = [np.asarray(dims[int(a.get("start", 0)) : None if end is None else int(end)], np.int64)]
+            elif node.op_type != "Constant" and _foldable(node, consts):
+                found = _evaluate(node, consts, model.opset_import)
+            if found is None:
+                kept.append(node)
+                continue
+            for name, value in zip(node.output, found, strict=False):
+                if name:
+                    consts[name] = np.asarray(value)
+                    folded.append(numpy_helper.from_array(np.asarray(value), name))
+        if not folded:
+            return model
+        names = {t.name for t in folded}
+        del graph.node[:]
+        graph.node.extend(kept)
+        used = {n for node in kept for n in node.input} | {o.name for o in graph.output}
+        kept_init = [t for t in [*graph.initializer, *folded] if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept_init)
+        kept_info = [v for v in graph.value_info if v.name not in names]
+        del graph.value_info[:]
+        graph.value_info.extend(kept_info)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+
+
+def c_type(dtype: np.dtype) -> str:
+    """The C type holding ``dtype``; UnsupportedOpError for one the generator does not compute on."""
+    name = np.dtype(dtype).name
+    if name not in C_TYPES:
+        raise UnsupportedOpError(f"static-lib: {name} tensors are not supported (it computes on "
+                                 f"{', '.join(C_TYPES)})")  # fmt: skip
+    return C_TYPES[name]
+
+
+def kernel(name: str, dtype: np.dtype) -> str:
+    """The kernel of kernels.c that PK_TYPED defined for ``dtype`` (bool is held as uint8)."""
+    found = np.dtype(dtype).name
+    c_type(np.dtype(dtype))
+    return name if found == "float32" else f"{name}_{'uint8' if found == 'bool' else found}"
+
+
+def c_value(value: Any, dtype: np.dtype) -> str:
+    """One value of ``dtype`` as a C literal of that type."""
+    kind = np.dtype(dtype).kind
+    if kind == "b":
+        return "1" if bool(value) else "0"
+    if kind == "f":
+        if np.dtype(dtype) == np.float32:
+            return c_float(float(value))
+        v = float(value)
+        return "NAN" if v != v else ("INFINITY" if v == float("inf") else "-INFINITY" if v == float("-inf")
+                                     else f"{v:.17g}")  # fmt: skip
+    v = int(value)
+    if kind == "u":
+        return f"{v}u" + ("ll" if np.dtype(dtype).itemsize == 8 else "")
+    if np.dtype(dtype).itemsize == 8:
+        return f"INT64_C({v})" if v != -(2**63) else "INT64_MIN"
+    return str(v) if v != -(2**31) else "INT32_MIN"
 
 
 def c_float(value: float) -> str:
@@ -54,19 +211,23 @@ def c_float(value: float) -> str:
 
 
 class Weights:
-    """float32 constants as ``static const float`` arrays, one per distinct content."""
+    """Constants as ``static const`` arrays of their C type (float32 unless given another), one
+    per distinct content and type."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.names: dict[str, str] = {}
 
-    def add(self, value: np.ndarray, hint: str) -> str:
-        flat = np.ascontiguousarray(value, np.float32).reshape(-1)
-        key = hashlib.sha256(flat.tobytes()).hexdigest() + str(flat.size)
+    def add(self, value: np.ndarray, hint: str, dtype: Any = np.float32) -> str:
+        flat = np.ascontiguousarray(value, dtype).reshape(-1)
+        key = hashlib.sha256(flat.tobytes()).hexdigest() + str(flat.size) + flat.dtype.name
         if key not in self.names:
             cname = f"w{len(self.names)}_{re.sub(r'[^A-Za-z0-9_]', '_', hint)[-40:]}"
-            numbers = ",".join(c_float(v) for v in flat.tolist()) if flat.size else "0"
-            self.lines.append(f"static const float {cname}[{max(flat.size, 1)}] = {{{numbers}}};")
+            if flat.dtype == np.float32:
+                numbers = ",".join(c_float(v) for v in flat.tolist()) if flat.size else "0"
+            else:
+                numbers = ",".join(c_value(v, flat.dtype) for v in flat.tolist()) if flat.size else "0"
+            self.lines.append(f"static const {c_type(flat.dtype)} {cname}[{max(flat.size, 1)}] = {{{numbers}}};")
             self.names[key] = cname
         return self.names[key]
 
@@ -90,16 +251,20 @@ class Graph:
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         for node in graph.node:
             if node.op_type == "Constant":
-                self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+                self.consts[node.output[0]] = _constant_value(node)
         self.shapes: dict[str, tuple[int, ...]] = {k: tuple(v.shape) for k, v in self.consts.items()}
         for value in [*graph.input, *graph.value_info, *graph.output]:
             dims = value.type.tensor_type.shape.dim
-            if value.name not in self.shapes:
-                self.shapes[value.name] = tuple(d.dim_value for d in dims)
+            if value.name not in self.shapes and value.type.tensor_type.HasField("shape"):  # -1: a dim not inferred
+                self.shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
+        self.dtypes: dict[str, np.dtype] = {k: v.dtype for k, v in self.consts.items()}
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            if value.name not in self.dtypes and value.type.tensor_type.elem_type:
+                self.dtypes[value.name] = _np_dtype(value.type.tensor_type.elem_type)
         self.inputs = [i.name for i in graph.input if i.name not in self.consts]
         self.outputs = [o.name for o in graph.output]
         self.int_outputs = {o.name for o in graph.output if o.type.tensor_type.elem_type == 7}  # int64
-        floats = [name for name in self.outputs if name not in self.int_outputs]
+        floats = [name for name in self.outputs if self.dtype(name) == np.float32]
         self.main = floats[-1] if floats else ""
         self.shared = shared
         self.scratch = "0"  # C expression for the running node's scratch (set while emitting)
@@ -111,7 +276,7 @@ class Graph:
         for node in self.nodes:  # onnx infers no shapes for some ai.onnx.ml ops
             if node.domain == "ai.onnx.ml" and node.input[0] in self.shapes:
                 for name, shape in zip(node.output, ml_output_shapes(node, self.shapes[node.input[0]]), strict=False):
-                    if name and (name not in self.shapes or 0 in self.shapes[name] or not self.shapes[name]):
+                    if name and (name not in self.shapes or -1 in self.shapes[name] or not self.shapes[name]):
                         self.shapes[name] = shape
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
 
@@ -122,6 +287,69 @@ class Graph:
 
     def size(self, name: str) -> int:
         return int(np.prod(self.shapes[name])) if self.shapes[name] else 1
+
+    def dtype(self, name: str) -> np.dtype:
+        """A tensor's element type (float32 where shape inference left none: ai.onnx.ml outputs)."""
+        return np.dtype(self.dtypes.get(name, np.float32))
+
+    def ctype(self, name: str) -> str:
+        return c_type(self.dtype(name))
+
+    def floats(self, name: str) -> int:
+        """Arena floats (4 bytes each) a tensor takes, whatever its type."""
+        return -(-self.size(name) * self.dtype(name).itemsize // 4)
+
+
+FOLD_LIMIT = 1 << 20  # values: a constant larger than this is computed at run time instead
+
+
+def _constant_value(node: Any) -> np.ndarray:
+    from onnx import numpy_helper
+
+    a = attrs(node)
+    if "value" in a:
+        return numpy_helper.to_array(node.attribute[0].t)
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64),
+                       ("value_ints", np.int64)):  # fmt: skip
+        if key in a:
+            return np.asarray(a[key], dtype)
+    raise UnsupportedOpError(f"static-lib: a Constant of {', '.join(a)} is not supported")
+
+
+def _foldable(node: Any, consts: Mapping[str, np.ndarray]) -> bool:
+    names = [n for n in node.input if n]
+    return (node.domain in ("", "ai.onnx") and bool(names) and all(n in consts for n in names)
+            and not node.op_type.startswith("Random") and node.op_type not in ("Bernoulli", "Multinomial")
+            and not any(a.g.node or a.graphs for a in node.attribute))  # fmt: skip
+
+
+def _evaluate(node: Any, consts: Mapping[str, np.ndarray], opsets: Any) -> list[np.ndarray] | None:
+    """``node``'s outputs by ONNX's reference implementation; None where it fails or they grow
+    past FOLD_LIMIT."""
+    from onnx import helper, reference
+
+    names = [n for n in node.input if n]
+    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(consts[n].dtype), consts[n].shape)
+              for n in names]  # fmt: skip
+    outputs = [helper.make_empty_tensor_value_info(n) for n in node.output if n]
+    graph = helper.make_graph([node], "fold", inputs, outputs)
+    try:
+        model = helper.make_model(graph, opset_imports=list(opsets))
+        found = reference.ReferenceEvaluator(model).run(None, {n: consts[n] for n in names})
+    except Exception:
+        return None
+    if any(np.asarray(v).size > FOLD_LIMIT or np.asarray(v).dtype.kind not in "fiub" for v in found):
+        return None
+    return [np.asarray(v) for v in found]
+
+
+def _np_dtype(elem_type: int) -> np.dtype:
+    from onnx import helper
+
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):
+        return np.dtype(object)
 
 
 def attrs(node: Any) -> dict[str, Any]:
@@ -159,7 +387,7 @@ def plan(graph: Graph, temps: dict[int, int]) -> tuple[dict[str, int], dict[int,
         for name in [graph.written(n) for n in node.output]:
             if name in skip or not name or name in offsets:
                 continue
-            size = -(-graph.size(name) // ALIGN) * ALIGN
+            size = -(-graph.floats(name) // ALIGN) * ALIGN
             offsets[name] = take(size)
             live[name] = (offsets[name], size)
         if temps.get(i):

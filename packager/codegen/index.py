@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import Graph, attrs, c_float
+from packager.codegen import typed
+from packager.codegen.graph import Graph, attrs, c_float, c_value, kernel
 from packager.errors import UnsupportedOpError
 
 Emit = Callable[[Graph, Any, Callable[[str], str]], str]
@@ -45,9 +46,11 @@ def _remap(graph: Graph, node: Any, ref: Callable[[str], str], out: str, maps: l
         flat.extend(m)
     shape = ", ".join(str(len(m)) for m in maps)
     table = ", ".join(str(v) for v in flat) or "0"
-    return (f"pk_remap({ref(node.input[0])}, {ref(out)}, {len(maps)}, (const int[]){{{shape}}}, "
+    dtype = graph.dtype(out)
+    value = c_float(fill) if dtype == np.float32 else c_value(fill, dtype)
+    return (f"{kernel('pk_remap', dtype)}({ref(node.input[0])}, {ref(out)}, {len(maps)}, (const int[]){{{shape}}}, "
             f"(const int[]){{{table}}}, (const int[]){{{', '.join(map(str, offsets))}}}, "
-            f"(const long[]){{{', '.join(map(str, strides))}}}, {c_float(fill)});")  # fmt: skip
+            f"(const long[]){{{', '.join(map(str, strides))}}}, {value});")  # fmt: skip
 
 
 def _identity(n: int) -> list[int]:
@@ -140,7 +143,9 @@ def _tile(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 
 def _gather(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     x = list(graph.shapes[node.input[0]])
-    indices = _const(graph, node, 1, "indices (token ids as an input)")
+    if node.input[1] not in graph.consts:  # token ids, say: rows copied at run time
+        return typed.gather(graph, node, ref)
+    indices = _const(graph, node, 1, "indices")
     assert indices is not None
     axis = int(attrs(node).get("axis", 0)) % len(x)
     n = x[axis]

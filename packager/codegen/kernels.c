@@ -229,31 +229,65 @@ static void pk_batchnorm(const float *X, float *Y, const float *scale, const flo
     }
 }
 
-/* General transpose: out[i] over out shape; in strides permuted. */
-static void pk_transpose(const float *X, float *Y, int ndim, const int *oshape, const int *istrides_perm) {
-    int idx[PK_MAX_DIMS] = {0};
-    size_t total = 1, xi = 0;
-    for (int d = 0; d < ndim; ++d) total *= (size_t)oshape[d];
-    for (size_t i = 0; i < total; ++i) {
-        Y[i] = X[xi];
-        for (int d = ndim - 1; d >= 0; --d) {
-            xi += (size_t)istrides_perm[d];
-            if (++idx[d] < oshape[d]) break;
-            xi -= (size_t)istrides_perm[d] * (size_t)oshape[d];
-            idx[d] = 0;
-        }
-    }
-}
+/* The element types besides float: tensors of these live in the float arena too, so they alias it. */
+typedef double pk_float64 __attribute__((may_alias));
+typedef int64_t pk_int64 __attribute__((may_alias));
+typedef int32_t pk_int32 __attribute__((may_alias));
+typedef int16_t pk_int16 __attribute__((may_alias));
+typedef int8_t pk_int8 __attribute__((may_alias));
+typedef uint64_t pk_uint64 __attribute__((may_alias));
+typedef uint32_t pk_uint32 __attribute__((may_alias));
+typedef uint16_t pk_uint16 __attribute__((may_alias));
+typedef uint8_t pk_uint8 __attribute__((may_alias));
 
-/* Concat along an axis: parts[i] with size axis_sizes[i] * inner, outer blocks. */
-static void pk_concat(const float **parts, const int *axis_sizes, int nparts, float *Y, int outer, int inner) {
+/* One definition of a kernel for each element type a library computes on (bool is uint8_t):
+   NAME(float) for float32 and NAME_<type> for the others, e.g. pk_transpose_int64. */
+#define PK_TYPED(DEFINE, NAME) \
+    DEFINE(NAME, float) DEFINE(NAME##_float64, pk_float64) DEFINE(NAME##_int64, pk_int64) \
+    DEFINE(NAME##_int32, pk_int32) DEFINE(NAME##_int16, pk_int16) DEFINE(NAME##_int8, pk_int8) \
+    DEFINE(NAME##_uint64, pk_uint64) DEFINE(NAME##_uint32, pk_uint32) DEFINE(NAME##_uint16, pk_uint16) \
+    DEFINE(NAME##_uint8, pk_uint8)
+
+/* General transpose: out[i] over out shape; in strides permuted. */
+#define PK_TRANSPOSE(NAME, T) \
+static void NAME(const T *X, T *Y, int ndim, const int *oshape, const int *istrides_perm) { \
+    int idx[PK_MAX_DIMS] = {0}; \
+    size_t total = 1, xi = 0; \
+    for (int d = 0; d < ndim; ++d) total *= (size_t)oshape[d]; \
+    for (size_t i = 0; i < total; ++i) { \
+        Y[i] = X[xi]; \
+        for (int d = ndim - 1; d >= 0; --d) { \
+            xi += (size_t)istrides_perm[d]; \
+            if (++idx[d] < oshape[d]) break; \
+            xi -= (size_t)istrides_perm[d] * (size_t)oshape[d]; \
+            idx[d] = 0; \
+        } \
+    } \
+}
+PK_TYPED(PK_TRANSPOSE, pk_transpose)
+
+/* Concat along an axis: parts[i] with size axis_sizes[i] * inner, outer blocks; `size`: bytes
+   per element. */
+static void pk_concat(const void **parts, const int *axis_sizes, int nparts, void *Y, int outer, int inner,
+                      size_t size) {
     size_t off = 0;
     for (int o = 0; o < outer; ++o)
         for (int p = 0; p < nparts; ++p) {
-            const size_t n = (size_t)axis_sizes[p] * inner;
-            memcpy(Y + off, parts[p] + (size_t)o * n, n * sizeof(float));
+            const size_t n = (size_t)axis_sizes[p] * inner * size;
+            memcpy((char *)Y + off, (const char *)parts[p] + (size_t)o * n, n);
             off += n;
         }
+}
+
+/* The offset in an operand with strides `st` (0 along a broadcast dim) of element i of a tensor
+   of `shape`: elementwise ops of the types without a kernel of their own. */
+static size_t pk_at(size_t i, int nd, const int *shape, const long *st) {
+    size_t o = 0;
+    for (int d = nd - 1; d >= 0; --d) {
+        o += (i % (size_t)shape[d]) * (size_t)st[d];
+        i /= (size_t)shape[d];
+    }
+    return o;
 }
 
 /* ---- ai.onnx.ml ---- */
@@ -1001,40 +1035,42 @@ static void pk_layernorm(const float *X, const float *Sc, const float *B, float 
 /* Y over the output's dims, each dim's index mapped through its own table: map[offs[d] + i] is
    the input index along d for output index i, or -1 where the output holds `fill` (constant
    padding). Rows along the last dim that map to a contiguous input run are copied whole. */
-static void pk_remap(const float *X, float *Y, int ndim, const int *shape, const int *map, const int *offs,
-                     const long *in_strides, float fill) {
-    int idx[PK_MAX_DIMS] = {0};
-    const int last = ndim - 1, width = shape[last];
-    int contiguous = in_strides[last] == 1;
-    for (int i = 0; i < width && contiguous; ++i)
-        contiguous = map[offs[last] + i] == map[offs[last]] + i && map[offs[last]] >= 0;
-    size_t rows = 1;
-    for (int d = 0; d < last; ++d) rows *= (size_t)shape[d];
-    for (size_t r = 0; r < rows; ++r) {
-        long base = 0;
-        int pad = 0;
-        for (int d = 0; d < last; ++d) {
-            const int m = map[offs[d] + idx[d]];
-            if (m < 0) pad = 1;
-            base += (long)m * in_strides[d];
-        }
-        float *y = Y + r * (size_t)width;
-        if (pad) {
-            for (int i = 0; i < width; ++i) y[i] = fill;
-        } else if (contiguous) {
-            memcpy(y, X + base + map[offs[last]], (size_t)width * sizeof(float));
-        } else {
-            for (int i = 0; i < width; ++i) {
-                const int m = map[offs[last] + i];
-                y[i] = m < 0 ? fill : X[base + (long)m * in_strides[last]];
-            }
-        }
-        for (int d = last - 1; d >= 0; --d) {
-            if (++idx[d] < shape[d]) break;
-            idx[d] = 0;
-        }
-    }
+#define PK_REMAP(NAME, T) \
+static void NAME(const T *X, T *Y, int ndim, const int *shape, const int *map, const int *offs, \
+                     const long *in_strides, T fill) { \
+    int idx[PK_MAX_DIMS] = {0}; \
+    const int last = ndim - 1, width = shape[last]; \
+    int contiguous = in_strides[last] == 1; \
+    for (int i = 0; i < width && contiguous; ++i) \
+        contiguous = map[offs[last] + i] == map[offs[last]] + i && map[offs[last]] >= 0; \
+    size_t rows = 1; \
+    for (int d = 0; d < last; ++d) rows *= (size_t)shape[d]; \
+    for (size_t r = 0; r < rows; ++r) { \
+        long base = 0; \
+        int pad = 0; \
+        for (int d = 0; d < last; ++d) { \
+            const int m = map[offs[d] + idx[d]]; \
+            if (m < 0) pad = 1; \
+            base += (long)m * in_strides[d]; \
+        } \
+        T *y = Y + r * (size_t)width; \
+        if (pad) { \
+            for (int i = 0; i < width; ++i) y[i] = fill; \
+        } else if (contiguous) { \
+            memcpy(y, X + base + map[offs[last]], (size_t)width * sizeof(T)); \
+        } else { \
+            for (int i = 0; i < width; ++i) { \
+                const int m = map[offs[last] + i]; \
+                y[i] = m < 0 ? fill : X[base + (long)m * in_strides[last]]; \
+            } \
+        } \
+        for (int d = last - 1; d >= 0; --d) { \
+            if (++idx[d] < shape[d]) break; \
+            idx[d] = 0; \
+        } \
+    } \
 }
+PK_TYPED(PK_REMAP, pk_remap)
 
 static void pk_log_softmax(const float *X, float *Y, int outer, int axis, int inner) {
     for (int o = 0; o < outer; ++o)

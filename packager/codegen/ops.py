@@ -7,11 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import Graph, attrs, c_float
+from packager.codegen.graph import Graph, attrs, c_float, kernel
 from packager.codegen.index import EMITTERS as INDEX_EMITTERS
 from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
 from packager.codegen.reduce import reduce_scratch
 from packager.codegen.resize import EMITTERS as RESIZE_EMITTERS
+from packager.codegen.typed import EMITTERS as TYPED_EMITTERS
+from packager.codegen.typed import OVERRIDES as TYPED_OVERRIDES
+from packager.codegen.typed import broadcast_strides
 from packager.errors import UnsupportedOpError
 
 SKINNY = 16  # products with fewer output columns than one block run as dot products
@@ -97,22 +100,13 @@ def _binary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
         if len([n for n in node.input if n]) != 2:
             raise UnsupportedOpError(f"static-lib: {node.op_type} of {len(node.input)} inputs (2 only) is not handled")
         out = graph.shapes[node.output[0]]
-        strides = [_broadcast_strides(graph.shapes[name], out) for name in node.input[:2]]
+        strides = [broadcast_strides(graph.shapes[name], out) for name in node.input[:2]]
         shape = list(out) or [1]
         a_strides, b_strides = _int_list(strides[0]), _int_list(strides[1])
         return (f"pk_binary({code}, {ref(node.input[0])}, {ref(node.input[1])}, {ref(node.output[0])}, "
                 f"{len(shape)}, {_int_list(shape)}, {a_strides}, {b_strides});")  # fmt: skip
 
     return emit
-
-
-def _broadcast_strides(shape: tuple[int, ...], out: tuple[int, ...]) -> list[int]:
-    padded = [1] * (len(out) - len(shape)) + list(shape)
-    strides, step = [0] * len(out), 1
-    for d in range(len(out) - 1, -1, -1):
-        strides[d] = 0 if padded[d] == 1 and out[d] != 1 else step
-        step *= padded[d]
-    return strides or [1]
 
 
 # op -> (code of pk_unary / pk_math in kernels.c, the default of its alpha or None)
@@ -163,11 +157,15 @@ def _dropout(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
         training = graph.consts.get(node.input[2])
         if training is None or bool(np.asarray(training).reshape(-1)[0]):
             raise UnsupportedOpError("static-lib: Dropout in training mode (a random mask) is not supported")
+    if len(node.output) > 1 and node.output[1]:  # the mask of inference: every value kept
+        return _copy(graph, node, ref) + f" memset({ref(node.output[1])}, 1, {graph.size(node.output[1])});"
     return _copy(graph, node, ref)
 
 
 def _copy(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
-    return f"memcpy({ref(node.output[0])}, {ref(node.input[0])}, {graph.size(node.output[0])} * sizeof(float));"
+    """A tensor as it is, of any type (Reshape, Flatten, Squeeze, Unsqueeze, Identity)."""
+    name = node.output[0]
+    return f"memcpy({ref(name)}, {ref(node.input[0])}, {graph.size(name) * graph.dtype(name).itemsize});"
 
 
 def _softmax(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
@@ -352,6 +350,8 @@ def _pool(kind: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
     def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
         if kind == 0 and graph.fused_pool.get(node.input[0]) == node.output[0]:
             return "/* fused into the Conv above */"
+        if len(node.output) > 1 and node.output[1]:
+            raise UnsupportedOpError("static-lib: MaxPool's Indices output is not supported")
         g = _spatial(graph, node)
         x, y, k, s, d, p = g["x"], g["y"], g["k"], g["s"], g["d"], g["p"]
         include = int(g["a"].get("count_include_pad", 0))
@@ -383,7 +383,8 @@ def _transpose(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     perm = list(attrs(node).get("perm", list(range(len(x)))[::-1]))
     strides = [int(np.prod(x[i + 1 :])) for i in range(len(x))]
     out = [x[p] for p in perm]
-    return (f"pk_transpose({ref(node.input[0])}, {ref(node.output[0])}, {len(x)}, {_int_list(out)}, "
+    name = kernel("pk_transpose", graph.dtype(node.output[0]))
+    return (f"{name}({ref(node.input[0])}, {ref(node.output[0])}, {len(x)}, {_int_list(out)}, "
             f"{_int_list([strides[p] for p in perm])});")  # fmt: skip
 
 
@@ -393,8 +394,9 @@ def _concat(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     parts = [n for n in node.input if n]
     sizes = [graph.shapes[n][axis] for n in parts]
     outer, inner = int(np.prod(y[:axis])), int(np.prod(y[axis + 1 :]))
-    pointers = "(const float *[]){" + ", ".join(ref(n) for n in parts) + "}"
-    return f"pk_concat({pointers}, {_int_list(sizes)}, {len(parts)}, {ref(node.output[0])}, {outer}, {inner});"
+    pointers = "(const void *[]){" + ", ".join(ref(n) for n in parts) + "}"
+    return (f"pk_concat({pointers}, {_int_list(sizes)}, {len(parts)}, {ref(node.output[0])}, {outer}, {inner}, "
+            f"{graph.dtype(node.output[0]).itemsize});")  # fmt: skip
 
 
 EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
@@ -408,3 +410,8 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS, **INDEX_EMITTERS, **RESIZE_EMITTERS,
     "LogSoftmax": _softmax, "ConvTranspose": _conv_transpose,
 }  # fmt: skip
+FLOAT_EMITTERS = dict(EMITTERS)  # the float32 kernels, which typed.py's emitters fall back on
+EMITTERS.update({**TYPED_EMITTERS, **TYPED_OVERRIDES})
+# Ops whose emitters take tensors of any type (the others see float32 only, or refuse)
+TYPED: set[str] = {"Transpose", "Concat", "Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Dropout",
+                   *INDEX_EMITTERS, *TYPED_EMITTERS, *TYPED_OVERRIDES}  # fmt: skip

