@@ -21,7 +21,8 @@ ALIGN = 16  # floats: 64-byte aligned tensors in the arena
 # analysis.
 C_TYPES = {"float32": "float", "float64": "pk_float64", "int64": "pk_int64", "int32": "pk_int32",
            "int16": "pk_int16", "int8": "pk_int8", "uint64": "pk_uint64", "uint32": "pk_uint32",
-           "uint16": "pk_uint16", "uint8": "pk_uint8", "bool": "pk_uint8"}  # fmt: skip
+           "uint16": "pk_uint16", "uint8": "pk_uint8", "bool": "pk_uint8", "float16": "pk_float16"}  # fmt: skip
+HALF = "float16"  # held as its 16 bits; computed on as float (pk_h2f, and pk_f2h rounding to nearest even)
 
 
 def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int]] | None = None):
@@ -31,8 +32,9 @@ def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int
     import onnx
 
     from packager import shapes as fixed_shapes
+    from packager.codegen.emit import SUPPORTED_OPS
 
-    model = onnx.load(str(src))
+    model = expand_functions(onnx.load(str(src)), SUPPORTED_OPS)
     if shapes is None:
         shapes = {}
         for value in model.graph.input:
@@ -45,11 +47,14 @@ def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int
     try:
         path = fixed_shapes.folded(model, shapes, work / f"folded{batch}.onnx", batch)
     except UnsupportedOpError as exc:
-        raise UnsupportedOpError(f"static-lib: {exc.message}", hint="build the onnx target to see which op or type "
-                                 "onnxruntime refuses") from exc  # fmt: skip
-    from packager.codegen.emit import SUPPORTED_OPS
-
-    return fold_static(expand_functions(onnx.load(str(path)), SUPPORTED_OPS))
+        # onnxruntime only folds constants here; where it cannot load the model (an op or opset it
+        # lacks), ONNX's reference folds them, and the generator still needs every op it meets
+        try:
+            return fold_static(model)
+        except Exception:  # onnx's inference errors: onnxruntime's refusal says more
+            raise UnsupportedOpError(f"static-lib: {exc.message}", hint="build the onnx target to see which op or "
+                                     "type onnxruntime refuses") from exc  # fmt: skip
+    return fold_static(onnx.load(str(path)))
 
 
 EXPANDED = "packager.expanded"  # the domain of the functions expand_functions inlines
@@ -58,18 +63,23 @@ EXPANDED = "packager.expanded"  # the domain of the functions expand_functions i
 def expand_functions(model: Any, supported: frozenset[str]) -> Any:
     """Each node of an op the generator lacks that ONNX defines as a function of other ops
     (Attention, RMSNormalization, GroupNormalization, ...) replaced by the function's body for the
-    node's attributes and input types, as ONNX's own expanded test cases are made."""
+    node's attributes and input types, as ONNX's own expanded test cases are made. A body with
+    control flow (Range's Loop) is left out; ``model`` comes back as it was where inlining fails."""
     import onnx
     from onnx import FunctionProto, defs, helper, inliner
 
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True).graph
+    except Exception:  # types unknown: nothing is expanded, onnxruntime says what is wrong
+        return model
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
-    for t in graph.initializer:
+    types = {v.name: v.type for v in [*inferred.input, *inferred.value_info, *inferred.output]}
+    for t in inferred.initializer:
         types[t.name] = helper.make_tensor_type_proto(t.data_type, list(t.dims))
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
     functions = []
-    for k, node in enumerate(graph.node):
+    for k, node in enumerate(work.graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type in supported or node.op_type == "Constant":
             continue
         body = _function_body(node, opset, types, defs)
@@ -77,16 +87,23 @@ def expand_functions(model: Any, supported: frozenset[str]) -> Any:
             continue
         function = FunctionProto()
         function.ParseFromString(body)
+        if any(n.op_type in ("Loop", "If", "Scan") for n in function.node):  # Range's body: a Loop
+            continue
         function.name, function.domain = f"{node.op_type}_{k}", EXPANDED
         functions.append(function)
         node.op_type, node.domain = function.name, EXPANDED
     if not functions:
         return model
-    model.functions.extend(functions)
-    model.opset_import.append(helper.make_opsetid(EXPANDED, 1))
-    expanded = inliner.inline_local_functions(model)
+    work.functions.extend(functions)
+    work.opset_import.append(helper.make_opsetid(EXPANDED, 1))
+    try:
+        expanded = inliner.inline_local_functions(work)
+    except Exception:  # a body the inliner cannot take: the ops stay, and are refused
+        return model
+    if any(n.domain == EXPANDED for n in expanded.graph.node):
+        return model
     del expanded.opset_import[:]
-    expanded.opset_import.extend([o for o in model.opset_import if o.domain != EXPANDED])
+    expanded.opset_import.extend(model.opset_import)
     return expanded
 
 
@@ -185,6 +202,8 @@ def kernel(name: str, dtype: np.dtype) -> str:
 def c_value(value: Any, dtype: np.dtype) -> str:
     """One value of ``dtype`` as a C literal of that type."""
     kind = np.dtype(dtype).kind
+    if np.dtype(dtype).name == HALF:  # the bits
+        return str(int(np.asarray(value, np.float16).view(np.uint16)))
     if kind == "b":
         return "1" if bool(value) else "0"
     if kind == "f":
@@ -220,14 +239,17 @@ class Weights:
 
     def add(self, value: np.ndarray, hint: str, dtype: Any = np.float32) -> str:
         flat = np.ascontiguousarray(value, dtype).reshape(-1)
-        key = hashlib.sha256(flat.tobytes()).hexdigest() + str(flat.size) + flat.dtype.name
+        if flat.dtype.name == HALF:
+            flat = flat.view(np.uint16)  # the bits, in a pk_float16 array
+            dtype = np.float16
+        key = hashlib.sha256(flat.tobytes()).hexdigest() + str(flat.size) + np.dtype(dtype).name
         if key not in self.names:
             cname = f"w{len(self.names)}_{re.sub(r'[^A-Za-z0-9_]', '_', hint)[-40:]}"
             if flat.dtype == np.float32:
                 numbers = ",".join(c_float(v) for v in flat.tolist()) if flat.size else "0"
             else:
                 numbers = ",".join(c_value(v, flat.dtype) for v in flat.tolist()) if flat.size else "0"
-            self.lines.append(f"static const {c_type(flat.dtype)} {cname}[{max(flat.size, 1)}] = {{{numbers}}};")
+            self.lines.append(f"static const {c_type(np.dtype(dtype))} {cname}[{max(flat.size, 1)}] = {{{numbers}}};")
             self.names[key] = cname
         return self.names[key]
 
@@ -294,6 +316,10 @@ class Graph:
 
     def ctype(self, name: str) -> str:
         return c_type(self.dtype(name))
+
+    def value_type(self, name: str) -> str:
+        """The C type a tensor's values are computed in: float for float16, else its own."""
+        return "float" if self.dtype(name).name == HALF else self.ctype(name)
 
     def floats(self, name: str) -> int:
         """Arena floats (4 bytes each) a tensor takes, whatever its type."""

@@ -239,6 +239,40 @@ typedef uint64_t pk_uint64 __attribute__((may_alias));
 typedef uint32_t pk_uint32 __attribute__((may_alias));
 typedef uint16_t pk_uint16 __attribute__((may_alias));
 typedef uint8_t pk_uint8 __attribute__((may_alias));
+typedef uint16_t pk_float16 __attribute__((may_alias)); /* IEEE binary16, as its bits */
+
+/* binary16 <-> float: exact one way; to binary16 rounds to nearest even, NaN stays NaN. */
+static float pk_h2f(pk_float16 h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0x1fu) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp) {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    } else if (!man) {
+        bits = sign;
+    } else { /* subnormal: normalise */
+        uint32_t e = 113u;
+        while (!(man & 0x400u)) { man <<= 1; --e; }
+        bits = sign | ((e - 1u) << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static pk_float16 pk_f2h(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) return (pk_float16)(sign | 0x7e00u);
+    if (a >= 0x477ff000u) return (pk_float16)(sign | 0x7c00u); /* 65520 and up round to infinity */
+    if (a >= 0x38800000u) { /* a normal binary16 */
+        const uint32_t m = a - 0x38000000u;
+        return (pk_float16)(sign | ((m + 0xfffu + ((m >> 13) & 1u)) >> 13));
+    }
+    return (pk_float16)(sign | (uint32_t)rintf(fabsf(f) * 16777216.0f)); /* subnormal, in units of 2^-24 */
+}
 
 /* One definition of a kernel for each element type a library computes on (bool is uint8_t):
    NAME(float) for float32 and NAME_<type> for the others, e.g. pk_transpose_int64. */
@@ -246,7 +280,7 @@ typedef uint8_t pk_uint8 __attribute__((may_alias));
     DEFINE(NAME, float) DEFINE(NAME##_float64, pk_float64) DEFINE(NAME##_int64, pk_int64) \
     DEFINE(NAME##_int32, pk_int32) DEFINE(NAME##_int16, pk_int16) DEFINE(NAME##_int8, pk_int8) \
     DEFINE(NAME##_uint64, pk_uint64) DEFINE(NAME##_uint32, pk_uint32) DEFINE(NAME##_uint16, pk_uint16) \
-    DEFINE(NAME##_uint8, pk_uint8)
+    DEFINE(NAME##_uint8, pk_uint8) DEFINE(NAME##_float16, pk_float16)
 
 /* General transpose: out[i] over out shape; in strides permuted. */
 #define PK_TRANSPOSE(NAME, T) \

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import Graph, attrs
+from packager.codegen.graph import HALF, Graph, attrs
 from packager.errors import UnsupportedOpError
 
 Emit = Callable[[Graph, Any, Callable[[str], str]], str]
@@ -65,15 +65,17 @@ def elementwise(graph: Graph, node: Any, ref: Ref, expr: str, names: list[str] |
         decls.append(f"const {graph.ctype(name)} *a{j} = {ref(name)};")
         operand = tuple(graph.shapes[name])
         if operand == shape:
-            values.append(f"a{j}[i]")
+            value = f"a{j}[i]"
         elif graph.size(name) == 1:
-            values.append(f"a{j}[0]")
+            value = f"a{j}[0]"
         else:
             strides = ",".join(str(s) for s in broadcast_strides(operand, shape))
-            values.append(f"a{j}[pk_at(i, {max(len(shape), 1)}, (const int[]){{{dims}}}, (const long[]){{{strides}}})]")
-    body = expr.format(*values, T=graph.ctype(out))
+            value = f"a{j}[pk_at(i, {max(len(shape), 1)}, (const int[]){{{dims}}}, (const long[]){{{strides}}})]"
+        values.append(f"pk_h2f({value})" if graph.dtype(name).name == HALF else value)
+    body = f"({graph.value_type(out)})({expr.format(*values)})"
+    store = f"pk_f2h({body})" if graph.dtype(out).name == HALF else body
     return (f"{{ {' '.join(decls)} {graph.ctype(out)} *y = {ref(out)}; "
-            f"for (size_t i = 0; i < {total}; ++i) y[i] = ({graph.ctype(out)})({body}); }}")  # fmt: skip
+            f"for (size_t i = 0; i < {total}; ++i) y[i] = {store}; }}")  # fmt: skip
 
 
 def _fold(expr: str, count: int) -> str:
@@ -108,7 +110,7 @@ def _arith(graph: Graph, node: Any, ref: Ref) -> str:
         raise UnsupportedOpError(f"static-lib: {node.op_type} on bool tensors is invalid")
     if node.op_type == "Mean":
         return elementwise(graph, node, ref, f"({_fold('{0} + {1}', len(names))}) / {len(names)}", names=names)
-    t = graph.ctype(out)
+    t = graph.value_type(out)
     typed = _fold(ARITHMETIC[node.op_type], len(names)).format(*[f"({t}){{{k}}}" for k in range(len(names))])
     return elementwise(graph, node, ref, typed, names=names)
 
