@@ -260,7 +260,8 @@ def summarise(results: list[tuple[str, str, str]]) -> dict[str, Any]:
     total = Counter(status.split("\t", 1)[0] for _, _, status in results)
     import onnx
 
-    return {"onnx": onnx.__version__, "tolerance": TOLERANCE, "float16_tolerance": HALF_TOLERANCE, "cases": len(results), "passed": total["passed"],
+    return {"onnx": onnx.__version__, "tolerance": TOLERANCE, "float16_tolerance": HALF_TOLERANCE,
+            "cases": len(results), "passed": total["passed"],
             "refused": total["refused"], "mismatched": total["mismatched"],
             "pass_rate": round(total["passed"] / max(len(results), 1), 4),
             "rounded_cases": {case: {"atol": atol, "why": why} for case, (atol, why) in ROUNDED.items()},
