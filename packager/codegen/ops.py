@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from packager.codegen import window
 from packager.codegen.graph import Graph, attrs, c_float, kernel
 from packager.codegen.index import EMITTERS as INDEX_EMITTERS
 from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
 from packager.codegen.reduce import reduce_scratch
 from packager.codegen.resize import EMITTERS as RESIZE_EMITTERS
+from packager.codegen.select import EMITTERS as SELECT_EMITTERS
 from packager.codegen.typed import EMITTERS as TYPED_EMITTERS
 from packager.codegen.typed import OVERRIDES as TYPED_OVERRIDES
 from packager.codegen.typed import broadcast_strides
@@ -179,19 +181,25 @@ def _softmax(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 
 
 def _spatial(graph: Graph, node: Any) -> dict[str, Any]:
+    """A Conv's or pool's geometry as NCHW; a 1-D one (NCW) is one row, H = 1."""
     a = attrs(node)
-    x, y = graph.shapes[node.input[0]], graph.shapes[node.output[0]]
-    if len(x) != 4:
-        raise UnsupportedOpError(f"static-lib: {node.op_type} on a {len(x)}-D tensor (only 2-D NCHW) is not supported")
+    x, y = list(graph.shapes[node.input[0]]), list(graph.shapes[node.output[0]])
+    if len(x) not in (3, 4):
+        raise UnsupportedOpError(f"static-lib: {node.op_type} on a {len(x)}-D tensor (1-D NCW and 2-D NCHW only) "
+                                 "is not supported")  # fmt: skip
+    spatial = len(x) - 2
     kernel = list(a.get("kernel_shape") or graph.shapes[node.input[1]][2:])
-    strides, dil = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
-    pads = list(a.get("pads", [0, 0, 0, 0]))
+    strides, dil = list(a.get("strides", [1] * spatial)), list(a.get("dilations", [1] * spatial))
+    pads = list(a.get("pads", [0] * 2 * spatial))
     auto = a.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        total = [max((y[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - x[2 + i], 0) for i in range(2)]
+        total = [max((y[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - x[2 + i], 0) for i in range(spatial)]
         first = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
-        pads = [first[0], first[1], total[0] - first[0], total[1] - first[1]]
+        pads = [*first, *[t - f for t, f in zip(total, first, strict=True)]]
+    if spatial == 1:  # one row
+        x, y = [x[0], x[1], 1, x[2]], [y[0], y[1], 1, y[2]]
+        kernel, strides, dil, pads = [1, *kernel], [1, *strides], [1, *dil], [0, pads[0], 0, pads[1]]
     return {"x": x, "y": y, "k": kernel, "s": strides, "d": dil, "p": pads, "a": a}
 
 
@@ -210,6 +218,8 @@ def _per_item(graph: Graph, node: Any, ref: Callable[[str], str], call: str, out
 
 
 def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    if len(graph.shapes[node.input[0]]) > 4:
+        return window.conv(graph, node, ref)
     g = _spatial(graph, node)
     x, y, k, s, d, p = g["x"], g["y"], g["k"], g["s"], g["d"], g["p"]
     bias = ref(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
@@ -277,6 +287,7 @@ def fuse_relus(graph: Graph) -> dict[str, str]:
     for node in graph.nodes:
         after = readers.get(node.output[0], [])
         if node.op_type == "Conv" and int(attrs(node).get("group", 1)) == 1 and len(after) == 1 \
+                and len(graph.shapes[node.input[0]]) <= 4 \
                 and after[0].op_type == "Relu" and node.output[0] not in graph.outputs:  # fmt: skip
             fused[node.output[0]] = after[0].output[0]
     return fused
@@ -306,7 +317,7 @@ def fuse_pools(graph: Graph) -> dict[str, str]:
     readers = _readers(graph)
     fused = {}
     for node in graph.nodes:
-        if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1:
+        if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1 or len(graph.shapes[node.input[0]]) > 4:
             continue
         if _conv_mode(_spatial(graph, node)) != "inplace":
             continue
@@ -331,7 +342,7 @@ def temp_floats(graph: Graph, node: Any) -> int:
     image (plus the unused columns' tail) and its output rows at the padded width."""
     if node.op_type in REDUCE_EMITTERS:
         return reduce_scratch(graph, node)
-    if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1:
+    if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1 or len(graph.shapes[node.input[0]]) > 4:
         return 0
     g = _spatial(graph, node)
     mode = _conv_mode(g)
@@ -350,6 +361,8 @@ def _pool(kind: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
     def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
         if kind == 0 and graph.fused_pool.get(node.input[0]) == node.output[0]:
             return "/* fused into the Conv above */"
+        if len(graph.shapes[node.input[0]]) not in (3, 4) or graph.dtype(node.input[0]) != np.float32:
+            return window.pool(graph, node, ref)
         if len(node.output) > 1 and node.output[1]:
             raise UnsupportedOpError("static-lib: MaxPool's Indices output is not supported")
         g = _spatial(graph, node)
@@ -408,10 +421,12 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "Concat": _concat, "Flatten": _copy, "Reshape": _copy, "Identity": _copy, "Squeeze": _copy,
     "Unsqueeze": _copy, "Dropout": _dropout, "Pow": _binary(5), "Max": _binary(6), "Min": _binary(7),
     "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS, **INDEX_EMITTERS, **RESIZE_EMITTERS,
-    "LogSoftmax": _softmax, "ConvTranspose": _conv_transpose,
+    "LogSoftmax": _softmax, "ConvTranspose": _conv_transpose, "LpPool": window.pool,
+    "GlobalMaxPool": window.global_pool, "GlobalLpPool": window.global_pool,
 }  # fmt: skip
 FLOAT_EMITTERS = dict(EMITTERS)  # the float32 kernels, which typed.py's emitters fall back on
-EMITTERS.update({**TYPED_EMITTERS, **TYPED_OVERRIDES})
+EMITTERS.update({**TYPED_EMITTERS, **TYPED_OVERRIDES, **SELECT_EMITTERS})
 # Ops whose emitters take tensors of any type (the others see float32 only, or refuse)
-TYPED: set[str] = {"Transpose", "Concat", "Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Dropout",
-                   *INDEX_EMITTERS, *TYPED_EMITTERS, *TYPED_OVERRIDES}  # fmt: skip
+TYPED: set[str] = {"MaxPool", "GlobalMaxPool", "Transpose", "Concat", "Flatten", "Reshape", "Identity", "Squeeze",
+                   "Unsqueeze", "Dropout",
+                   *INDEX_EMITTERS, *TYPED_EMITTERS, *TYPED_OVERRIDES, *SELECT_EMITTERS}  # fmt: skip

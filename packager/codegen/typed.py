@@ -52,9 +52,10 @@ def broadcast_strides(shape: tuple[int, ...], out: tuple[int, ...]) -> list[int]
 
 
 def elementwise(graph: Graph, node: Any, ref: Ref, expr: str, names: list[str] | None = None,
-                out: str | None = None) -> str:  # fmt: skip
+                out: str | None = None, strides: dict[str, list[int]] | None = None) -> str:  # fmt: skip
     """One loop writing ``out`` (the node's first output): element i is ``expr`` of the operands
-    ``names`` (the node's inputs), broadcast to the output's shape."""
+    ``names`` (the node's inputs), broadcast to the output's shape (or read with the per-dim
+    ``strides`` given for an operand: a per-axis parameter)."""
     names = names if names is not None else [n for n in node.input if n]
     out = out or node.output[0]
     shape = tuple(graph.shapes[out])
@@ -64,13 +65,16 @@ def elementwise(graph: Graph, node: Any, ref: Ref, expr: str, names: list[str] |
     for j, name in enumerate(names):
         decls.append(f"const {graph.ctype(name)} *a{j} = {ref(name)};")
         operand = tuple(graph.shapes[name])
-        if operand == shape:
+        if strides and name in strides:
+            steps = ",".join(str(s) for s in strides[name])
+            value = f"a{j}[pk_at(i, {max(len(shape), 1)}, (const int[]){{{dims}}}, (const long[]){{{steps}}})]"
+        elif operand == shape:
             value = f"a{j}[i]"
         elif graph.size(name) == 1:
             value = f"a{j}[0]"
         else:
-            strides = ",".join(str(s) for s in broadcast_strides(operand, shape))
-            value = f"a{j}[pk_at(i, {max(len(shape), 1)}, (const int[]){{{dims}}}, (const long[]){{{strides}}})]"
+            steps = ",".join(str(s) for s in broadcast_strides(operand, shape))
+            value = f"a{j}[pk_at(i, {max(len(shape), 1)}, (const int[]){{{dims}}}, (const long[]){{{steps}}})]"
         values.append(f"pk_h2f({value})" if graph.dtype(name).name == HALF else value)
     body = f"({graph.value_type(out)})({expr.format(*values)})"
     store = f"pk_f2h({body})" if graph.dtype(out).name == HALF else body

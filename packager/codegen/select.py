@@ -1,0 +1,250 @@
+"""Ops that pick, place or rank values, on any element type: Trilu, CumSum/CumProd, Hardmax,
+LpNormalization, TopK, ScatterElements, ScatterND, GatherND, OneHot, and QuantizeLinear/
+DequantizeLinear (8- and 16-bit integers, per tensor or per axis). Each is one loop nest; an
+index out of range is skipped (scatter) or reads zeros (gather) rather than touching memory
+outside the tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from packager.codegen.graph import HALF, Graph, attrs
+from packager.codegen.typed import broadcast_strides, elementwise
+from packager.errors import UnsupportedOpError
+
+Ref = Callable[[str], str]
+
+
+def _const_int(graph: Graph, node: Any, index: int, what: str, default: int) -> int:
+    if len(node.input) <= index or not node.input[index]:
+        return default
+    name = node.input[index]
+    if name not in graph.consts:
+        raise UnsupportedOpError(f"static-lib: {node.op_type} with its {what} computed at run time is not supported")
+    return int(np.asarray(graph.consts[name]).reshape(-1)[0])
+
+
+def _split(shape: list[int], axis: int) -> tuple[int, int, int]:
+    """(outer, the axis' length, inner) of a shape around ``axis``."""
+    return int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1 :]))
+
+
+def _check_plain(graph: Graph, node: Any, name: str) -> None:
+    if graph.dtype(name).name == HALF:
+        raise UnsupportedOpError(f"static-lib: {node.op_type} on float16 tensors is not supported")
+
+
+def _trilu(graph: Graph, node: Any, ref: Ref) -> str:
+    x = list(graph.shapes[node.input[0]])
+    upper = int(attrs(node).get("upper", 1))
+    k = _const_int(graph, node, 1, "diagonal k", 0)
+    rows, cols = x[-2], x[-1]
+    keep = f"(long)c - (long)r {'>=' if upper else '<='} {k}"
+    t = graph.ctype(node.output[0])
+    return (f"{{ const {t} *x = {ref(node.input[0])}; {t} *y = {ref(node.output[0])}; "
+            f"for (size_t i = 0; i < {graph.size(node.output[0])}; ++i) {{ const size_t c = i % {cols}, "
+            f"r = (i / {cols}) % {rows}; y[i] = {keep} ? x[i] : 0; }} }}")  # fmt: skip
+
+
+def _cumulative(graph: Graph, node: Any, ref: Ref) -> str:
+    _check_plain(graph, node, node.input[0])
+    x = list(graph.shapes[node.input[0]])
+    a = attrs(node)
+    axis = _const_int(graph, node, 1, "axis", 0) % len(x)
+    outer, n, inner = _split(x, axis)
+    t = graph.ctype(node.output[0])
+    op, start = ("+", "0") if node.op_type == "CumSum" else ("*", "1")
+    order = f"(size_t)({n - 1} - j)" if int(a.get("reverse", 0)) else "j"
+    step = (f"y[at] = acc; acc = acc {op} x[at];" if int(a.get("exclusive", 0))
+            else f"acc = acc {op} x[at]; y[at] = acc;")  # fmt: skip
+    return (f"{{ const {t} *x = {ref(node.input[0])}; {t} *y = {ref(node.output[0])}; "
+            f"for (size_t o = 0; o < {outer}; ++o) for (size_t q = 0; q < {inner}; ++q) {{ {t} acc = {start}; "
+            f"for (size_t j = 0; j < {n}; ++j) {{ const size_t at = (o * {n} + {order}) * {inner} + q; {step} "
+            f"}} }} }}")  # fmt: skip
+
+
+def _hardmax(graph: Graph, node: Any, ref: Ref) -> str:
+    _check_plain(graph, node, node.input[0])
+    x = list(graph.shapes[node.input[0]])
+    axis = int(attrs(node).get("axis", -1 if graph.opset >= 13 else 1)) % len(x)
+    if graph.opset < 13:  # before 13 the axis flattens: [outer, everything after]
+        outer, n, inner = int(np.prod(x[:axis])), int(np.prod(x[axis:])), 1
+    else:
+        outer, n, inner = _split(x, axis)
+    t = graph.ctype(node.output[0])
+    return (f"{{ const {t} *x = {ref(node.input[0])}; {t} *y = {ref(node.output[0])}; "
+            f"for (size_t o = 0; o < {outer}; ++o) for (size_t q = 0; q < {inner}; ++q) {{ size_t best = 0; "
+            f"for (size_t j = 0; j < {n}; ++j) {{ const size_t at = (o * {n} + j) * {inner} + q; y[at] = 0; "
+            f"if (x[at] > x[(o * {n} + best) * {inner} + q]) best = j; }} y[(o * {n} + best) * {inner} + q] = "
+            f"1; }} }}")  # fmt: skip
+
+
+def _lp_normalization(graph: Graph, node: Any, ref: Ref) -> str:
+    x = list(graph.shapes[node.input[0]])
+    a = attrs(node)
+    axis, p = int(a.get("axis", -1)) % len(x), int(a.get("p", 2))
+    if p not in (1, 2) or graph.dtype(node.input[0]).kind != "f":
+        raise UnsupportedOpError("static-lib: LpNormalization takes p = 1 or 2 on floats")
+    _check_plain(graph, node, node.input[0])
+    outer, n, inner = _split(x, axis)
+    t = graph.ctype(node.output[0])
+    term = "fabs((double)v)" if p == 1 else "(double)v * v"
+    norm = "sum" if p == 1 else "sqrt(sum)"
+    return (f"{{ const {t} *x = {ref(node.input[0])}; {t} *y = {ref(node.output[0])}; "
+            f"for (size_t o = 0; o < {outer}; ++o) for (size_t q = 0; q < {inner}; ++q) {{ double sum = 0; "
+            f"for (size_t j = 0; j < {n}; ++j) {{ const {t} v = x[(o * {n} + j) * {inner} + q]; sum += {term}; }} "
+            f"const double norm = {norm}; for (size_t j = 0; j < {n}; ++j) {{ const size_t at = (o * {n} + j) * "
+            f"{inner} + q; "
+            f"y[at] = ({t})(norm == 0 ? 0 : x[at] / norm); }} }} }}")  # fmt: skip
+
+
+def _topk(graph: Graph, node: Any, ref: Ref) -> str:
+    """The k first in (value, then index) order: each pick is the first element after the last
+    pick in that order, so equal values come out by index and no scratch is needed."""
+    _check_plain(graph, node, node.input[0])
+    x = list(graph.shapes[node.input[0]])
+    a = attrs(node)
+    axis = int(a.get("axis", -1)) % len(x)
+    k = _const_int(graph, node, 1, "k", 0) if graph.opset >= 10 else int(a["k"])
+    if not int(a.get("sorted", 1)):
+        raise UnsupportedOpError("static-lib: TopK with sorted=0 is not supported")
+    outer, n, inner = _split(x, axis)
+    better = ">" if int(a.get("largest", 1)) else "<"
+    t = graph.ctype(node.input[0])
+    values = ref(node.output[0]) if node.output[0] else "0"
+    indices = ref(node.output[1]) if len(node.output) > 1 and node.output[1] else "0"
+    return (f"{{ const {t} *x = {ref(node.input[0])}; {t} *vals = {values}; pk_int64 *idx = {indices}; "
+            f"for (size_t o = 0; o < {outer}; ++o) for (size_t q = 0; q < {inner}; ++q) {{ {t} pv = 0; long pi = -1; "
+            f"for (size_t r = 0; r < {k}; ++r) {{ long found = -1; {t} fv = 0; "
+            f"for (size_t j = 0; j < {n}; ++j) {{ const {t} v = x[(o * {n} + j) * {inner} + q]; "
+            f"if (pi >= 0 && !(pv {better} v || (pv == v && pi < (long)j))) continue; "
+            f"if (found < 0 || v {better} fv || (v == fv && (long)j < found)) {{ found = (long)j; fv = v; }} }} "
+            f"pv = fv; pi = found; const size_t at = (o * {k} + r) * {inner} + q; "
+            f"if (vals) vals[at] = fv; if (idx) idx[at] = found; }} }} }}")  # fmt: skip
+
+
+def _scatter_elements(graph: Graph, node: Any, ref: Ref) -> str:
+    data, idx = list(graph.shapes[node.input[0]]), list(graph.shapes[node.input[1]])
+    a = attrs(node)
+    axis = int(a.get("axis", 0)) % len(data)
+    strides = [int(np.prod(data[d + 1 :])) for d in range(len(data))]
+    skip = [0 if d == axis else s for d, s in enumerate(strides)]
+    t = graph.ctype(node.output[0])
+    combine = _reduction(a, graph, node)
+    dims = ",".join(map(str, idx)) or "1"
+    return (f"{{ const {t} *u = {ref(node.input[2])}; const {graph.ctype(node.input[1])} *ix = {ref(node.input[1])}; "
+            f"{t} *y = {ref(node.output[0])}; memcpy(y, {ref(node.input[0])}, "
+            f"{graph.size(node.output[0]) * graph.dtype(node.output[0]).itemsize}); "
+            f"for (size_t i = 0; i < {graph.size(node.input[1])}; ++i) {{ long long k = (long long)ix[i]; "
+            f"if (k < 0) k += {data[axis]}; if (k < 0 || k >= {data[axis]}) continue; "
+            f"const size_t at = pk_at(i, {max(len(idx), 1)}, (const int[]){{{dims}}}, (const "
+            f"long[]){{{','.join(map(str, skip)) or '0'}}}) "
+            f"+ (size_t)k * {strides[axis]}; {combine} }} }}")  # fmt: skip
+
+
+def _reduction(a: dict[str, Any], graph: Graph, node: Any) -> str:
+    """The statement folding update u[i] into y[at] by the node's reduction."""
+    found = a.get("reduction", b"none")
+    found = found.decode() if isinstance(found, bytes) else str(found)
+    _check_plain(graph, node, node.output[0])
+    return {"none": "y[at] = u[i];", "add": "y[at] += u[i];", "mul": "y[at] *= u[i];",
+            "max": "if (u[i] > y[at]) y[at] = u[i];", "min": "if (u[i] < y[at]) y[at] = u[i];"}[found]  # fmt: skip
+
+
+def _scatter_nd(graph: Graph, node: Any, ref: Ref) -> str:
+    data, idx = list(graph.shapes[node.input[0]]), list(graph.shapes[node.input[1]])
+    depth = idx[-1]
+    slice_size = int(np.prod(data[depth:]))
+    tuples = int(np.prod(idx[:-1]))
+    strides = [int(np.prod(data[d + 1 :])) for d in range(depth)]
+    t = graph.ctype(node.output[0])
+    combine = _reduction(attrs(node), graph, node).replace("u[i]", "u[n * " + str(slice_size) + " + e]").replace(
+        "y[at]", "y[at + e]")  # fmt: skip
+    return (f"{{ const {t} *u = {ref(node.input[2])}; const {graph.ctype(node.input[1])} *ix = {ref(node.input[1])}; "
+            f"{t} *y = {ref(node.output[0])}; static const long dims[] = {{{','.join(map(str, data[:depth]))}}}, "
+            f"st[] = {{{','.join(map(str, strides))}}}; memcpy(y, {ref(node.input[0])}, "
+            f"{graph.size(node.output[0]) * graph.dtype(node.output[0]).itemsize}); "
+            f"for (size_t n = 0; n < {tuples}; ++n) {{ size_t at = 0; int ok = 1; for (int d = 0; d < {depth}; ++d) {{ "
+            f"long long k = (long long)ix[n * {depth} + d]; if (k < 0) k += dims[d]; if (k < 0 || k >= dims[d]) "
+            f"ok = 0; "
+            f"else at += (size_t)k * st[d]; }} if (!ok) continue; for (size_t e = 0; e < {slice_size}; ++e) {{ "
+            f"{combine} }} }} }}")  # fmt: skip
+
+
+def _gather_nd(graph: Graph, node: Any, ref: Ref) -> str:
+    if int(attrs(node).get("batch_dims", 0)):
+        raise UnsupportedOpError("static-lib: GatherND with batch_dims is not supported")
+    data, idx = list(graph.shapes[node.input[0]]), list(graph.shapes[node.input[1]])
+    depth = idx[-1]
+    slice_size = int(np.prod(data[depth:]))
+    tuples = int(np.prod(idx[:-1]))
+    strides = [int(np.prod(data[d + 1 :])) for d in range(depth)]
+    size = graph.dtype(node.output[0]).itemsize
+    return (f"{{ const char *x = (const char *){ref(node.input[0])}; const {graph.ctype(node.input[1])} *ix = "
+            f"{ref(node.input[1])}; char *y = (char *){ref(node.output[0])}; static const long dims[] = "
+            f"{{{','.join(map(str, data[:depth]))}}}, st[] = {{{','.join(map(str, strides))}}}; "
+            f"for (size_t n = 0; n < {tuples}; ++n) {{ size_t at = 0; int ok = 1; for (int d = 0; d < {depth}; ++d) {{ "
+            f"long long k = (long long)ix[n * {depth} + d]; if (k < 0) k += dims[d]; if (k < 0 || k >= dims[d]) "
+            f"ok = 0; "
+            f"else at += (size_t)k * st[d]; }} if (ok) memcpy(y + n * {slice_size * size}, x + at * {size}, "
+            f"{slice_size * size}); else memset(y + n * {slice_size * size}, 0, {slice_size * size}); }} "
+            f"}}")  # fmt: skip
+
+
+def _onehot(graph: Graph, node: Any, ref: Ref) -> str:
+    out = list(graph.shapes[node.output[0]])
+    axis = int(attrs(node).get("axis", -1)) % len(out)
+    depth = out[axis]
+    outer, _, inner = _split(out, axis)
+    t = graph.ctype(node.output[0])
+    return (f"{{ const {graph.ctype(node.input[0])} *ix = {ref(node.input[0])}; const {t} *vals = "
+            f"{ref(node.input[2])}; "
+            f"{t} *y = {ref(node.output[0])}; for (size_t o = 0; o < {outer}; ++o) for (size_t j = 0; j < "
+            f"{depth}; ++j) "
+            f"for (size_t q = 0; q < {inner}; ++q) {{ long long k = (long long)ix[o * {inner} + q]; if (k < 0) "
+            f"k += {depth}; "
+            f"y[(o * {depth} + j) * {inner} + q] = k == (long long)j ? vals[1] : vals[0]; }} }}")  # fmt: skip
+
+
+def _axis_strides(graph: Graph, node: Any, name: str, axis: int) -> list[int] | None:
+    """Strides reading a per-axis parameter (1-D along ``axis``) at each element of the input."""
+    x = list(graph.shapes[node.input[0]])
+    shape = list(graph.shapes[name])
+    if len(shape) == 1 and shape[0] == x[axis] and len(x) > 1:
+        return [1 if d == axis else 0 for d in range(len(x))]
+    if graph.size(name) == 1 or shape == x:
+        return None
+    return broadcast_strides(tuple(shape), tuple(x))
+
+
+def _quantize(graph: Graph, node: Any, ref: Ref) -> str:
+    a = attrs(node)
+    if int(a.get("block_size", 0)):
+        raise UnsupportedOpError(f"static-lib: {node.op_type} with block_size is not supported")
+    x = list(graph.shapes[node.input[0]])
+    axis = int(a.get("axis", 1)) % max(len(x), 1)
+    names = [n for n in node.input if n]
+    strides = {n: s for n in names[1:] if (s := _axis_strides(graph, node, n, axis)) is not None}
+    out = graph.dtype(node.output[0])
+    if node.op_type == "DequantizeLinear":
+        zero = "{2}" if len(names) > 2 else "0"
+        return elementwise(graph, node, ref, f"((float){{0}} - (float){zero}) * (float){{1}}", names=names,
+                           strides=strides)  # fmt: skip
+    if out.kind not in "iu":
+        raise UnsupportedOpError(f"static-lib: QuantizeLinear to {out.name} is not supported")
+    info = np.iinfo(out)
+    zero = "(float){2}" if len(names) > 2 else "0.0f"
+    value = f"rintf((float){{0}} / (float){{1}}) + {zero}"
+    return elementwise(graph, node, ref, f"fminf(fmaxf({value}, {info.min}.0f), {info.max}.0f)", names=names,
+                       strides=strides)  # fmt: skip
+
+
+EMITTERS: dict[str, Callable[[Graph, Any, Ref], str]] = {
+    "Trilu": _trilu, "CumSum": _cumulative, "CumProd": _cumulative, "Hardmax": _hardmax,
+    "LpNormalization": _lp_normalization, "TopK": _topk, "ScatterElements": _scatter_elements,
+    "ScatterND": _scatter_nd, "GatherND": _gather_nd, "OneHot": _onehot, "QuantizeLinear": _quantize,
+    "DequantizeLinear": _quantize, "Scatter": _scatter_elements,
+}  # fmt: skip
