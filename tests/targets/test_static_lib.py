@@ -144,6 +144,24 @@ def test_gemm_kernel_matches_onnxruntime(m: int, k: int, n: int, trans_b: bool, 
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
 
 
+@settings(max_examples=12, deadline=None)
+@given(m=st.integers(1, 20), k=st.integers(1, 70), n=st.integers(64, 200), seed=st.integers(0, 99))
+def test_wide_products_match_onnxruntime(m: int, k: int, n: int, seed: int, tmp_path_factory) -> None:
+    # 64 columns and more: the AVX-512 blocks where the CPU has them (6, 4 and 1 rows; the last
+    # block of a row ending at N), else the AVX2 ones.
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
+                              [numpy_helper.from_array(w, "w")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    y = _compile_and_run(model, x, tmp_path_factory.mktemp("wide"))
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+
+
 @settings(max_examples=30, deadline=None)
 @given(c=st.integers(1, 4), mult=st.integers(1, 6), h=st.integers(3, 20), w=st.integers(3, 20),
        kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.integers(1, 2),
