@@ -99,7 +99,13 @@ def corpus(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
 
     path, samples = real.fetch(name), real.fetch_samples(name)
     found = np.load(samples)
-    return onnx.load(str(path)), {k: found[k] for k in found.files}
+    if Path(path).suffix != ".onnx":  # a Keras or PyTorch file: packager's own import makes the ONNX
+        from packager import importers
+
+        model = importers.run_importer(importers.detect(str(path)), Path(tempfile.mkdtemp())).model
+    else:
+        model = onnx.load(str(path))
+    return model, {k: found[k] for k in found.files}
 
 
 def per_call(fn, repeat: int) -> float:

@@ -23,6 +23,12 @@ C_TYPES = {"float32": "float", "float64": "pk_float64", "int64": "pk_int64", "in
            "int16": "pk_int16", "int8": "pk_int8", "uint64": "pk_uint64", "uint32": "pk_uint32",
            "uint16": "pk_uint16", "uint8": "pk_uint8", "bool": "pk_uint8", "float16": "pk_float16"}  # fmt: skip
 HALF = "float16"  # held as its 16 bits; computed on as float (pk_h2f, and pk_f2h rounding to nearest even)
+# The 8-bit floats, held as their bits and computed on as float: the largest finite code, the NaN
+# code, the code an overflow becomes without saturation, and whether the format has a negative
+# zero (the fnuz ones do not: their 0x80 is NaN). Decoded through a table of the 256 values.
+FLOAT8 = {"float8_e4m3fn": (126, 0x7F, 0x7F, True), "float8_e4m3fnuz": (127, 0x80, 0x80, False),
+          "float8_e5m2": (123, 0x7E, 0x7C, True), "float8_e5m2fnuz": (127, 0x80, 0x80, False)}  # fmt: skip
+C_TYPES.update(dict.fromkeys(FLOAT8, "pk_uint8"))
 
 
 def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int]] | None = None):
@@ -196,7 +202,7 @@ def kernel(name: str, dtype: np.dtype) -> str:
     """The kernel of kernels.c that PK_TYPED defined for ``dtype`` (bool is held as uint8)."""
     found = np.dtype(dtype).name
     c_type(np.dtype(dtype))
-    return name if found == "float32" else f"{name}_{'uint8' if found == 'bool' else found}"
+    return name if found == "float32" else f"{name}_{'uint8' if found == 'bool' or found in FLOAT8 else found}"
 
 
 def c_value(value: Any, dtype: np.dtype) -> str:
@@ -204,6 +210,8 @@ def c_value(value: Any, dtype: np.dtype) -> str:
     kind = np.dtype(dtype).kind
     if np.dtype(dtype).name == HALF:  # the bits
         return str(int(np.asarray(value, np.float16).view(np.uint16)))
+    if np.dtype(dtype).name in FLOAT8:
+        return str(int(np.asarray(value, dtype).view(np.uint8)))
     if kind == "b":
         return "1" if bool(value) else "0"
     if kind == "f":
@@ -242,6 +250,8 @@ class Weights:
         if flat.dtype.name == HALF:
             flat = flat.view(np.uint16)  # the bits, in a pk_float16 array
             dtype = np.float16
+        elif flat.dtype.name in FLOAT8:
+            flat = flat.view(np.uint8)  # the bits
         key = hashlib.sha256(flat.tobytes()).hexdigest() + str(flat.size) + np.dtype(dtype).name
         if key not in self.names:
             cname = f"w{len(self.names)}_{re.sub(r'[^A-Za-z0-9_]', '_', hint)[-40:]}"
@@ -318,8 +328,32 @@ class Graph:
         return c_type(self.dtype(name))
 
     def value_type(self, name: str) -> str:
-        """The C type a tensor's values are computed in: float for float16, else its own."""
-        return "float" if self.dtype(name).name == HALF else self.ctype(name)
+        """The C type a tensor's values are computed in: float for float16 and the 8-bit floats,
+        else its own."""
+        return "float" if self.dtype(name).name in (HALF, *FLOAT8) else self.ctype(name)
+
+    def load(self, name: str, element: str) -> str:
+        """C reading one element of ``name`` (the expression ``element``) as a value_type."""
+        found = self.dtype(name).name
+        if found == HALF:
+            return f"pk_h2f({element})"
+        if found in FLOAT8:
+            table = np.arange(256, dtype=np.uint8).view(self.dtype(name)).astype(np.float32)
+            return f"{self.weights.add(table, found + '_values')}[{element}]"
+        return element
+
+    def store(self, name: str, value: str, saturate: bool = True) -> str:
+        """C converting ``value`` (of value_type) to an element of ``name``'s type."""
+        found = self.dtype(name).name
+        if found == HALF:
+            return f"pk_f2h({value})"
+        if found in FLOAT8:
+            top, nan, over, negative_zero = FLOAT8[found]
+            table = np.arange(top + 1, dtype=np.uint8).view(self.dtype(name)).astype(np.float32)
+            positive = self.weights.add(table, found + "_positive")
+            return (f"pk_to_f8((float)({value}), {positive}, {top}, {nan}, {over}, {int(saturate)}, "
+                    f"{int(negative_zero)})")  # fmt: skip
+        return value
 
     def floats(self, name: str) -> int:
         """Arena floats (4 bytes each) a tensor takes, whatever its type."""

@@ -229,6 +229,35 @@ static void pk_batchnorm(const float *X, float *Y, const float *scale, const flo
     }
 }
 
+/* float -> an 8-bit float format, through its table of positive values (codes 0..top, ascending):
+   the nearest, ties to the even code; NaN to `nan`; beyond the largest value (infinities too) to
+   it when saturating, else to `over` (the format's infinity or NaN); -0 to 0 where the format has
+   no negative zero. */
+static uint8_t pk_to_f8(float x, const float *pos, int top, int nan, int over, int saturate, int negzero) {
+    if (x != x) return (uint8_t)nan;
+    const int sign = signbit(x) ? 0x80 : 0;
+    const double a = fabs((double)x);
+    int code;
+    if (a > pos[top]) {
+        if (!saturate && a >= (double)pos[top] + ((double)pos[top] - pos[top - 1]) / 2)
+            return (uint8_t)(over == 0x80 ? over : over | sign);
+        code = top;
+    } else {
+        int lo = 0, hi = top;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (pos[mid] <= a) lo = mid; else hi = mid - 1;
+        }
+        code = lo;
+        if (code < top && pos[code] != a) {
+            const double down = a - pos[code], up = pos[code + 1] - a;
+            if (up < down || (up == down && (code & 1))) ++code;
+        }
+    }
+    if (code == 0 && !negzero) return 0;
+    return (uint8_t)(code | sign);
+}
+
 /* The element types besides float: tensors of these live in the float arena too, so they alias it. */
 typedef double pk_float64 __attribute__((may_alias));
 typedef int64_t pk_int64 __attribute__((may_alias));
@@ -816,11 +845,15 @@ PK_BLOCK64(pk_block1x64, 1)
    and stays in cache while the rows pass over it (the rows of A, few in a transformer's batch of
    tokens, stay there too). The last panel ends at N: it rewrites some columns with the very same
    sums. N >= 64. */
-#define PK_MC 96 /* rows of A at a time (a multiple of 6): 96 x K floats stay in the L2 cache */
+/* Rows of A at a time, a multiple of 6: as many as 1 MiB holds (they stay in the L2 cache while
+   the panels of B pass), so a large batch streams the weights from memory a few times, not once
+   per 96 rows. */
+#define PK_MC(K) ((K) >= 2730 ? 96 : 262144 / (K) / 6 * 6)
 PK_W512 static void pk_matmul_512(const float *restrict A, const float *restrict B, float *restrict Y, int M,
                                   int N, int K) {
-    for (int m0 = 0; m0 < M; m0 += PK_MC) {
-        const int m1 = M - m0 < PK_MC ? M : m0 + PK_MC;
+    const int mc = PK_MC(K);
+    for (int m0 = 0; m0 < M; m0 += mc) {
+        const int m1 = M - m0 < mc ? M : m0 + mc;
         for (int n = 0; n < N; n += 64) {
             const int at = n + 64 <= N ? n : N - 64;
             int m = m0;

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import HALF, Graph, attrs
+from packager.codegen.graph import FLOAT8, HALF, Graph, attrs
 from packager.codegen.typed import broadcast_strides, elementwise
 from packager.errors import UnsupportedOpError
 
@@ -233,6 +233,10 @@ def _quantize(graph: Graph, node: Any, ref: Ref) -> str:
         zero = "{2}" if len(names) > 2 else "0"
         return elementwise(graph, node, ref, f"((float){{0}} - (float){zero}) * (float){{1}}", names=names,
                            strides=strides)  # fmt: skip
+    if out.name in FLOAT8:  # no rounding to an integer: the 8-bit float's own rounding, saturated or not
+        zero = "(float){2}" if len(names) > 2 else "0.0f"
+        return elementwise(graph, node, ref, f"(float){{0}} / (float){{1}} + {zero}", names=names, strides=strides,
+                           saturate=bool(int(a.get("saturate", 1))))  # fmt: skip
     if out.kind not in "iu":
         raise UnsupportedOpError(f"static-lib: QuantizeLinear to {out.name} is not supported")
     info = np.iinfo(out)

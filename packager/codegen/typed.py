@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import HALF, Graph, attrs
+from packager.codegen.graph import FLOAT8, Graph, attrs
 from packager.errors import UnsupportedOpError
 
 Emit = Callable[[Graph, Any, Callable[[str], str]], str]
@@ -52,7 +52,8 @@ def broadcast_strides(shape: tuple[int, ...], out: tuple[int, ...]) -> list[int]
 
 
 def elementwise(graph: Graph, node: Any, ref: Ref, expr: str, names: list[str] | None = None,
-                out: str | None = None, strides: dict[str, list[int]] | None = None) -> str:  # fmt: skip
+                out: str | None = None, strides: dict[str, list[int]] | None = None,
+                saturate: bool = True) -> str:  # fmt: skip
     """One loop writing ``out`` (the node's first output): element i is ``expr`` of the operands
     ``names`` (the node's inputs), broadcast to the output's shape (or read with the per-dim
     ``strides`` given for an operand: a per-axis parameter)."""
@@ -75,9 +76,9 @@ def elementwise(graph: Graph, node: Any, ref: Ref, expr: str, names: list[str] |
         else:
             steps = ",".join(str(s) for s in broadcast_strides(operand, shape))
             value = f"a{j}[pk_at(i, {max(len(shape), 1)}, (const int[]){{{dims}}}, (const long[]){{{steps}}})]"
-        values.append(f"pk_h2f({value})" if graph.dtype(name).name == HALF else value)
+        values.append(graph.load(name, value))
     body = f"({graph.value_type(out)})({expr.format(*values)})"
-    store = f"pk_f2h({body})" if graph.dtype(out).name == HALF else body
+    store = graph.store(out, body, saturate)
     return (f"{{ {' '.join(decls)} {graph.ctype(out)} *y = {ref(out)}; "
             f"for (size_t i = 0; i < {total}; ++i) y[i] = {store}; }}")  # fmt: skip
 
@@ -177,19 +178,20 @@ def _where(graph: Graph, node: Any, ref: Ref) -> str:
 
 
 def cast_expr(source: np.dtype, target: np.dtype) -> str:
-    """The C expression converting {0} of ``source`` to ``target``."""
+    """The C expression converting {0} of ``source`` (read as its value type) to ``target``."""
     if target.kind == "b":
         return "{0} != 0"
-    if source.kind == "f" and target.kind in "iu" and target.itemsize < 8:
+    if (source.kind == "f" or source.name in FLOAT8) and target.kind in "iu" and target.itemsize < 8:
         return "(int64_t){0}"  # through int64: C leaves a float outside the target's range undefined
     return "{0}"
 
 
 def _cast(graph: Graph, node: Any, ref: Ref) -> str:
     source, target = graph.dtype(node.input[0]), graph.dtype(node.output[0])
+    saturate = bool(int(attrs(node).get("saturate", 1)))
     if source == target:
-        return elementwise(graph, node, ref, "{0}", names=[node.input[0]])
-    return elementwise(graph, node, ref, cast_expr(source, target), names=[node.input[0]])
+        return f"memcpy({ref(node.output[0])}, {ref(node.input[0])}, {graph.size(node.output[0]) * target.itemsize});"
+    return elementwise(graph, node, ref, cast_expr(source, target), names=[node.input[0]], saturate=saturate)
 
 
 def _unary_any(graph: Graph, node: Any, ref: Ref) -> str:
