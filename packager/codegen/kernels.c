@@ -6,6 +6,7 @@
 
 #define PK_MAX_DIMS 8
 
+
 static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, float alpha, float beta, int c_kind);
 
 /* Y[M,N] = alpha * op(A) op(B) + beta * C (C broadcast as [N], [M,N], [1], [M,1] or absent):
@@ -162,13 +163,19 @@ static void pk_conv2d(const float *restrict X, const float *restrict W, const fl
             for (int kh = 0; kh < KH; ++kh)
                 for (int kw = 0; kw < KW; ++kw) {
                     const float wv = w[kh * KW + kw];
+                    /* the outputs whose tap falls inside the row: ow in [lo, hi), no test per element */
+                    const int off = kw * dw - pl;
+                    const int lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                    const int hi = Wd - 1 - off < 0 ? 0 : ((Wd - 1 - off) / sw + 1 < OW ? (Wd - 1 - off) / sw + 1 : OW);
                     for (int oh = 0; oh < OH; ++oh) {
                         const int ih = oh * sh - pt + kh * dh;
                         if (ih < 0 || ih >= H) continue;
-                        for (int ow = 0; ow < OW; ++ow) {
-                            const int iw = ow * sw - pl + kw * dw;
-                            if (iw >= 0 && iw < Wd) y[oh * OW + ow] += wv * x[(size_t)ih * Wd + iw];
-                        }
+                        float *restrict yr = y + (size_t)oh * OW;
+                        const float *restrict xr = x + (size_t)ih * Wd;
+                        if (sw == 1)
+                            for (int ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow + off];
+                        else
+                            for (int ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * sw + off];
                     }
                 }
         }

@@ -216,3 +216,49 @@ def test_a_model_of_two_typed_inputs_has_infer_and_no_one_input_api(tmp_path: Pa
     np.testing.assert_allclose(runner.predict({"x": x, "ids": ids})["y"].reshape(2, 3), ids + 0.5)  # two samples
     with pytest.raises(KeyError, match="ids"):
         runner.predict({"x": x})
+
+
+@pytest.mark.parametrize("kind", [TensorProto.FLOAT16, TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2])
+@SETTINGS
+@given(shape=shapes, seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 100.0, 1e5]))
+def test_narrow_floats_round_as_onnxruntime(kind: int, shape: tuple[int, ...], seed: int, scale: float) -> None:
+    """float32 -> float16 / float8 -> float32: the rounding (to nearest even), the saturation of
+    what is past the largest value, the subnormals."""
+    x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+    nodes = [helper.make_node("Cast", ["x"], ["n"], to=kind), helper.make_node("Cast", ["n"], ["y"], to=1)]
+    check(nodes, {"x": x}, {"y": TensorProto.FLOAT}, opset=19)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "LpPool", "Conv"])
+@SETTINGS
+@given(size=st.integers(3, 6), kernel=st.integers(1, 3), stride=st.integers(1, 2), pad=st.integers(0, 1),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_three_d_windows_match_onnxruntime(op: str, size: int, kernel: int, stride: int, pad: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, 2, size, size + 1, size)).astype(np.float32)
+    geometry = {"strides": [stride] * 3, "pads": [pad] * 6}
+    inits = {}
+    if op == "Conv":
+        inits = {"w": rng.standard_normal((3, 2, kernel, kernel, kernel)).astype(np.float32),
+                 "b": rng.standard_normal(3).astype(np.float32)}  # fmt: skip
+        node = helper.make_node(op, ["x", "w", "b"], ["y"], **geometry)
+    else:
+        node = helper.make_node(op, ["x"], ["y"], kernel_shape=[kernel] * 3, **geometry)
+    check([node], {"x": x}, {"y": TensorProto.FLOAT}, opset=18, inits=inits)
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple), seed=st.integers(0, 2**16),
+       largest=st.booleans())  # fmt: skip
+def test_topk_cumsum_and_scatter_match_onnxruntime(shape: tuple[int, ...], seed: int, largest: bool) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-4, 4, shape).astype(np.float32)  # ties: TopK takes the lower index first
+    axis = len(shape) - 1
+    k = np.array([rng.integers(1, shape[axis] + 1)], np.int64)
+    idx = rng.integers(-shape[axis], shape[axis], shape).astype(np.int64)
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=axis, largest=int(largest)),
+             helper.make_node("CumSum", ["x", "axis"], ["c"], exclusive=1, reverse=1),
+             helper.make_node("ScatterElements", ["x", "idx", "c"], ["s"], axis=axis, reduction="add")]  # fmt: skip
+    check(nodes, {"x": x}, {"v": TensorProto.FLOAT, "i": TensorProto.INT64, "c": TensorProto.FLOAT,
+                            "s": TensorProto.FLOAT},
+          opset=18, inits={"k": k, "axis": np.array(axis, np.int64), "idx": idx})  # fmt: skip
