@@ -290,7 +290,7 @@ static float pk_h2f(pk_float16 h) {
     } else { /* subnormal: normalise */
         uint32_t e = 113u;
         while (!(man & 0x400u)) { man <<= 1; --e; }
-        bits = sign | ((e - 1u) << 23) | ((man & 0x3ffu) << 13);
+        bits = sign | (e << 23) | ((man & 0x3ffu) << 13);
     }
     float f;
     memcpy(&f, &bits, sizeof f);

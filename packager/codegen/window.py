@@ -53,7 +53,7 @@ def _walk(g: dict[str, list[int]]) -> tuple[str, str]:
             f"for (int d = {n - 1}; d >= 0; --d) {{ const long at = (long)oc[d] * st[d] - pb[d] + (long)(r % "
             f"ks[d]) * dl[d]; "
             f"r /= ks[d]; if (at < 0 || at >= is[d]) inside = 0; if (at < -pb[d] || at >= is[d] + pe[d]) counted = 0; "
-            f"off += at * xs[d]; }}")  # fmt: skip
+            f"off += at * xs[d]; }} (void)counted;")  # fmt: skip
     return tables, walk
 
 

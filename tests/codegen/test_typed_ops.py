@@ -180,14 +180,14 @@ def test_a_shape_that_depends_on_the_data_is_refused_with_the_tensor_named(tmp_p
         codegen.generate(prepared, "k", {"name": "k", "version": "1", "sha256": "-", "signature": "{}"})
 
 
-def test_a_float16_tensor_is_refused_with_the_types_the_generator_takes(tmp_path: Path) -> None:
-    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16)], "g",
+def test_a_bfloat16_tensor_is_refused_with_the_types_the_generator_takes(tmp_path: Path) -> None:
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.BFLOAT16)], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)])  # fmt: skip
+                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, None)])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(tmp_path / "m.onnx"))
     prepared = codegen.prepare(tmp_path / "m.onnx", tmp_path, shapes={"x": [1, 4]})
-    with pytest.raises(UnsupportedOpError, match=r"float16 tensors are not supported.*int64"):
+    with pytest.raises(UnsupportedOpError, match=r"bfloat16 tensors are not supported.*int64"):
         codegen.generate(prepared, "k", {"name": "k", "version": "1", "sha256": "-", "signature": "{}"})
 
 
@@ -236,7 +236,7 @@ def test_narrow_floats_round_as_onnxruntime(kind: int, shape: tuple[int, ...], s
 def test_three_d_windows_match_onnxruntime(op: str, size: int, kernel: int, stride: int, pad: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((1, 2, size, size + 1, size)).astype(np.float32)
-    geometry = {"strides": [stride] * 3, "pads": [pad] * 6}
+    geometry = {"strides": [stride] * 3, "pads": [min(pad, kernel - 1)] * 6}  # a pool's pad is under its kernel
     inits = {}
     if op == "Conv":
         inits = {"w": rng.standard_normal((3, 2, kernel, kernel, kernel)).astype(np.float32),
@@ -262,3 +262,59 @@ def test_topk_cumsum_and_scatter_match_onnxruntime(shape: tuple[int, ...], seed:
     check(nodes, {"x": x}, {"v": TensorProto.FLOAT, "i": TensorProto.INT64, "c": TensorProto.FLOAT,
                             "s": TensorProto.FLOAT},
           opset=18, inits={"k": k, "axis": np.array(axis, np.int64), "idx": idx})  # fmt: skip
+
+
+def test_the_codecs_of_float16_and_the_8_bit_floats_round_as_numpy_and_ml_dtypes(tmp_path: Path) -> None:
+    """pk_h2f on all 65,536 halves; pk_f2h and pk_to_f8 (unsaturated) on random values, every
+    midpoint (the ties go to the even code) and the subnormals, against numpy and ml_dtypes."""
+    import ml_dtypes
+
+    from packager.codegen import KERNELS
+    from packager.codegen.graph import FLOAT8
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(20000).astype(np.float32) * s for s in (1e-7, 1e-4, 1e-2, 1, 100, 3e4)])
+    halves = np.arange(0x7C00, dtype=np.uint16).view(np.float16).astype(np.float64)
+    x_half = np.concatenate([x, ((halves[:-1] + halves[1:]) / 2).astype(np.float32)]).astype(np.float32)
+    programs = ['FILE *o = fopen("h2f.bin", "wb"); for (unsigned h = 0; h < 65536; ++h) { float v = '
+                'pk_h2f((pk_float16)h); fwrite(&v, 4, 1, o); } fclose(o);',
+                f'run("half.bin", "f2h.bin", {x_half.size}, 0, 0, 0, 0, 0, 0);']  # fmt: skip
+    tables, expected = [], {}
+    for k, (name, (top, nan, over, negative_zero)) in enumerate(FLOAT8.items()):
+        values = np.arange(top + 1, dtype=np.uint8).view(getattr(ml_dtypes, name)).astype(np.float64)
+        ties = ((values[:-1] + values[1:]) / 2).astype(np.float32)
+        xs = np.concatenate([x, ties, -ties]).astype(np.float32)
+        xs = xs[np.abs(xs) <= values[-1]]
+        xs.tofile(tmp_path / f"x{k}.bin")
+        expected[k] = xs.astype(getattr(ml_dtypes, name)).view(np.uint8)
+        tables.append(f"static const float pos{k}[] = {{{','.join(repr(float(v)) for v in values)}}};")
+        programs.append(
+            f'run("x{k}.bin", "y{k}.bin", {xs.size}, pos{k}, {top}, {nan}, {over}, {int(negative_zero)}, 1);'
+        )
+    x_half.tofile(tmp_path / "half.bin")
+    (tmp_path / "t.c").write_text(KERNELS.read_text() + "\n#include <stdio.h>\n" + "\n".join(tables) + """
+static void run(const char *in, const char *out, size_t n, const float *pos, int top, int nan, int over, int nz,
+                int f8) {
+    FILE *g = fopen(in, "rb"), *o = fopen(out, "wb");
+    for (size_t i = 0; i < n; ++i) {
+        float v;
+        if (fread(&v, 4, 1, g) != 1) break;
+        if (f8) { uint8_t c = pk_to_f8(v, pos, top, nan, over, 0, nz); fwrite(&c, 1, 1, o); }
+        else { pk_float16 h = pk_f2h(v); fwrite(&h, 2, 1, o); }
+    }
+    fclose(g);
+    fclose(o);
+}
+int main(void) {
+""" + "\n".join(programs) + "\nreturn 0;\n}\n")  # fmt: skip
+    subprocess.run(["gcc", "-std=c99", "-O2", "-o", "t", "t.c", "-lm"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(["./t"], cwd=tmp_path, check=True)
+    decoded = np.fromfile(tmp_path / "h2f.bin", np.float32)
+    want = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(decoded[~np.isnan(want)], want[~np.isnan(want)])
+    assert np.isnan(decoded[np.isnan(want)]).all()
+    np.testing.assert_array_equal(
+        np.fromfile(tmp_path / "f2h.bin", np.uint16), x_half.astype(np.float16).view(np.uint16)
+    )
+    for k, want_codes in expected.items():
+        np.testing.assert_array_equal(np.fromfile(tmp_path / f"y{k}.bin", np.uint8), want_codes, err_msg=str(k))
