@@ -313,8 +313,8 @@ int main(void) {
     want = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
     np.testing.assert_array_equal(decoded[~np.isnan(want)], want[~np.isnan(want)])
     assert np.isnan(decoded[np.isnan(want)]).all()
-    np.testing.assert_array_equal(
-        np.fromfile(tmp_path / "f2h.bin", np.uint16), x_half.astype(np.float16).view(np.uint16)
-    )
+    with np.errstate(over="ignore"):  # past 65504: infinity, as the library gives
+        halved = x_half.astype(np.float16).view(np.uint16)
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "f2h.bin", np.uint16), halved)
     for k, want_codes in expected.items():
         np.testing.assert_array_equal(np.fromfile(tmp_path / f"y{k}.bin", np.uint8), want_codes, err_msg=str(k))
