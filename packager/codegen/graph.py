@@ -23,12 +23,18 @@ C_TYPES = {"float32": "float", "float64": "pk_float64", "int64": "pk_int64", "in
            "int16": "pk_int16", "int8": "pk_int8", "uint64": "pk_uint64", "uint32": "pk_uint32",
            "uint16": "pk_uint16", "uint8": "pk_uint8", "bool": "pk_uint8", "float16": "pk_float16"}  # fmt: skip
 HALF = "float16"  # held as its 16 bits; computed on as float (pk_h2f, and pk_f2h rounding to nearest even)
-# The 8-bit floats, held as their bits and computed on as float: the largest finite code, the NaN
-# code, the code an overflow becomes without saturation, and whether the format has a negative
-# zero (the fnuz ones do not: their 0x80 is NaN). Decoded through a table of the 256 values.
-FLOAT8 = {"float8_e4m3fn": (126, 0x7F, 0x7F, True), "float8_e4m3fnuz": (127, 0x80, 0x80, False),
-          "float8_e5m2": (123, 0x7E, 0x7C, True), "float8_e5m2fnuz": (127, 0x80, 0x80, False)}  # fmt: skip
-C_TYPES.update(dict.fromkeys(FLOAT8, "pk_uint8"))
+BFLOAT = "bfloat16"  # held as its 16 bits (pk_bf2f; pk_f2bf rounds to nearest even)
+# The 8- and 4-bit floats, one byte each, computed on as float: the largest finite code, the NaN
+# code, the code an overflow becomes without saturation, whether the format has a negative zero
+# (the fnuz ones do not: their 0x80 is NaN), and the sign bit. Decoded through a table of every
+# code's value, encoded by pk_to_f8.
+FLOAT8 = {"float8_e4m3fn": (126, 0x7F, 0x7F, True, 0x80), "float8_e4m3fnuz": (127, 0x80, 0x80, False, 0x80),
+          "float8_e5m2": (123, 0x7E, 0x7C, True, 0x80), "float8_e5m2fnuz": (127, 0x80, 0x80, False, 0x80),
+          "float4_e2m1fn": (7, 0x8, 0x7, True, 0x8)}  # fmt: skip
+# The 4- and 2-bit integers, one byte each holding the low bits (as ml_dtypes keeps them), computed
+# on as int: bits, signed. A cast to one wraps, as ONNX's does.
+PACKED = {"int4": (4, True), "uint4": (4, False), "int2": (2, True), "uint2": (2, False)}
+C_TYPES.update({**dict.fromkeys([*FLOAT8, *PACKED], "pk_uint8"), BFLOAT: "pk_uint16"})
 
 
 def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int]] | None = None):
@@ -202,7 +208,10 @@ def kernel(name: str, dtype: np.dtype) -> str:
     """The kernel of kernels.c that PK_TYPED defined for ``dtype`` (bool is held as uint8)."""
     found = np.dtype(dtype).name
     c_type(np.dtype(dtype))
-    return name if found == "float32" else f"{name}_{'uint8' if found == 'bool' or found in FLOAT8 else found}"
+    if found in (BFLOAT, HALF):
+        return f"{name}_float16"  # 16 bits either way
+    held = "uint8" if found == "bool" or found in FLOAT8 or found in PACKED else found
+    return name if found == "float32" else f"{name}_{held}"
 
 
 def c_value(value: Any, dtype: np.dtype) -> str:
@@ -210,8 +219,10 @@ def c_value(value: Any, dtype: np.dtype) -> str:
     kind = np.dtype(dtype).kind
     if np.dtype(dtype).name == HALF:  # the bits
         return str(int(np.asarray(value, np.float16).view(np.uint16)))
-    if np.dtype(dtype).name in FLOAT8:
+    if np.dtype(dtype).name in (*FLOAT8, *PACKED):
         return str(int(np.asarray(value, dtype).view(np.uint8)))
+    if np.dtype(dtype).name == BFLOAT:
+        return str(int(np.asarray(value, dtype).view(np.uint16)))
     if kind == "b":
         return "1" if bool(value) else "0"
     if kind == "f":
@@ -250,8 +261,10 @@ class Weights:
         if flat.dtype.name == HALF:
             flat = flat.view(np.uint16)  # the bits, in a pk_float16 array
             dtype = np.float16
-        elif flat.dtype.name in FLOAT8:
+        elif flat.dtype.name in (*FLOAT8, *PACKED):
             flat = flat.view(np.uint8)  # the bits
+        elif flat.dtype.name == BFLOAT:
+            flat = flat.view(np.uint16)
         key = hashlib.sha256(flat.tobytes()).hexdigest() + str(flat.size) + np.dtype(dtype).name
         if key not in self.names:
             cname = f"w{len(self.names)}_{re.sub(r'[^A-Za-z0-9_]', '_', hint)[-40:]}"
@@ -328,18 +341,28 @@ class Graph:
         return c_type(self.dtype(name))
 
     def value_type(self, name: str) -> str:
-        """The C type a tensor's values are computed in: float for float16 and the 8-bit floats,
-        else its own."""
-        return "float" if self.dtype(name).name in (HALF, *FLOAT8) else self.ctype(name)
+        """The C type a tensor's values are computed in: float for float16, bfloat16 and the 8-
+        and 4-bit floats, int for the 4- and 2-bit integers, else its own."""
+        found = self.dtype(name).name
+        if found in (HALF, BFLOAT, *FLOAT8):
+            return "float"
+        return "int" if found in PACKED else self.ctype(name)
 
     def load(self, name: str, element: str) -> str:
         """C reading one element of ``name`` (the expression ``element``) as a value_type."""
         found = self.dtype(name).name
         if found == HALF:
             return f"pk_h2f({element})"
+        if found == BFLOAT:
+            return f"pk_bf2f({element})"
         if found in FLOAT8:
-            table = np.arange(256, dtype=np.uint8).view(self.dtype(name)).astype(np.float32)
+            codes = 16 if FLOAT8[found][4] == 0x8 else 256
+            table = np.arange(codes, dtype=np.uint8).view(self.dtype(name)).astype(np.float32)
             return f"{self.weights.add(table, found + '_values')}[{element}]"
+        if found in PACKED:
+            bits, signed = PACKED[found]
+            half = 1 << (bits - 1)
+            return f"(((int)({element}) ^ {half}) - {half})" if signed else f"(int)({element})"
         return element
 
     def store(self, name: str, value: str, saturate: bool = True) -> str:
@@ -347,12 +370,16 @@ class Graph:
         found = self.dtype(name).name
         if found == HALF:
             return f"pk_f2h({value})"
+        if found == BFLOAT:
+            return f"pk_f2bf({value})"
         if found in FLOAT8:
-            top, nan, over, negative_zero = FLOAT8[found]
+            top, nan, over, negative_zero, sign = FLOAT8[found]
             table = np.arange(top + 1, dtype=np.uint8).view(self.dtype(name)).astype(np.float32)
             positive = self.weights.add(table, found + "_positive")
             return (f"pk_to_f8((float)({value}), {positive}, {top}, {nan}, {over}, {int(saturate)}, "
-                    f"{int(negative_zero)})")  # fmt: skip
+                    f"{int(negative_zero)}, {sign})")  # fmt: skip
+        if found in PACKED:
+            return f"(pk_uint8)((int64_t)({value}) & {(1 << PACKED[found][0]) - 1})"
         return value
 
     def floats(self, name: str) -> int:

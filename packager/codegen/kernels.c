@@ -239,15 +239,16 @@ static void pk_batchnorm(const float *X, float *Y, const float *scale, const flo
 /* float -> an 8-bit float format, through its table of positive values (codes 0..top, ascending):
    the nearest, ties to the even code; NaN to `nan`; beyond the largest value (infinities too) to
    it when saturating, else to `over` (the format's infinity or NaN); -0 to 0 where the format has
-   no negative zero. */
-static uint8_t pk_to_f8(float x, const float *pos, int top, int nan, int over, int saturate, int negzero) {
+   no negative zero. `sign_bit`: 0x80, or 0x08 for the 4-bit float. */
+static uint8_t pk_to_f8(float x, const float *pos, int top, int nan, int over, int saturate, int negzero,
+                        int sign_bit) {
     if (x != x) return (uint8_t)nan;
-    const int sign = signbit(x) ? 0x80 : 0;
+    const int sign = signbit(x) ? sign_bit : 0;
     const double a = fabs((double)x);
     int code;
     if (a > pos[top]) {
         if (!saturate && a >= (double)pos[top] + ((double)pos[top] - pos[top - 1]) / 2)
-            return (uint8_t)(over == 0x80 ? over : over | sign);
+            return (uint8_t)(over == sign_bit ? over : over | sign);
         code = top;
     } else {
         int lo = 0, hi = top;
@@ -295,6 +296,21 @@ static float pk_h2f(pk_float16 h) {
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
+}
+
+/* bfloat16 <-> float: the high half of the float's bits, rounded to nearest even; NaN stays NaN. */
+static float pk_bf2f(pk_float16 h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static pk_float16 pk_f2bf(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (pk_float16)((x >> 16) | 0x40u);
+    return (pk_float16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
 static pk_float16 pk_f2h(float f) {

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import FLOAT8, HALF, Graph, attrs
+from packager.codegen.graph import FLOAT8, HALF, PACKED, Graph, attrs
 from packager.codegen.typed import broadcast_strides, elementwise
 from packager.errors import UnsupportedOpError
 
@@ -237,12 +237,16 @@ def _quantize(graph: Graph, node: Any, ref: Ref) -> str:
         zero = "(float){2}" if len(names) > 2 else "0.0f"
         return elementwise(graph, node, ref, f"(float){{0}} / (float){{1}} + {zero}", names=names, strides=strides,
                            saturate=bool(int(a.get("saturate", 1))))  # fmt: skip
-    if out.kind not in "iu":
+    if out.name in PACKED:
+        bits, signed = PACKED[out.name]
+        low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    elif out.kind in "iu":
+        low, high = int(np.iinfo(out).min), int(np.iinfo(out).max)
+    else:
         raise UnsupportedOpError(f"static-lib: QuantizeLinear to {out.name} is not supported")
-    info = np.iinfo(out)
     zero = "(float){2}" if len(names) > 2 else "0.0f"
     value = f"rintf((float){{0}} / (float){{1}}) + {zero}"
-    return elementwise(graph, node, ref, f"fminf(fmaxf({value}, {info.min}.0f), {info.max}.0f)", names=names,
+    return elementwise(graph, node, ref, f"fminf(fmaxf({value}, {low}.0f), {high}.0f)", names=names,
                        strides=strides)  # fmt: skip
 
 

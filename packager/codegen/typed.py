@@ -306,6 +306,14 @@ def _shape(graph: Graph, node: Any, ref: Ref) -> str:
     return _constant(graph, node, ref, np.asarray(dims[start : None if end is None else int(end)], np.int64))
 
 
+def _bitcast(graph: Graph, node: Any, ref: Ref) -> str:
+    """The same bits seen as another type of the same width."""
+    out = node.output[0]
+    if graph.dtype(out).itemsize != graph.dtype(node.input[0]).itemsize:
+        raise UnsupportedOpError("static-lib: BitCast between types of different widths is invalid")
+    return f"memcpy({ref(out)}, {ref(node.input[0])}, {graph.size(out) * graph.dtype(out).itemsize});"
+
+
 def _unary_ops() -> dict[str, Emit]:
     return dict.fromkeys([*DOUBLE_MATH, *SIGNED], _unary_any)
 
@@ -314,7 +322,7 @@ EMITTERS: dict[str, Emit] = {
     **dict.fromkeys(["Sum", "Mean"], _arith), **dict.fromkeys(COMPARE, _compare), **dict.fromkeys(LOGIC, _logic),
     **dict.fromkeys(BITWISE, _bitwise), "BitShift": _bitshift, "Where": _where, "Cast": _cast, "CastLike": _cast,
     "Mod": _mod, "IsNaN": _is, "IsInf": _is, "GatherElements": _gather_elements, "ArgMax": _arg, "ArgMin": _arg,
-    "Shape": _shape, "Size": _shape,
+    "Shape": _shape, "Size": _shape, "BitCast": _bitcast,
 }  # fmt: skip
 # Ops that have float32 kernels: these emitters take the other types
 OVERRIDES: dict[str, Emit] = {**dict.fromkeys(["Add", "Sub", "Mul", "Max", "Min"], _arith), "Div": _div,

@@ -264,9 +264,10 @@ def test_topk_cumsum_and_scatter_match_onnxruntime(shape: tuple[int, ...], seed:
           opset=18, inits={"k": k, "axis": np.array(axis, np.int64), "idx": idx})  # fmt: skip
 
 
-def test_the_codecs_of_float16_and_the_8_bit_floats_round_as_numpy_and_ml_dtypes(tmp_path: Path) -> None:
-    """pk_h2f on all 65,536 halves; pk_f2h and pk_to_f8 (unsaturated) on random values, every
-    midpoint (the ties go to the even code) and the subnormals, against numpy and ml_dtypes."""
+def test_the_codecs_of_the_narrow_floats_round_as_numpy_and_ml_dtypes(tmp_path: Path) -> None:
+    """pk_h2f on all 65,536 halves; pk_f2h, pk_f2bf and pk_to_f8 (unsaturated; the 4-bit float too)
+    on random values, every midpoint (the ties go to the even code) and the subnormals, against
+    numpy and ml_dtypes."""
     import ml_dtypes
 
     from packager.codegen import KERNELS
@@ -278,9 +279,10 @@ def test_the_codecs_of_float16_and_the_8_bit_floats_round_as_numpy_and_ml_dtypes
     x_half = np.concatenate([x, ((halves[:-1] + halves[1:]) / 2).astype(np.float32)]).astype(np.float32)
     programs = ['FILE *o = fopen("h2f.bin", "wb"); for (unsigned h = 0; h < 65536; ++h) { float v = '
                 'pk_h2f((pk_float16)h); fwrite(&v, 4, 1, o); } fclose(o);',
-                f'run("half.bin", "f2h.bin", {x_half.size}, 0, 0, 0, 0, 0, 0);']  # fmt: skip
+                f'run("half.bin", "f2h.bin", {x_half.size}, 0, 0, 0, 0, 0, 0, 0);',
+                f'run("x.bin", "f2bf.bin", {x.size}, 0, 0, 0, 0, 0, 0, -1);']  # fmt: skip
     tables, expected = [], {}
-    for k, (name, (top, nan, over, negative_zero)) in enumerate(FLOAT8.items()):
+    for k, (name, (top, nan, over, negative_zero, sign)) in enumerate(FLOAT8.items()):
         values = np.arange(top + 1, dtype=np.uint8).view(getattr(ml_dtypes, name)).astype(np.float64)
         ties = ((values[:-1] + values[1:]) / 2).astype(np.float32)
         xs = np.concatenate([x, ties, -ties]).astype(np.float32)
@@ -288,19 +290,19 @@ def test_the_codecs_of_float16_and_the_8_bit_floats_round_as_numpy_and_ml_dtypes
         xs.tofile(tmp_path / f"x{k}.bin")
         expected[k] = xs.astype(getattr(ml_dtypes, name)).view(np.uint8)
         tables.append(f"static const float pos{k}[] = {{{','.join(repr(float(v)) for v in values)}}};")
-        programs.append(
-            f'run("x{k}.bin", "y{k}.bin", {xs.size}, pos{k}, {top}, {nan}, {over}, {int(negative_zero)}, 1);'
-        )
+        flags = f"{top}, {nan}, {over}, {int(negative_zero)}, {sign}"
+        programs.append(f'run("x{k}.bin", "y{k}.bin", {xs.size}, pos{k}, {flags}, 1);')
     x_half.tofile(tmp_path / "half.bin")
+    x.tofile(tmp_path / "x.bin")
     (tmp_path / "t.c").write_text(KERNELS.read_text() + "\n#include <stdio.h>\n" + "\n".join(tables) + """
 static void run(const char *in, const char *out, size_t n, const float *pos, int top, int nan, int over, int nz,
-                int f8) {
+                int sign, int f8) {
     FILE *g = fopen(in, "rb"), *o = fopen(out, "wb");
     for (size_t i = 0; i < n; ++i) {
         float v;
         if (fread(&v, 4, 1, g) != 1) break;
-        if (f8) { uint8_t c = pk_to_f8(v, pos, top, nan, over, 0, nz); fwrite(&c, 1, 1, o); }
-        else { pk_float16 h = pk_f2h(v); fwrite(&h, 2, 1, o); }
+        if (f8 > 0) { uint8_t c = pk_to_f8(v, pos, top, nan, over, 0, nz, sign); fwrite(&c, 1, 1, o); }
+        else { pk_float16 h = f8 < 0 ? pk_f2bf(v) : pk_f2h(v); fwrite(&h, 2, 1, o); }
     }
     fclose(g);
     fclose(o);
@@ -316,5 +318,7 @@ int main(void) {
     with np.errstate(over="ignore"):  # past 65504: infinity, as the library gives
         halved = x_half.astype(np.float16).view(np.uint16)
     np.testing.assert_array_equal(np.fromfile(tmp_path / "f2h.bin", np.uint16), halved)
+    rounded = np.fromfile(tmp_path / "f2bf.bin", np.uint16)
+    np.testing.assert_array_equal(rounded, x.astype(ml_dtypes.bfloat16).view(np.uint16))
     for k, want_codes in expected.items():
         np.testing.assert_array_equal(np.fromfile(tmp_path / f"y{k}.bin", np.uint8), want_codes, err_msg=str(k))
