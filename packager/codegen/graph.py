@@ -155,8 +155,9 @@ def fold_static(model: Any, rounds: int = 8) -> Any:
         graph = model.graph
         consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         consts.update({n.output[0]: _constant_value(n) for n in graph.node if n.op_type == "Constant"})
-        static = {}
+        static, value_types = {}, {}
         for value in [*graph.input, *graph.value_info, *graph.output]:
+            value_types[value.name] = value.type.tensor_type.elem_type
             dims = value.type.tensor_type.shape.dim
             if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
                 static[value.name] = [d.dim_value for d in dims]
@@ -171,6 +172,8 @@ def fold_static(model: Any, rounds: int = 8) -> Any:
                     a = attrs(node)
                     end = a.get("end")
                     found = [np.asarray(dims[int(a.get("start", 0)) : None if end is None else int(end)], np.int64)]
+            elif node.domain in ("", "ai.onnx") and node.op_type == "EyeLike" and node.input[0] in static:
+                found = [_eye_like(node, static[node.input[0]], value_types.get(node.input[0]))]
             elif node.op_type != "Constant" and _foldable(node, consts):
                 found = _evaluate(node, consts, model.opset_import)
             if found is None:
@@ -388,6 +391,16 @@ class Graph:
 
 
 FOLD_LIMIT = 1 << 20  # values: a constant larger than this is computed at run time instead
+
+
+def _eye_like(node: Any, dims: list[int], elem_type: int | None) -> np.ndarray:
+    """EyeLike's output: ones on the k-th diagonal of a 2-D shape, of the ``dtype`` attribute's
+    type or the input's."""
+    a = attrs(node)
+    found = int(a.get("dtype", elem_type or 1))
+    if len(dims) != 2:
+        raise UnsupportedOpError("static-lib: EyeLike takes a 2-D input")
+    return np.eye(dims[0], dims[1], k=int(a.get("k", 0))).astype(_np_dtype(found))
 
 
 def _constant_value(node: Any) -> np.ndarray:

@@ -11,7 +11,7 @@ from packager.codegen import window
 from packager.codegen.graph import Graph, attrs, c_float, kernel
 from packager.codegen.index import EMITTERS as INDEX_EMITTERS
 from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
-from packager.codegen.reduce import reduce_scratch
+from packager.codegen.reduce import REDUCE, reduce_scratch
 from packager.codegen.resize import EMITTERS as RESIZE_EMITTERS
 from packager.codegen.select import EMITTERS as SELECT_EMITTERS
 from packager.codegen.typed import EMITTERS as TYPED_EMITTERS
@@ -429,4 +429,4 @@ EMITTERS.update({**TYPED_EMITTERS, **TYPED_OVERRIDES, **SELECT_EMITTERS})
 # Ops whose emitters take tensors of any type (the others see float32 only, or refuse)
 TYPED: set[str] = {"MaxPool", "GlobalMaxPool", "Transpose", "Concat", "Flatten", "Reshape", "Identity", "Squeeze",
                    "Unsqueeze", "Dropout",
-                   *INDEX_EMITTERS, *TYPED_EMITTERS, *TYPED_OVERRIDES, *SELECT_EMITTERS}  # fmt: skip
+                   *INDEX_EMITTERS, *TYPED_EMITTERS, *TYPED_OVERRIDES, *SELECT_EMITTERS, *REDUCE}  # fmt: skip

@@ -83,6 +83,51 @@ def _layernorm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
             f"{stats[1]}, {outer}, {inner}, {eps!r}f);")  # fmt: skip
 
 
+# op -> (the start of the sum, its step with v, the result from S and the count n), in double
+TYPED = {"ReduceSum": ("0", "S[j] += v", "S[j]"), "ReduceMean": ("0", "S[j] += v", "S[j] / n"),
+         "ReduceMax": ("-INFINITY", "if (v > S[j]) S[j] = v", "S[j]"),
+         "ReduceMin": ("INFINITY", "if (v < S[j]) S[j] = v", "S[j]"), "ReduceProd": ("1", "S[j] *= v", "S[j]"),
+         "ReduceL1": ("0", "S[j] += fabs(v)", "S[j]"), "ReduceL2": ("0", "S[j] += v * v", "sqrt(S[j])"),
+         "ReduceLogSum": ("0", "S[j] += v", "log(S[j])"), "ReduceLogSumExp": ("0", "S[j] += exp(v)", "log(S[j])"),
+         "ReduceSumSquare": ("0", "S[j] += v * v", "S[j]")}  # fmt: skip
+
+
+def _reduce_any(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
+    """float32 through pk_reduce; the other types (float64, integers, bool) in one loop that sums
+    in double into the scratch, one value per output."""
+    floats = _reduce(code)
+
+    def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        if graph.dtype(node.input[0]) == np.float32:
+            return floats(graph, node, ref)
+        shape = graph.shapes[node.input[0]] or (1,)
+        axes = reduced_axes(graph, node) if graph.shapes[node.input[0]] else [0]
+        out = node.output[0]
+        t = graph.ctype(out)
+        if axes is None:  # noop_with_empty_axes: the input as it is
+            if node.op_type not in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"):
+                raise UnsupportedOpError(f"static-lib: {node.op_type} with noop_with_empty_axes and no axes is "
+                                         "not supported")  # fmt: skip
+            return f"memcpy({ref(out)}, {ref(node.input[0])}, {graph.size(out) * graph.dtype(out).itemsize});"
+        start, step, result = TYPED[node.op_type]
+        ny = graph.size(out)
+        count = int(np.prod([shape[d] for d in axes])) if axes else 1
+        dims = ",".join(str(int(v)) for v in shape)
+        strides = ",".join(str(v) for v in _output_strides(tuple(shape), axes))
+        value = graph.load(node.input[0], "x[i]")
+        final = graph.store(out, f"({graph.value_type(out)})({result})")
+        if graph.dtype(out).kind == "b":
+            final = f"(pk_uint8)(({result}) != 0)"
+        return (f"{{ const {graph.ctype(node.input[0])} *x = {ref(node.input[0])}; {t} *y = {ref(out)}; "
+                f"double *S = (double *){graph.scratch}; const double n = {count}; (void)n; "
+                f"for (size_t j = 0; j < {ny}; ++j) S[j] = {start}; "
+                f"for (size_t i = 0; i < {graph.size(node.input[0])}; ++i) {{ const double v = (double){value}; "
+                f"const size_t j = pk_at(i, {len(shape)}, (const int[]){{{dims}}}, (const long[]){{{strides}}}); "
+                f"{step}; }} for (size_t j = 0; j < {ny}; ++j) y[j] = {final}; }}")  # fmt: skip
+
+    return emit
+
+
 EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
-    **{op: _reduce(code) for op, code in REDUCE.items()}, "LayerNormalization": _layernorm,
+    **{op: _reduce_any(code) for op, code in REDUCE.items()}, "LayerNormalization": _layernorm,
 }  # fmt: skip

@@ -314,6 +314,13 @@ def _bitcast(graph: Graph, node: Any, ref: Ref) -> str:
     return f"memcpy({ref(out)}, {ref(node.input[0])}, {graph.size(out) * graph.dtype(out).itemsize});"
 
 
+def _shaped_by_values(graph: Graph, node: Any, ref: Ref) -> str:
+    """Range and ConstantOfShape of constants are folded before this; of inputs computed at run
+    time their output's shape would depend on those values."""
+    raise UnsupportedOpError(f"static-lib: {node.op_type} with inputs computed at run time is not supported (the "
+                             "shape of its output depends on their values)")  # fmt: skip
+
+
 def _unary_ops() -> dict[str, Emit]:
     return dict.fromkeys([*DOUBLE_MATH, *SIGNED], _unary_any)
 
@@ -322,7 +329,8 @@ EMITTERS: dict[str, Emit] = {
     **dict.fromkeys(["Sum", "Mean"], _arith), **dict.fromkeys(COMPARE, _compare), **dict.fromkeys(LOGIC, _logic),
     **dict.fromkeys(BITWISE, _bitwise), "BitShift": _bitshift, "Where": _where, "Cast": _cast, "CastLike": _cast,
     "Mod": _mod, "IsNaN": _is, "IsInf": _is, "GatherElements": _gather_elements, "ArgMax": _arg, "ArgMin": _arg,
-    "Shape": _shape, "Size": _shape, "BitCast": _bitcast,
+    "Shape": _shape, "Size": _shape, "BitCast": _bitcast, "Range": _shaped_by_values,
+    "ConstantOfShape": _shaped_by_values,
 }  # fmt: skip
 # Ops that have float32 kernels: these emitters take the other types
 OVERRIDES: dict[str, Emit] = {**dict.fromkeys(["Add", "Sub", "Mul", "Max", "Min"], _arith), "Div": _div,
