@@ -14,6 +14,7 @@ from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
 from packager.codegen.reduce import REDUCE, reduce_scratch
 from packager.codegen.resize import EMITTERS as RESIZE_EMITTERS
 from packager.codegen.select import EMITTERS as SELECT_EMITTERS
+from packager.codegen.select import OVERRIDES as SELECT_OVERRIDES
 from packager.codegen.typed import EMITTERS as TYPED_EMITTERS
 from packager.codegen.typed import OVERRIDES as TYPED_OVERRIDES
 from packager.codegen.typed import broadcast_strides
@@ -425,8 +426,9 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "GlobalMaxPool": window.global_pool, "GlobalLpPool": window.global_pool,
 }  # fmt: skip
 FLOAT_EMITTERS = dict(EMITTERS)  # the float32 kernels, which typed.py's emitters fall back on
-EMITTERS.update({**TYPED_EMITTERS, **TYPED_OVERRIDES, **SELECT_EMITTERS})
+EMITTERS.update({**TYPED_EMITTERS, **TYPED_OVERRIDES, **SELECT_EMITTERS, **SELECT_OVERRIDES})
 # Ops whose emitters take tensors of any type (the others see float32 only, or refuse)
 TYPED: set[str] = {"MaxPool", "GlobalMaxPool", "Transpose", "Concat", "Flatten", "Reshape", "Identity", "Squeeze",
                    "Unsqueeze", "Dropout",
-                   *INDEX_EMITTERS, *TYPED_EMITTERS, *TYPED_OVERRIDES, *SELECT_EMITTERS, *REDUCE}  # fmt: skip
+                   *INDEX_EMITTERS, *TYPED_EMITTERS, *TYPED_OVERRIDES, *SELECT_EMITTERS, *SELECT_OVERRIDES,
+                   *REDUCE}  # fmt: skip

@@ -256,3 +256,83 @@ EMITTERS: dict[str, Callable[[Graph, Any, Ref], str]] = {
     "ScatterND": _scatter_nd, "GatherND": _gather_nd, "OneHot": _onehot, "QuantizeLinear": _quantize,
     "DequantizeLinear": _quantize, "Scatter": _scatter_elements,
 }  # fmt: skip
+
+
+def _batch_offsets(a: list[int], b: list[int]) -> tuple[list[int], list[int], int, int, int, int]:
+    """(A's and B's offsets per product, M, K, N, products) of numpy's N-D matmul."""
+    a = [1, *a] if len(a) == 1 else a
+    b = [*b, 1] if len(b) == 1 else b
+    m, k, n = a[-2], a[-1], b[-1]
+    batch = list(np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2])))
+
+    def offsets(shape: list[int], size: int) -> list[int]:
+        padded = [1] * (len(batch) - len(shape)) + shape
+        strides, step = [0] * len(padded), size
+        for d in range(len(padded) - 1, -1, -1):
+            strides[d] = 0 if padded[d] == 1 else step
+            step *= padded[d]
+        return [int(sum(i * s for i, s in zip(index, strides, strict=True))) for index in np.ndindex(*batch)] or [0]
+
+    return offsets(a[:-2], m * k), offsets(b[:-2], k * n), m, k, n, int(np.prod(batch)) if batch else 1
+
+
+def _scalar(graph: Graph, node: Any, index: int, what: str) -> str | None:
+    """A one-value parameter (zero point, scale) as a C value, or None when absent."""
+    if len(node.input) <= index or not node.input[index]:
+        return None
+    name = node.input[index]
+    if graph.size(name) != 1:
+        raise UnsupportedOpError(f"static-lib: {node.op_type} with a {what} per row or column is not supported")
+    if name not in graph.consts:
+        return None
+    table = graph.weights.add(graph.consts[name], name, graph.consts[name].dtype)
+    return f"(double){graph.load(name, table + '[0]')}"
+
+
+def _matmul_any(graph: Graph, node: Any, ref: Ref) -> str:
+    """MatMul of the types without a kernel (float64, integers), MatMulInteger and QLinearMatMul:
+    one product per broadcast batch index, summed in double (float64) or int64."""
+    op = node.op_type
+    a_name, b_name = (node.input[0], node.input[3]) if op == "QLinearMatMul" else (node.input[0], node.input[1])
+    ao, bo, m, k, n, count = _batch_offsets(list(graph.shapes[a_name]), list(graph.shapes[b_name]))
+    out = node.output[0]
+    if op == "MatMul" and graph.dtype(out) == np.float32:
+        from packager.codegen.ops import FLOAT_EMITTERS
+
+        return FLOAT_EMITTERS["MatMul"](graph, node, ref)
+    integer = op != "MatMul" or graph.dtype(out).kind in "iu"
+    acc = "int64_t" if integer else "double"
+    if op == "QLinearMatMul":
+        wanted = ((1, "scale"), (2, "zero point"), (4, "scale"), (5, "zero point"), (6, "scale"), (7, "zero point"))
+        params = [_scalar(graph, node, i, w) for i, w in wanted]
+        if any(p is None for p in params):
+            raise UnsupportedOpError("static-lib: QLinearMatMul with scales or zero points computed at run time is "
+                                     "not supported")  # fmt: skip
+        a_scale, a_zero, b_scale, b_zero, y_scale, y_zero = params
+        info = np.iinfo(graph.dtype(out))
+        finish = (f"fmin(fmax(nearbyint((double)acc * {a_scale} * {b_scale} / {y_scale}) + {y_zero}, {info.min}), "
+                  f"{info.max})")  # fmt: skip
+    elif op == "MatMulInteger":
+        a_zero = _scalar(graph, node, 2, "zero point") or "0"
+        b_zero = _scalar(graph, node, 3, "zero point") or "0"
+        if (len(node.input) > 2 and node.input[2] and node.input[2] not in graph.consts) or \
+                (len(node.input) > 3 and node.input[3] and node.input[3] not in graph.consts):  # fmt: skip
+            raise UnsupportedOpError("static-lib: MatMulInteger with zero points computed at run time is not supported")
+        finish = "acc"
+    else:
+        a_zero = b_zero = "0"
+        finish = "acc"
+    a_value, b_value = graph.load(a_name, "A[ai + (size_t)i * " + str(k) + " + q]"), graph.load(
+        b_name, "B[bi + (size_t)q * " + str(n) + " + j]")  # fmt: skip
+    t = graph.ctype(out)
+    return (f"{{ static const long ao[] = {{{','.join(map(str, ao))}}}, bo[] = {{{','.join(map(str, bo))}}}; "
+            f"const {graph.ctype(a_name)} *A = {ref(a_name)}; const {graph.ctype(b_name)} *B = {ref(b_name)}; "
+            f"{t} *Y = {ref(out)}; for (size_t t = 0; t < {count}; ++t) {{ const size_t ai = (size_t)ao[t], "
+            f"bi = (size_t)bo[t]; for (size_t i = 0; i < {m}; ++i) for (size_t j = 0; j < {n}; ++j) {{ {acc} acc = 0; "
+            f"for (size_t q = 0; q < {k}; ++q) "
+            f"acc += ({acc})(({a_value}) - {a_zero}) * ({acc})(({b_value}) - {b_zero}); "
+            f"Y[t * {m * n} + i * {n} + j] = ({t})({finish}); }} }} }}")  # fmt: skip
+
+
+EMITTERS.update({"MatMulInteger": _matmul_any, "QLinearMatMul": _matmul_any})
+OVERRIDES = {"MatMul": _matmul_any}
