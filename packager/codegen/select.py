@@ -336,3 +336,65 @@ def _matmul_any(graph: Graph, node: Any, ref: Ref) -> str:
 
 EMITTERS.update({"MatMulInteger": _matmul_any, "QLinearMatMul": _matmul_any})
 OVERRIDES = {"MatMul": _matmul_any}
+
+
+def _einsum(graph: Graph, node: Any, ref: Ref) -> str:
+    """Einsum, any equation: the output's letters outside, the summed letters inside, each
+    operand's offset from its strides per letter (a repeated letter, a diagonal, adds its
+    strides); an ellipsis stands for the leading dims it covers."""
+    equation = attrs(node)["equation"]
+    equation = (equation.decode() if isinstance(equation, bytes) else str(equation)).replace(" ", "")
+    names = [n for n in node.input if n]
+    left, arrow, right = equation.partition("->")
+    terms = left.split(",")
+    if len(terms) != len(names):
+        raise UnsupportedOpError("static-lib: Einsum's equation does not match its inputs")
+    sizes: dict[str, int] = {}
+    spelled = []
+    ellipsis_rank = 0
+    for term, name in zip(terms, names, strict=True):
+        shape = list(graph.shapes[name])
+        if "..." in term:
+            ellipsis_rank = max(ellipsis_rank, len(shape) - (len(term) - 3))
+    dots = "".join(chr(0x3B1 + i) for i in range(ellipsis_rank))  # letters no equation uses
+    for term, name in zip(terms, names, strict=True):
+        shape = list(graph.shapes[name])
+        if "..." in term:
+            covered = len(shape) - (len(term) - 3)
+            term = term.replace("...", dots[ellipsis_rank - covered :])
+        spelled.append(term)
+        for letter, dim in zip(term, shape, strict=True):
+            if sizes.get(letter, 1) != 1 and dim != 1 and sizes[letter] != dim:
+                raise UnsupportedOpError("static-lib: Einsum with mismatched dims")
+            sizes[letter] = max(sizes.get(letter, 1), dim)
+    if not arrow:  # implicit output: the ellipsis, then the letters used once, in order
+        used = "".join(spelled)
+        right = dots + "".join(sorted(c for c in set(used) if used.count(c) == 1 and c not in dots))
+    right = right.replace("...", dots)
+    summed = [c for c in sizes if c not in right]
+    out_sizes, sum_sizes = [sizes[c] for c in right] or [1], [sizes[c] for c in summed] or [1]
+
+    def strides(term: str, name: str, letters: list[str] | str) -> list[int]:
+        shape = list(graph.shapes[name])
+        steps = [int(np.prod(shape[d + 1 :])) for d in range(len(shape))]
+        return [sum(steps[d] for d, c in enumerate(term) if c == letter and shape[d] != 1) for letter in letters] or [0]
+
+    integer = graph.dtype(node.output[0]).kind in "iu"
+    acc = "int64_t" if integer else "double"
+    decls, product = [], []
+    for j, (term, name) in enumerate(zip(spelled, names, strict=True)):
+        outer, inner = strides(term, name, right), strides(term, name, summed)
+        decls.append(f"const {graph.ctype(name)} *a{j} = {ref(name)}; static const long o{j}[] = "
+                     f"{{{','.join(map(str, outer))}}}, s{j}[] = {{{','.join(map(str, inner))}}};")  # fmt: skip
+        at = f"pk_at(o, {len(out_sizes)}, os, o{j}) + pk_at(s, {len(sum_sizes)}, ss, s{j})"
+        product.append(f"({acc}){graph.load(name, f'a{j}[{at}]')}")
+    out = node.output[0]
+    t = graph.ctype(out)
+    return (f"{{ {' '.join(decls)} static const int os[] = {{{','.join(map(str, out_sizes))}}}, "
+            f"ss[] = {{{','.join(map(str, sum_sizes))}}}; {t} *y = {ref(out)}; "
+            f"for (size_t o = 0; o < {int(np.prod(out_sizes))}; ++o) {{ {acc} acc = 0; "
+            f"for (size_t s = 0; s < {int(np.prod(sum_sizes))}; ++s) acc += {' * '.join(product)}; "
+            f"y[o] = {graph.store(out, f'({graph.value_type(out)})acc')}; }} }}")  # fmt: skip
+
+
+EMITTERS["Einsum"] = _einsum
