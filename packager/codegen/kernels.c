@@ -236,6 +236,11 @@ static void pk_batchnorm(const float *X, float *Y, const float *scale, const flo
     }
 }
 
+/* The activations of the recurrent layers, by code: Sigmoid, Tanh, Relu. */
+static float pk_activate(int code, float x) {
+    return code == 0 ? 1.0f / (1.0f + expf(-x)) : code == 1 ? tanhf(x) : (x > 0.0f ? x : 0.0f);
+}
+
 /* float -> an 8-bit float format, through its table of positive values (codes 0..top, ascending):
    the nearest, ties to the even code; NaN to `nan`; beyond the largest value (infinities too) to
    it when saturating, else to `over` (the format's infinity or NaN); -0 to 0 where the format has

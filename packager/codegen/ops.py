@@ -10,6 +10,8 @@ import numpy as np
 from packager.codegen import window
 from packager.codegen.graph import Graph, attrs, c_float, kernel
 from packager.codegen.index import EMITTERS as INDEX_EMITTERS
+from packager.codegen.recurrent import EMITTERS as RECURRENT_EMITTERS
+from packager.codegen.recurrent import scratch_floats as recurrent_scratch
 from packager.codegen.reduce import EMITTERS as REDUCE_EMITTERS
 from packager.codegen.reduce import REDUCE, reduce_scratch
 from packager.codegen.resize import EMITTERS as RESIZE_EMITTERS
@@ -343,6 +345,8 @@ def temp_floats(graph: Graph, node: Any) -> int:
     image (plus the unused columns' tail) and its output rows at the padded width."""
     if node.op_type in REDUCE_EMITTERS:
         return reduce_scratch(graph, node)
+    if node.op_type in RECURRENT_EMITTERS:
+        return recurrent_scratch(graph, node)
     if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1 or len(graph.shapes[node.input[0]]) > 4:
         return 0
     g = _spatial(graph, node)
@@ -423,7 +427,7 @@ EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {
     "Unsqueeze": _copy, "Dropout": _dropout, "Pow": _binary(5), "Max": _binary(6), "Min": _binary(7),
     "Gelu": _math, **dict.fromkeys(MATH, _math), **REDUCE_EMITTERS, **INDEX_EMITTERS, **RESIZE_EMITTERS,
     "LogSoftmax": _softmax, "ConvTranspose": _conv_transpose, "LpPool": window.pool,
-    "GlobalMaxPool": window.global_pool, "GlobalLpPool": window.global_pool,
+    "GlobalMaxPool": window.global_pool, "GlobalLpPool": window.global_pool, **RECURRENT_EMITTERS,
 }  # fmt: skip
 FLOAT_EMITTERS = dict(EMITTERS)  # the float32 kernels, which typed.py's emitters fall back on
 EMITTERS.update({**TYPED_EMITTERS, **TYPED_OVERRIDES, **SELECT_EMITTERS, **SELECT_OVERRIDES})
@@ -431,4 +435,4 @@ EMITTERS.update({**TYPED_EMITTERS, **TYPED_OVERRIDES, **SELECT_EMITTERS, **SELEC
 TYPED: set[str] = {"MaxPool", "GlobalMaxPool", "Transpose", "Concat", "Flatten", "Reshape", "Identity", "Squeeze",
                    "Unsqueeze", "Dropout",
                    *INDEX_EMITTERS, *TYPED_EMITTERS, *TYPED_OVERRIDES, *SELECT_EMITTERS, *SELECT_OVERRIDES,
-                   *REDUCE}  # fmt: skip
+                   *REDUCE, *RECURRENT_EMITTERS}  # fmt: skip

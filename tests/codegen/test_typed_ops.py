@@ -322,3 +322,25 @@ int main(void) {
     np.testing.assert_array_equal(rounded, x.astype(ml_dtypes.bfloat16).view(np.uint16))
     for k, want_codes in expected.items():
         np.testing.assert_array_equal(np.fromfile(tmp_path / f"y{k}.bin", np.uint8), want_codes, err_msg=str(k))
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@SETTINGS
+@given(seq=st.integers(1, 5), batch=st.integers(1, 3), size=st.integers(1, 6), hidden=st.integers(1, 5),
+       direction=st.sampled_from(["forward", "reverse", "bidirectional"]), seed=st.integers(0, 2**16))  # fmt: skip
+def test_recurrent_layers_match_onnxruntime(op: str, seq: int, batch: int, size: int, hidden: int, direction: str,
+                                            seed: int) -> None:  # fmt: skip
+    # layout 0: onnxruntime has no batch-first recurrent layers (the node cases check layout 1)
+    layout = 0
+    rng = np.random.default_rng(seed)
+    dirs, gates = (2 if direction == "bidirectional" else 1), {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    x = rng.standard_normal((batch, seq, size) if layout else (seq, batch, size)).astype(np.float32)
+    lens = rng.integers(1, seq + 1, batch).astype(np.int32)  # sequences shorter than the longest: zeros past them
+    inits = {"w": rng.standard_normal((dirs, gates * hidden, size)).astype(np.float32) * 0.5,
+             "r": rng.standard_normal((dirs, gates * hidden, hidden)).astype(np.float32) * 0.5,
+             "b": rng.standard_normal((dirs, 2 * gates * hidden)).astype(np.float32) * 0.5}  # fmt: skip
+    extra = {"linear_before_reset": int(seed % 2)} if op == "GRU" else {}
+    outputs = ["y", "yh", "yc"] if op == "LSTM" else ["y", "yh"]
+    node = helper.make_node(op, ["x", "w", "r", "b", "lens"], outputs, hidden_size=hidden, direction=direction,
+                            layout=layout, **extra)  # fmt: skip
+    check([node], {"x": x, "lens": lens}, dict.fromkeys(outputs, TensorProto.FLOAT), opset=14, inits=inits)
