@@ -47,7 +47,9 @@ TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
 HALF_TOLERANCE = {"atol": 2.0**-14, "rtol": 2.0**-10}
 # Cases whose expected values are themselves rounded: compared at a looser absolute tolerance,
 # with the reason (onnxruntime's own output is as far from them as the library's).
-ROUNDED = {"test_averagepool_2d_ceil_last_window_starts_on_pad": (1e-4, "its outputs are written to 4 decimals")}
+ROUNDED = {"test_averagepool_2d_ceil_last_window_starts_on_pad": (1e-4, "its outputs are written to 4 decimals"),
+           "test_gridsample_bicubic": (1e-4, "its outputs are written to 4 decimals (onnxruntime and ONNX's "
+                                             "reference are 5.0e-5 from them too)")}  # fmt: skip
 CASE_SECONDS = 120
 
 

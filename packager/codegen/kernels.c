@@ -236,6 +236,24 @@ static void pk_batchnorm(const float *X, float *Y, const float *scale, const flo
     }
 }
 
+/* A coordinate reflected by the near border until it lies within [lo, hi] (GridSample). */
+static double pk_reflect(double x, double lo, double hi) {
+    const double range = hi - lo;
+    if (x < lo) {
+        const double dx = lo - x;
+        const long n = (long)(dx / range);
+        const double r = dx - (double)n * range;
+        return n % 2 == 0 ? lo + r : hi - r;
+    }
+    if (x > hi) {
+        const double dx = x - hi;
+        const long n = (long)(dx / range);
+        const double r = dx - (double)n * range;
+        return n % 2 == 0 ? hi - r : lo + r;
+    }
+    return x;
+}
+
 /* The activations of the recurrent layers, by code: Sigmoid, Tanh, Relu. */
 static float pk_activate(int code, float x) {
     return code == 0 ? 1.0f / (1.0f + expf(-x)) : code == 1 ? tanhf(x) : (x > 0.0f ? x : 0.0f);

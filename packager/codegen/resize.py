@@ -182,3 +182,66 @@ def _resize(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 
 
 EMITTERS: dict[str, Callable[[Graph, Any, Callable[[str], str]], str]] = {"Resize": _resize, "Upsample": _resize}
+
+
+def _grid_sample(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+    """GridSample over 2-D or 3-D images: each output reads the image at its grid's coordinates
+    (normalised to [-1, 1], x first), nearest (ties to even), linear or cubic (Keys, a = -0.75),
+    the coordinates and then each tap padded by zeros, the border or reflection, as ONNX's
+    reference does."""
+    a = attrs(node)
+    x, grid = list(graph.shapes[node.input[0]]), list(graph.shapes[node.input[1]])
+    if graph.dtype(node.input[0]) != np.float32 or graph.dtype(node.input[1]) != np.float32:
+        raise UnsupportedOpError("static-lib: GridSample takes float32 images and grids")
+    rank = len(x) - 2
+    mode = _text(a.get("mode"), "linear")
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    padding = _text(a.get("padding_mode"), "zeros")
+    if mode not in ("nearest", "linear", "cubic") or padding not in ("zeros", "border", "reflection"):
+        raise UnsupportedOpError(f"static-lib: GridSample with mode {mode!r} and padding {padding!r} is not supported")
+    align = int(a.get("align_corners", 0))
+    taps = {"nearest": 1, "linear": 2, "cubic": 4}[mode]
+    outs = int(np.prod(grid[1:-1]))
+    dims = ",".join(map(str, x[2:]))
+    steps = ",".join(str(int(np.prod(x[2 + d + 1 :]))) for d in range(rank))
+    lo, hi = ("0.0", "(double)dims[i] - 1.0") if align else ("-0.5", "(double)dims[i] - 0.5")
+    coordinate = "(v + 1.0) / 2.0 * (dims[i] - 1)" if align else "((v + 1.0) * dims[i] - 1.0) / 2.0"
+    weights = {
+        "nearest": "base[i] = (int)v; w[i][0] = 1.0f;",  # already rounded; truncated after a reflection
+        "linear": "{ const double f = floor(v); const float t = (float)(v - f); base[i] = (int)f; "
+                  "w[i][0] = 1.0f - t; w[i][1] = t; }",
+        "cubic": "{ const double f = floor(v); const double t = v - f; const double A = -0.75; base[i] = (int)f - 1; "
+                 "w[i][0] = (float)(((A * (t + 1) - 5 * A) * (t + 1) + 8 * A) * (t + 1) - 4 * A); "
+                 "w[i][1] = (float)(((A + 2) * t - (A + 3)) * t * t + 1); "
+                 "w[i][2] = (float)(((A + 2) * (1 - t) - (A + 3)) * (1 - t) * (1 - t) + 1); "
+                 "w[i][3] = (float)(((A * (2 - t) - 5 * A) * (2 - t) + 8 * A) * (2 - t) - 4 * A); }",
+    }[mode]  # fmt: skip
+    clamp = {"zeros": "", "border": "if (v < lo || v > hi) v = v < 0 ? 0 : (v > dims[i] - 1 ? dims[i] - 1 : v);",
+             "reflection": "if (v < lo || v > hi) v = pk_reflect(v, lo, hi);"}[padding]  # fmt: skip
+    fetch = {"zeros": "if (j < 0 || j >= dims[i]) inside = 0;",
+             "border": "j = j < 0 ? 0 : (j >= dims[i] ? dims[i] - 1 : j);",
+             "reflection": "j = (int)pk_reflect((double)j, lo, hi);"}[padding]  # fmt: skip
+    channels, size = x[1], int(np.prod(x[2:]))
+
+    def level(i: int, off: str) -> str:
+        """Dim i's taps summed in float, the inner dims' sums first, as the reference nests them."""
+        here = f"{off} + (long)j{i} * steps[{i}]"
+        inner = f"img[{here}]" if i == rank - 1 else f"s{i + 1}"
+        body = "" if i == rank - 1 else level(i + 1, here) + " "
+        return (f"float s{i} = 0.0f; for (int t{i} = 0; t{i} < {taps}; ++t{i}) {{ int j{i} = base[{i}] + t{i}, "
+                f"inside = 1; {{ const int i = {i}; int j = j{i}; const double lo = {lo}, hi = {hi}; (void)lo; "
+                f"(void)hi; {fetch} j{i} = j; }} if (!inside) continue; {body}"
+                f"s{i} += w[{i}][t{i}] * {inner}; }}")  # fmt: skip
+
+    return (f"{{ static const int dims[] = {{{dims}}}; static const long steps[] = {{{steps}}}; "
+            f"const float *X = {ref(node.input[0])}, *G = {ref(node.input[1])}; float *Y = {ref(node.output[0])}; "
+            f"for (size_t n = 0; n < {x[0]}; ++n) for (size_t o = 0; o < {outs}; ++o) {{ "
+            f"const float *g = G + (n * {outs} + o) * {rank}; int base[{rank}]; float w[{rank}][4]; "
+            f"for (int i = 0; i < {rank}; ++i) {{ double v = g[{rank - 1} - i]; v = (float)({coordinate}); "
+            f"const double lo = {lo}, hi = {hi}; (void)lo; (void)hi; "
+            f"{'v = nearbyint(v); ' if mode == 'nearest' else ''}{clamp} {weights} }} "
+            f"for (size_t c = 0; c < {channels}; ++c) {{ const float *img = X + (n * {channels} + c) * {size}; "
+            f"{level(0, '0')} Y[(n * {channels} + c) * {outs} + o] = s0; }} }} }}")  # fmt: skip
+
+
+EMITTERS["GridSample"] = _grid_sample
