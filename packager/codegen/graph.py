@@ -99,7 +99,7 @@ def expand_functions(model: Any, supported: frozenset[str]) -> Any:
             continue
         function = FunctionProto()
         function.ParseFromString(body)
-        if any(n.op_type in ("Loop", "If", "Scan") for n in function.node):  # Range's body: a Loop
+        if any(n.op_type in ("Loop", "Scan") for n in function.node):  # Range's body: a Loop
             continue
         function.name, function.domain = f"{node.op_type}_{k}", EXPANDED
         functions.append(function)
@@ -145,13 +145,14 @@ def _function_body(node: Any, opset: int, types: Mapping[str, Any], defs: Any) -
 def fold_static(model: Any, rounds: int = 8) -> Any:
     """Shapes inferred, then the nodes whose outputs are known before any input is become
     constants: Shape and Size of tensors whose shapes are fixed, and nodes of constants only that
-    onnxruntime left (ONNX's reference implementation computes them); again while that fixes
-    more shapes (a Reshape to a shape computed from Shape nodes)."""
+    onnxruntime left (ONNX's reference implementation computes them), and an If whose condition
+    is a constant becomes the nodes of its branch; again while that fixes more shapes (a Reshape
+    to a shape computed from Shape nodes)."""
     import onnx
     from onnx import numpy_helper
 
     for _ in range(rounds):
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         graph = model.graph
         consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         consts.update({n.output[0]: _constant_value(n) for n in graph.node if n.op_type == "Constant"})
@@ -161,9 +162,17 @@ def fold_static(model: Any, rounds: int = 8) -> Any:
             dims = value.type.tensor_type.shape.dim
             if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
                 static[value.name] = [d.dim_value for d in dims]
-        kept, folded = [], []
-        for node in graph.node:
+        kept, folded, inlined = [], [], False
+        for k, node in enumerate(graph.node):
             found = None
+            if node.domain in ("", "ai.onnx") and node.op_type == "If" and node.input[0] in consts:
+                branch = _branch(node, bool(np.asarray(consts[node.input[0]]).reshape(-1)[0]), f"if{k}_")
+                if branch is not None:
+                    nodes, initializers = branch
+                    kept.extend(nodes)
+                    graph.initializer.extend(initializers)
+                    inlined = True
+                    continue
             if node.domain in ("", "ai.onnx") and node.op_type in ("Shape", "Size") and node.input[0] in static:
                 dims = static[node.input[0]]
                 if node.op_type == "Size":
@@ -183,7 +192,7 @@ def fold_static(model: Any, rounds: int = 8) -> Any:
                 if name:
                     consts[name] = np.asarray(value)
                     folded.append(numpy_helper.from_array(np.asarray(value), name))
-        if not folded:
+        if not folded and not inlined:
             return model
         names = {t.name for t in folded}
         del graph.node[:]
@@ -195,7 +204,7 @@ def fold_static(model: Any, rounds: int = 8) -> Any:
         kept_info = [v for v in graph.value_info if v.name not in names]
         del graph.value_info[:]
         graph.value_info.extend(kept_info)
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
 
 
 def c_type(dtype: np.dtype) -> str:
@@ -391,6 +400,37 @@ class Graph:
 
 
 FOLD_LIMIT = 1 << 20  # values: a constant larger than this is computed at run time instead
+
+
+def _branch(node: Any, which: bool, prefix: str) -> tuple[list[Any], list[Any]] | None:
+    """The nodes and initializers of an If's chosen branch, the names it makes prefixed (they may
+    repeat the outer graph's), its outputs passed to the If's through Identity; None for a branch
+    with subgraphs of its own."""
+    from onnx import helper
+
+    branch = next(a.g for a in node.attribute if a.name == ("then_branch" if which else "else_branch"))
+    if any(a.g.node or a.graphs for n in branch.node for a in n.attribute):
+        return None
+    made = {o for n in branch.node for o in n.output if o} | {t.name for t in branch.initializer}
+
+    def named(name: str) -> str:
+        return prefix + name if name in made else name
+
+    nodes = []
+    for n in branch.node:
+        copy = helper.make_node(n.op_type, [named(i) for i in n.input], [named(o) for o in n.output],
+                                name=prefix + n.name, domain=n.domain)  # fmt: skip
+        copy.attribute.extend(n.attribute)
+        nodes.append(copy)
+    nodes += [helper.make_node("Identity", [named(o.name)], [out], name=f"{prefix}out{i}")
+              for i, (o, out) in enumerate(zip(branch.output, node.output, strict=True))]  # fmt: skip
+    initializers = []
+    for t in branch.initializer:
+        copy = type(t)()
+        copy.CopyFrom(t)
+        copy.name = named(t.name)
+        initializers.append(copy)
+    return nodes, initializers
 
 
 def _eye_like(node: Any, dims: list[int], elem_type: int | None) -> np.ndarray:

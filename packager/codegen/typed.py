@@ -321,6 +321,14 @@ def _shaped_by_values(graph: Graph, node: Any, ref: Ref) -> str:
                              "shape of its output depends on their values)")  # fmt: skip
 
 
+def _control(graph: Graph, node: Any, ref: Ref) -> str:
+    """An If whose condition is a constant is inlined before this (its branch's nodes); the rest of
+    the control flow is refused with the reason."""
+    what = {"If": "a condition", "Loop": "a trip count or condition", "Scan": "a body"}[node.op_type]
+    raise UnsupportedOpError(f"static-lib: {node.op_type} with {what} computed at run time is not supported (a "
+                             "library runs one fixed sequence of kernels)")  # fmt: skip
+
+
 def _unary_ops() -> dict[str, Emit]:
     return dict.fromkeys([*DOUBLE_MATH, *SIGNED], _unary_any)
 
@@ -330,7 +338,7 @@ EMITTERS: dict[str, Emit] = {
     **dict.fromkeys(BITWISE, _bitwise), "BitShift": _bitshift, "Where": _where, "Cast": _cast, "CastLike": _cast,
     "Mod": _mod, "IsNaN": _is, "IsInf": _is, "GatherElements": _gather_elements, "ArgMax": _arg, "ArgMin": _arg,
     "Shape": _shape, "Size": _shape, "BitCast": _bitcast, "Range": _shaped_by_values,
-    "ConstantOfShape": _shaped_by_values,
+    "ConstantOfShape": _shaped_by_values, "If": _control, "Loop": _control, "Scan": _control,
 }  # fmt: skip
 # Ops that have float32 kernels: these emitters take the other types
 OVERRIDES: dict[str, Emit] = {**dict.fromkeys(["Add", "Sub", "Mul", "Max", "Min"], _arith), "Div": _div,
