@@ -398,3 +398,75 @@ def _einsum(graph: Graph, node: Any, ref: Ref) -> str:
 
 
 EMITTERS["Einsum"] = _einsum
+
+
+def _depth_space(graph: Graph, node: Any, ref: Ref) -> str:
+    """DepthToSpace (DCR or CRD) and SpaceToDepth: a reshape to 6-D, a transpose, a reshape."""
+    a = attrs(node)
+    n, c, h, w = graph.shapes[node.input[0]]
+    b = int(a["blocksize"])
+    if node.op_type == "SpaceToDepth":
+        view, perm = [n, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4]
+    elif _text(a.get("mode"), "DCR") == "CRD":
+        view, perm = [n, c // (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3]
+    else:
+        view, perm = [n, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2]
+    strides = [int(np.prod(view[d + 1 :])) for d in range(6)]
+    from packager.codegen.graph import kernel
+
+    name = kernel("pk_transpose", graph.dtype(node.output[0]))
+    return (f"{name}({ref(node.input[0])}, {ref(node.output[0])}, 6, (const "
+            f"int[]){{{','.join(str(view[p]) for p in perm)}}}, "
+            f"(const int[]){{{','.join(str(strides[p]) for p in perm)}}});")  # fmt: skip
+
+
+def _text(value: Any, default: str) -> str:
+    if value is None:
+        return default
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _instance_norm(graph: Graph, node: Any, ref: Ref) -> str:
+    x = list(graph.shapes[node.input[0]])
+    channels, size = x[1], int(np.prod(x[2:]))
+    eps = float(attrs(node).get("epsilon", 1e-5))
+    return (f"{{ const float *x = {ref(node.input[0])}, *sc = {ref(node.input[1])}, *bi = {ref(node.input[2])}; "
+            f"float *y = {ref(node.output[0])}; for (size_t nc = 0; nc < {x[0] * channels}; ++nc) {{ "
+            f"const float *xi = x + nc * {size}; float *yi = y + nc * {size}; double mean = 0, var = 0; "
+            f"for (size_t i = 0; i < {size}; ++i) mean += xi[i]; mean /= {size}; "
+            f"for (size_t i = 0; i < {size}; ++i) var += (xi[i] - mean) * (xi[i] - mean); var /= {size}; "
+            f"const double k = 1.0 / sqrt(var + {eps!r}); const size_t c = nc % {channels}; "
+            f"for (size_t i = 0; i < {size}; ++i) yi[i] = (float)((xi[i] - mean) * k * sc[c] + bi[c]); }} "
+            f"}}")  # fmt: skip
+
+
+def _lrn(graph: Graph, node: Any, ref: Ref) -> str:
+    a = attrs(node)
+    x = list(graph.shapes[node.input[0]])
+    channels, size = x[1], int(np.prod(x[2:]))
+    alpha, beta, bias, n = (
+        float(a.get("alpha", 1e-4)),
+        float(a.get("beta", 0.75)),
+        float(a.get("bias", 1.0)),
+        int(a["size"]),
+    )
+    low, high = (n - 1) // 2, (n - 1) - (n - 1) // 2  # floor and ceil of (size - 1) / 2
+    return (f"{{ const float *x = {ref(node.input[0])}; float *y = {ref(node.output[0])}; "
+            f"for (size_t b = 0; b < {x[0]}; ++b) for (int c = 0; c < {channels}; ++c) for (size_t i = 0; i < "
+            f"{size}; ++i) {{ "
+            f"double sq = 0; for (int k = c - {low}; k <= c + {high}; ++k) if (k >= 0 && k < {channels}) {{ "
+            f"const double v = x[(b * {channels} + (size_t)k) * {size} + i]; sq += v * v; }} "
+            f"const size_t at = (b * {channels} + (size_t)c) * {size} + i; "
+            f"y[at] = (float)(x[at] / pow({bias!r} + {alpha!r} / {n} * sq, {beta!r})); }} }}")  # fmt: skip
+
+
+def _shrink(graph: Graph, node: Any, ref: Ref) -> str:
+    a = attrs(node)
+    lambd, bias = float(a.get("lambd", 0.5)), float(a.get("bias", 0.0))
+    return elementwise(graph, node, ref, f"({{0}} < -{lambd!r} ? {{0}} + {bias!r} : ({{0}} > {lambd!r} ? {{0}} "
+                                         f"- {bias!r} : 0))",
+                       names=[node.input[0]])  # fmt: skip
+
+
+EMITTERS.update({"DepthToSpace": _depth_space, "SpaceToDepth": _depth_space, "InstanceNormalization": _instance_norm,
+                 "LRN": _lrn, "Shrink": _shrink})  # fmt: skip
