@@ -143,8 +143,8 @@ def conv(graph: Graph, node: Any, ref: Ref) -> str:
             f"float *y = {ref(node.output[0])}; "
             f"for (size_t b = 0; b < {x[0]}; ++b) for (size_t m = 0; m < {maps}; ++m) {{ "
             f"const size_t c0 = (m / {maps_per_group}) * {per_group}; "
-            f"for (size_t o = 0; o < {outs}; ++o) {{ {_coords(n)} float sum = {bias}; "
+            f"for (size_t o = 0; o < {outs}; ++o) {{ {_coords(n)} double sum = {bias}; "
             f"for (size_t w = 0; w < {taps}; ++w) {{ {walk} if (!inside) continue; "
             f"for (size_t c = 0; c < {per_group}; ++c) sum += x[(b * {x[1]} + c0 + c) * {size} + off] "
             f"* wt[(m * {per_group} + c) * {taps} + w]; }} "
-            f"y[(b * {maps} + m) * {outs} + o] = sum; }} }} }}")  # fmt: skip
+            f"y[(b * {maps} + m) * {outs} + o] = (float)sum; }} }} }}")  # fmt: skip

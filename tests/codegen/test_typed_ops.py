@@ -49,7 +49,7 @@ def compile_and_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], work: 
 
 
 def check(nodes: list[Any], feeds: dict[str, np.ndarray], outputs: dict[str, int], opset: int = 17,
-          inits: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
+          inits: dict[str, np.ndarray] | None = None, atol: float = 1e-6) -> None:  # fmt: skip
     """The graph of ``nodes`` (inputs ``feeds``, ``outputs``: name -> elem type) run both ways."""
     graph = helper.make_graph(
         nodes, "g",
@@ -67,7 +67,7 @@ def check(nodes: list[Any], feeds: dict[str, np.ndarray], outputs: dict[str, int
         if want.dtype.kind in "iub":
             np.testing.assert_array_equal(got[name], want.reshape(-1).astype(got[name].dtype), err_msg=name)
         else:
-            np.testing.assert_allclose(got[name], want.reshape(-1), rtol=1e-5, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(got[name], want.reshape(-1), rtol=1e-5, atol=atol, err_msg=name)
 
 
 def data(dtype: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -180,14 +180,14 @@ def test_a_shape_that_depends_on_the_data_is_refused_with_the_tensor_named(tmp_p
         codegen.generate(prepared, "k", {"name": "k", "version": "1", "sha256": "-", "signature": "{}"})
 
 
-def test_a_bfloat16_tensor_is_refused_with_the_types_the_generator_takes(tmp_path: Path) -> None:
-    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.BFLOAT16)], "g",
+def test_a_type_it_lacks_is_refused_with_the_types_the_generator_takes(tmp_path: Path) -> None:
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT8E8M0)], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, None)])  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT8E8M0, None)])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
     onnx.save(model, str(tmp_path / "m.onnx"))
     prepared = codegen.prepare(tmp_path / "m.onnx", tmp_path, shapes={"x": [1, 4]})
-    with pytest.raises(UnsupportedOpError, match=r"bfloat16 tensors are not supported.*int64"):
+    with pytest.raises(UnsupportedOpError, match=r"float8_e8m0fnu tensors are not supported.*int64"):
         codegen.generate(prepared, "k", {"name": "k", "version": "1", "sha256": "-", "signature": "{}"})
 
 
@@ -244,7 +244,8 @@ def test_three_d_windows_match_onnxruntime(op: str, size: int, kernel: int, stri
         node = helper.make_node(op, ["x", "w", "b"], ["y"], **geometry)
     else:
         node = helper.make_node(op, ["x"], ["y"], kernel_shape=[kernel] * 3, **geometry)
-    check([node], {"x": x}, {"y": TensorProto.FLOAT}, opset=18, inits=inits)
+    # sums of up to 54 products of magnitude ~1: float32's rounding of the sum, either side
+    check([node], {"x": x}, {"y": TensorProto.FLOAT}, opset=18, inits=inits, atol=1e-5)
 
 
 @SETTINGS

@@ -64,20 +64,22 @@ def make_onnx_custom_op(folder: Path) -> Path:
     return path
 
 
-def make_onnx_hardmax(folder: Path) -> Path:
-    """A Gemm then Hardmax: onnxruntime runs it, packager's C generator has no Hardmax."""
+def make_onnx_det(folder: Path) -> Path:
+    """A Gemm, then Det of 2x2 blocks: onnxruntime runs it, packager's C generator has no Det."""
     from onnx import TensorProto, helper, numpy_helper, save
 
     rng = np.random.default_rng(0)
-    weights = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
-    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"]), helper.make_node("Hardmax", ["h"], ["y"])]
+    weights = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 2, 2], np.int64), "shape")
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["m"]),
+             helper.make_node("Det", ["m"], ["y"])]  # fmt: skip
     graph = helper.make_graph(
-        nodes, "hardmax",
+        nodes, "det",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        initializer=[weights],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+        initializer=[weights, shape],
     )  # fmt: skip
-    path = folder / "hardmax.onnx"
+    path = folder / "det.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 

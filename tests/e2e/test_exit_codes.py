@@ -50,8 +50,8 @@ def test_exit_codes_of_bad_input(mlp_onnx: Path, model_dir: Path, tmp_path: Path
     _expect(run_cli("build", mlp_onnx, "--target", "onxn", "--out", tmp_path / "a"), 2, "did you mean 'onnx'")
     _expect(run_cli("build", "--no-such-flag"), 2, "No such option")
     _expect(run_cli("build", tmp_path / "missing.onnx"), 3, "does not exist")
-    hardmax = models.make_onnx_hardmax(model_dir)
-    _expect(run_cli("build", hardmax, "-t", "static-lib", "--out", tmp_path / "b"), 4, "Hardmax")
+    det = models.make_onnx_det(model_dir)
+    _expect(run_cli("build", det, "-t", "static-lib", "--out", tmp_path / "b"), 4, "Det")
     (tmp_path / "file").write_text("x")
     _expect(run_cli("build", mlp_onnx, "--out", tmp_path / "file"), 5, "is a file")
 
@@ -64,8 +64,8 @@ def test_exit_code_6_a_package_that_is_not_installed(tmp_path: Path) -> None:
 def test_exit_codes_7_and_15_a_converter_that_fails(mlp_onnx: Path, tmp_path: Path) -> None:
     (tmp_path / "failing.py").write_text("def make():\n    raise RuntimeError('the weights are not there')\n")
     _expect(run_cli("build", "failing:make", "--out", tmp_path / "a", cwd=tmp_path), 7, "the weights are not there")
-    hardmax = models.make_onnx_hardmax(tmp_path)
-    _expect(run_cli("build", hardmax, "-t", "onnx", "-t", "static-lib", "-p", "fp32", "--no-latency",
+    det = models.make_onnx_det(tmp_path)
+    _expect(run_cli("build", det, "-t", "onnx", "-t", "static-lib", "-p", "fp32", "--no-latency",
                     "--out", tmp_path / "b"), 15, "1 of 2 targets failed: static-lib")  # fmt: skip
 
 

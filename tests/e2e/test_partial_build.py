@@ -68,12 +68,12 @@ def test_partial_build_strict_stops_at_the_first_failure(
 
 
 def test_partial_build_cli_exit_code_names_the_failed_target(model_dir: Path, tmp_path: Path) -> None:
-    model = models.make_onnx_hardmax(model_dir)
+    model = models.make_onnx_det(model_dir)
     result = run_cli("build", model, "-t", "onnx", "-t", "static-lib", "--out", tmp_path / "dist", "--no-latency")
     assert result.code == 15, result.err
     assert len(result.error_lines) == 1 and "1 of 2 targets failed: static-lib" in result.error_lines[0]
-    assert "Hardmax" in result.error_lines[0]
-    record = json.loads((tmp_path / "dist" / "hardmax" / "1" / "build.json").read_text())
+    assert "Det" in result.error_lines[0]
+    record = json.loads((tmp_path / "dist" / "det" / "1" / "build.json").read_text())
     assert {v["target"] for v in record["variants"]} == {"onnx"}
     assert record["failed"] == [{"target": "static-lib", "reason": record["failed"][0]["reason"], "code": "4"}]
     strict = run_cli("build", model, "-t", "onnx", "-t", "static-lib", "--strict", "--out", tmp_path / "d2")
