@@ -143,6 +143,8 @@ def _check(graph: Graph) -> None:
     if not graph.inputs or not graph.outputs:
         raise UnsupportedOpError("target 'static-lib' takes models with at least one input and one output")
     for node in graph.nodes:
+        if node.op_type in ("If", "Loop", "Scan"):  # left after folding: its condition is computed at run time
+            EMITTERS[node.op_type](graph, node, lambda name: name)
         for name in [*node.input, *node.output]:
             if name and (name not in graph.shapes or -1 in graph.shapes[name]):
                 raise UnsupportedOpError(f"static-lib: the shape of '{name}' ({node.op_type}) is not known once the "

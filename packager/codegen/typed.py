@@ -324,7 +324,9 @@ def _shaped_by_values(graph: Graph, node: Any, ref: Ref) -> str:
 def _control(graph: Graph, node: Any, ref: Ref) -> str:
     """An If whose condition is a constant is inlined before this (its branch's nodes); the rest of
     the control flow is refused with the reason."""
-    what = {"If": "a condition", "Loop": "a trip count or condition", "Scan": "a body"}[node.op_type]
+    if node.op_type == "Scan":
+        raise UnsupportedOpError("static-lib: Scan is not supported (its body is not unrolled over the sequence)")
+    what = {"If": "a condition", "Loop": "a trip count or condition"}[node.op_type]
     raise UnsupportedOpError(f"static-lib: {node.op_type} with {what} computed at run time is not supported (a "
                              "library runs one fixed sequence of kernels)")  # fmt: skip
 
