@@ -17,6 +17,7 @@ from packager.codegen.reduce import REDUCE, reduce_scratch
 from packager.codegen.resize import EMITTERS as RESIZE_EMITTERS
 from packager.codegen.select import EMITTERS as SELECT_EMITTERS
 from packager.codegen.select import OVERRIDES as SELECT_OVERRIDES
+from packager.codegen.select import batch_offsets
 from packager.codegen.typed import EMITTERS as TYPED_EMITTERS
 from packager.codegen.typed import OVERRIDES as TYPED_OVERRIDES
 from packager.codegen.typed import broadcast_strides
@@ -67,22 +68,7 @@ def _gemm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 def _batched_matmul(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     """N-D MatMul: one product per index of the broadcast batch dims, each operand's slice found
     in a table of offsets (a 1-D operand is a row or a column, as numpy takes it)."""
-    sa, sb = list(graph.shapes[node.input[0]]), list(graph.shapes[node.input[1]])
-    a = [1, *sa] if len(sa) == 1 else sa
-    b = [*sb, 1] if len(sb) == 1 else sb
-    m, k, n = a[-2], a[-1], b[-1]
-    batch = list(np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2])))
-    count = int(np.prod(batch)) if batch else 1
-
-    def offsets(shape: list[int], size: int) -> list[int]:
-        padded = [1] * (len(batch) - len(shape)) + shape
-        strides, step = [0] * len(padded), size
-        for d in range(len(padded) - 1, -1, -1):
-            strides[d] = 0 if padded[d] == 1 else step
-            step *= padded[d]
-        return [int(sum(i * s for i, s in zip(index, strides, strict=True))) for index in np.ndindex(*batch)] or [0]
-
-    ao, bo = offsets(a[:-2], m * k), offsets(b[:-2], k * n)
+    ao, bo, m, k, n, count = batch_offsets(list(graph.shapes[node.input[0]]), list(graph.shapes[node.input[1]]))
     return (f"{{ static const long ao[] = {{{', '.join(map(str, ao))}}}, bo[] = {{{', '.join(map(str, bo))}}}; "
             f"for (int t = 0; t < {count}; ++t) pk_matmul({ref(node.input[0])} + ao[t], {ref(node.input[1])} + bo[t], "
             f"{ref(node.output[0])} + (size_t)t * {m * n}, {m}, {n}, {k}); }}")  # fmt: skip

@@ -258,7 +258,7 @@ EMITTERS: dict[str, Callable[[Graph, Any, Ref], str]] = {
 }  # fmt: skip
 
 
-def _batch_offsets(a: list[int], b: list[int]) -> tuple[list[int], list[int], int, int, int, int]:
+def batch_offsets(a: list[int], b: list[int]) -> tuple[list[int], list[int], int, int, int, int]:
     """(A's and B's offsets per product, M, K, N, products) of numpy's N-D matmul."""
     a = [1, *a] if len(a) == 1 else a
     b = [*b, 1] if len(b) == 1 else b
@@ -294,7 +294,7 @@ def _matmul_any(graph: Graph, node: Any, ref: Ref) -> str:
     one product per broadcast batch index, summed in double (float64) or int64."""
     op = node.op_type
     a_name, b_name = (node.input[0], node.input[3]) if op == "QLinearMatMul" else (node.input[0], node.input[1])
-    ao, bo, m, k, n, count = _batch_offsets(list(graph.shapes[a_name]), list(graph.shapes[b_name]))
+    ao, bo, m, k, n, count = batch_offsets(list(graph.shapes[a_name]), list(graph.shapes[b_name]))
     out = node.output[0]
     if op == "MatMul" and graph.dtype(out) == np.float32:
         from packager.codegen.ops import FLOAT_EMITTERS
