@@ -320,7 +320,6 @@ class Graph:
                 self.dtypes[value.name] = _np_dtype(value.type.tensor_type.elem_type)
         self.inputs = [i.name for i in graph.input if i.name not in self.consts]
         self.outputs = [o.name for o in graph.output]
-        self.int_outputs = {o.name for o in graph.output if o.type.tensor_type.elem_type == 7}  # int64
         floats = [name for name in self.outputs if self.dtype(name) == np.float32]
         self.main = floats[-1] if floats else ""
         self.shared = shared
@@ -490,6 +489,13 @@ def _np_dtype(elem_type: int) -> np.dtype:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, TypeError, ValueError):
         return np.dtype(object)
+
+
+def text(value: Any, default: str) -> str:
+    """A string attribute's value (ONNX gives bytes), or ``default`` where it is absent."""
+    if value is None:
+        return default
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def attrs(node: Any) -> dict[str, Any]:

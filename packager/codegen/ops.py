@@ -177,15 +177,8 @@ def _spatial(graph: Graph, node: Any) -> dict[str, Any]:
         raise UnsupportedOpError(f"static-lib: {node.op_type} on a {len(x)}-D tensor (1-D NCW and 2-D NCHW only) "
                                  "is not supported")  # fmt: skip
     spatial = len(x) - 2
-    kernel = list(a.get("kernel_shape") or graph.shapes[node.input[1]][2:])
-    strides, dil = list(a.get("strides", [1] * spatial)), list(a.get("dilations", [1] * spatial))
-    pads = list(a.get("pads", [0] * 2 * spatial))
-    auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        total = [max((y[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - x[2 + i], 0) for i in range(spatial)]
-        first = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
-        pads = [*first, *[t - f for t, f in zip(total, first, strict=True)]]
+    g = window.geometry(graph, node, list(a.get("kernel_shape") or graph.shapes[node.input[1]][2:]))
+    kernel, strides, dil, pads = g["k"], g["s"], g["d"], [*g["pb"], *g["pe"]]
     if spatial == 1:  # one row
         x, y = [x[0], x[1], 1, x[2]], [y[0], y[1], 1, y[2]]
         kernel, strides, dil, pads = [1, *kernel], [1, *strides], [1, *dil], [0, pads[0], 0, pads[1]]

@@ -13,14 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import Graph, attrs, c_float
+from packager.codegen.graph import Graph, attrs, c_float, text
 from packager.errors import UnsupportedOpError
-
-
-def _text(value: Any, default: str) -> str:
-    if value is None:
-        return default
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _const(graph: Graph, node: Any, index: int) -> np.ndarray | None:
@@ -39,7 +33,7 @@ def _settings(graph: Graph, node: Any) -> dict[str, Any]:
     rank = len(x)
     if int(a.get("antialias", 0)):
         raise UnsupportedOpError("static-lib: Resize with antialias is not supported")
-    if _text(a.get("keep_aspect_ratio_policy"), "stretch") != "stretch":
+    if text(a.get("keep_aspect_ratio_policy"), "stretch") != "stretch":
         raise UnsupportedOpError("static-lib: Resize keep_aspect_ratio_policy other than stretch is not supported")
     axes = [int(v) % rank for v in a.get("axes", range(rank))]
     if node.op_type == "Upsample":
@@ -65,11 +59,11 @@ def _settings(graph: Graph, node: Any) -> dict[str, Any]:
     if sizes_in is None and scales_in is None:
         raise UnsupportedOpError("static-lib: Resize needs scales or sizes")
     return {"x": x, "out": out, "scales": scales, "box": box, "a": a,
-            "mode": _text(a.get("mode"), "nearest"),
-            "coord": _text(a.get("coordinate_transformation_mode"),
+            "mode": text(a.get("mode"), "nearest"),
+            "coord": text(a.get("coordinate_transformation_mode"),
                            "asymmetric" if node.op_type == "Upsample" or graph.opset < 11 else "half_pixel"),
             # Upsample and Resize-10 take the floor (they have no nearest_mode)
-            "nearest": _text(a.get("nearest_mode"),
+            "nearest": text(a.get("nearest_mode"),
                              "floor" if node.op_type == "Upsample" or graph.opset < 11 else "round_prefer_floor"),
             "cubic": float(a.get("cubic_coeff_a", -0.75)), "exclude": bool(int(a.get("exclude_outside", 0))),
             "fill": float(a.get("extrapolation_value", 0.0))}  # fmt: skip
@@ -194,9 +188,9 @@ def _grid_sample(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     if graph.dtype(node.input[0]) != np.float32 or graph.dtype(node.input[1]) != np.float32:
         raise UnsupportedOpError("static-lib: GridSample takes float32 images and grids")
     rank = len(x) - 2
-    mode = _text(a.get("mode"), "linear")
+    mode = text(a.get("mode"), "linear")
     mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
-    padding = _text(a.get("padding_mode"), "zeros")
+    padding = text(a.get("padding_mode"), "zeros")
     if mode not in ("nearest", "linear", "cubic") or padding not in ("zeros", "border", "reflection"):
         raise UnsupportedOpError(f"static-lib: GridSample with mode {mode!r} and padding {padding!r} is not supported")
     align = int(a.get("align_corners", 0))

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen.graph import FLOAT8, HALF, PACKED, Graph, attrs
+from packager.codegen.graph import FLOAT8, HALF, PACKED, Graph, attrs, kernel, text
+from packager.codegen.index import _const
 from packager.codegen.typed import broadcast_strides, elementwise
 from packager.errors import UnsupportedOpError
 
@@ -19,12 +20,8 @@ Ref = Callable[[str], str]
 
 
 def _const_int(graph: Graph, node: Any, index: int, what: str, default: int) -> int:
-    if len(node.input) <= index or not node.input[index]:
-        return default
-    name = node.input[index]
-    if name not in graph.consts:
-        raise UnsupportedOpError(f"static-lib: {node.op_type} with its {what} computed at run time is not supported")
-    return int(np.asarray(graph.consts[name]).reshape(-1)[0])
+    found = _const(graph, node, index, what)
+    return default if found is None else int(found.reshape(-1)[0])
 
 
 def _split(shape: list[int], axis: int) -> tuple[int, int, int]:
@@ -407,23 +404,15 @@ def _depth_space(graph: Graph, node: Any, ref: Ref) -> str:
     b = int(a["blocksize"])
     if node.op_type == "SpaceToDepth":
         view, perm = [n, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4]
-    elif _text(a.get("mode"), "DCR") == "CRD":
+    elif text(a.get("mode"), "DCR") == "CRD":
         view, perm = [n, c // (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3]
     else:
         view, perm = [n, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2]
     strides = [int(np.prod(view[d + 1 :])) for d in range(6)]
-    from packager.codegen.graph import kernel
-
     name = kernel("pk_transpose", graph.dtype(node.output[0]))
     return (f"{name}({ref(node.input[0])}, {ref(node.output[0])}, 6, (const "
             f"int[]){{{','.join(str(view[p]) for p in perm)}}}, "
             f"(const int[]){{{','.join(str(strides[p]) for p in perm)}}});")  # fmt: skip
-
-
-def _text(value: Any, default: str) -> str:
-    if value is None:
-        return default
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _instance_norm(graph: Graph, node: Any, ref: Ref) -> str:
