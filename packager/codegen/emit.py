@@ -12,11 +12,14 @@ import numpy as np
 from packager.codegen import render
 from packager.codegen.graph import ALIGN, Graph, Shared, attrs, c_type, plan, prepare
 from packager.codegen.ml import ML_EMITTERS
-from packager.codegen.ops import EMITTERS, TYPED, fuse_pools, fuse_relus, temp_floats
+from packager.codegen.ops import EMITTERS, TYPED, fuse_biases, fuse_pools, fuse_relus, temp_floats
 from packager.errors import UnsupportedOpError
 
 TILE = 16  # samples per call of the batch-tile function (Gemm/MatMul see M = TILE)
-TILE_ARENA = 65536  # floats: no tile when its workspace would outgrow the L2 cache (a CNN's)
+TILE_ARENA = 65536  # floats: no tile when its workspace would outgrow the L2 cache (a CNN's)...
+TILE_WEIGHTS = 8  # ...unless its products' weights outweigh the workspace this many times (a transformer's:
+#                   each call streams them all, and a tile of samples shares one pass over them)
+TILE_ARENA_MAX = 1 << 22  # floats (16 MiB): the tile's workspace, at most
 
 
 @dataclass
@@ -49,8 +52,8 @@ def build_source(src: Path, work: Path, prefix: str, meta: dict[str, str],
     gets no tile), then generate."""
     model = prepare(src, work, shapes=shapes)
     tiled = None
-    products = any(n.op_type in ("Gemm", "MatMul") for n in model.graph.node)
-    if products and _symbolic_batch(src) and _body(Graph(model, Shared(prefix))).arena * TILE <= TILE_ARENA:
+    products = [n for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    if products and _symbolic_batch(src) and _tiles(model, products, _body(Graph(model, Shared(prefix))).arena):
         try:
             tiled = prepare(src, work, TILE, shapes)
         except UnsupportedOpError:
@@ -61,6 +64,16 @@ def build_source(src: Path, work: Path, prefix: str, meta: dict[str, str],
         if tiled is None:
             raise
         return generate(model, prefix, meta)
+
+
+def _tiles(model: Any, products: list[Any], arena: int) -> bool:
+    """Whether a batch tile pays: its workspace stays in the L2 cache, or the products' constant
+    weights are many times the workspace (then sharing one pass over them wins)."""
+    if arena * TILE <= TILE_ARENA:
+        return True
+    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    weights = sum(sizes.get(n.input[1], 0) for n in products)
+    return weights >= TILE_WEIGHTS * arena and arena * TILE <= TILE_ARENA_MAX
 
 
 def _symbolic_batch(src: Path) -> bool:
@@ -96,6 +109,7 @@ def _count(graph: Graph) -> dict[str, int]:
 
 def _body(graph: Graph) -> Body:
     _check(graph)
+    graph.fused_bias = fuse_biases(graph)
     graph.fused_relu = fuse_relus(graph)
     graph.fused_pool = fuse_pools(graph)
     temps = {i: temp_floats(graph, node) for i, node in enumerate(graph.nodes)}

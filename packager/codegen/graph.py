@@ -47,14 +47,17 @@ def prepare(src: Path, work: Path, batch: int = 1, shapes: Mapping[str, list[int
     from packager.codegen.emit import SUPPORTED_OPS
 
     model = expand_functions(onnx.load(str(src)), SUPPORTED_OPS)
-    if shapes is None:
-        shapes = {}
-        for value in model.graph.input:
-            dims = value.type.tensor_type.shape.dim
-            shapes[value.name] = [batch if i == 0 and (d.dim_param or not d.dim_value) else d.dim_value or 1
-                                  for i, d in enumerate(dims)]  # fmt: skip
-            if dims and dims[0].dim_param:
-                dims[0].dim_param = BATCH
+    given = shapes
+    shapes = {}
+    for value in model.graph.input:  # a symbolic first dim is the batch, whatever the sample's shapes say
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [batch if i == 0 and (d.dim_param or not d.dim_value) else d.dim_value or 1
+                              for i, d in enumerate(dims)]  # fmt: skip
+        if given is not None and value.name in given:
+            shapes[value.name] = [batch if i == 0 and dims and dims[0].dim_param else v
+                                  for i, v in enumerate(given[value.name])]  # fmt: skip
+        if dims and dims[0].dim_param:
+            dims[0].dim_param = BATCH
     work.mkdir(parents=True, exist_ok=True)
     try:
         path = fixed_shapes.folded(model, shapes, work / f"folded{batch}.onnx", batch)
@@ -268,7 +271,8 @@ class Weights:
         self.lines: list[str] = []
         self.names: dict[str, str] = {}
 
-    def add(self, value: np.ndarray, hint: str, dtype: Any = np.float32) -> str:
+    def add(self, value: np.ndarray, hint: str, dtype: Any = np.float32, aligned: bool = False) -> str:
+        """The C name of a constant's array; ``aligned``: on a 64-byte boundary (packed panels)."""
         flat = np.ascontiguousarray(value, dtype).reshape(-1)
         if flat.dtype.name == HALF:
             flat = flat.view(np.uint16)  # the bits, in a pk_float16 array
@@ -284,7 +288,9 @@ class Weights:
                 numbers = ",".join(c_float(v) for v in flat.tolist()) if flat.size else "0"
             else:
                 numbers = ",".join(c_value(v, flat.dtype) for v in flat.tolist()) if flat.size else "0"
-            self.lines.append(f"static const {c_type(np.dtype(dtype))} {cname}[{max(flat.size, 1)}] = {{{numbers}}};")
+            align = " __attribute__((aligned(64)))" if aligned else ""
+            self.lines.append(f"static const {c_type(np.dtype(dtype))} {cname}[{max(flat.size, 1)}]{align} = "
+                              f"{{{numbers}}};")  # fmt: skip
             self.names[key] = cname
         return self.names[key]
 
@@ -326,6 +332,7 @@ class Graph:
         self.scratch = "0"  # C expression for the running node's scratch (set while emitting)
         self.fused_relu: dict[str, str] = {}  # Conv output -> the Relu output it writes instead
         self.fused_pool: dict[str, str] = {}  # Conv (or fused Relu) output -> the MaxPool output it writes
+        self.fused_bias: dict[str, tuple[str, str]] = {}  # MatMul output -> (the Add output it writes, bias)
         self.tables = shared.tables
         self.weights = shared.weights
         self.nodes = [n for n in graph.node if n.op_type != "Constant"]
@@ -338,6 +345,7 @@ class Graph:
 
     def written(self, name: str) -> str:
         """The tensor a node producing ``name`` really writes, once fusions are applied."""
+        name = self.fused_bias[name][0] if name in self.fused_bias else name
         name = self.fused_relu.get(name, name)
         return self.fused_pool.get(name, name)
 
@@ -504,9 +512,13 @@ def attrs(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")  # ops that only rename a tensor's values
+
+
 def plan(graph: Graph, temps: dict[int, int]) -> tuple[dict[str, int], dict[int, int], int]:
     """First-fit offsets for intermediate tensors, freed after their last reader, and for the
-    scratch a node needs while it runs (``temps``: node index -> floats)."""
+    scratch a node needs while it runs (``temps``: node index -> floats). A view (Reshape...) of
+    an intermediate it is the last to read takes that tensor's memory: no copy."""
     last: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         for name in node.input:
@@ -530,6 +542,12 @@ def plan(graph: Graph, temps: dict[int, int]) -> tuple[dict[str, int], dict[int,
         return offset
 
     for i, node in enumerate(graph.nodes):  # a fused Conv writes its Relu's or pool's output: allocated there
+        source = node.input[0] if node.input else ""
+        if node.op_type in VIEWS and source in live and last.get(source) == i and node.output[0] not in skip \
+                and graph.written(node.output[0]) == node.output[0] and len(node.output) == 1:  # fmt: skip
+            offsets[node.output[0]] = offsets[source]  # the same values in a new shape: shares the memory
+            live[node.output[0]] = live.pop(source)
+            continue
         for name in [graph.written(n) for n in node.output]:
             if name in skip or not name or name in offsets:
                 continue

@@ -29,19 +29,40 @@ static void pk_gemm(const float *restrict A, const float *restrict B, const floa
     pk_bias(Y, C, M, N, alpha, beta, c_kind);
 }
 
-/* Elementwise binary op over a broadcast: strides are 0 along broadcast dims. */
+/* One row of n outputs: a and b step by sa and sb (1, or 0 for a broadcast value), so each op's
+   loop is a plain one the compiler vectorizes. */
+#define PK_BINARY_ROW(EXPR)                                                                    \
+    if (sa == 1 && sb == 1) for (int i = 0; i < n; ++i) { const float a = A[i], b = B[i]; Y[i] = EXPR; } \
+    else if (sa == 1 && sb == 0) { const float b = B[0]; for (int i = 0; i < n; ++i) { const float a = A[i]; Y[i] = EXPR; } } \
+    else if (sa == 0 && sb == 1) { const float a = A[0]; for (int i = 0; i < n; ++i) { const float b = B[i]; Y[i] = EXPR; } } \
+    else for (int i = 0; i < n; ++i) { const float a = A[(size_t)i * sa], b = B[(size_t)i * sb]; Y[i] = EXPR; }
+
+static void pk_binary_row(int op, const float *restrict A, const float *restrict B, float *restrict Y, int n, int sa,
+                          int sb) {
+    switch (op) {
+        case 0: PK_BINARY_ROW(a + b) break;
+        case 1: PK_BINARY_ROW(a - b) break;
+        case 2: PK_BINARY_ROW(a * b) break;
+        case 3: PK_BINARY_ROW(a / b) break;
+        case 4: PK_BINARY_ROW(a >= 0.0f ? a : a * b) break;
+        case 5: PK_BINARY_ROW(powf(a, b)) break;
+        case 6: PK_BINARY_ROW(a != a || b != b ? NAN : a > b ? a : b) break;
+        default: PK_BINARY_ROW(a != a || b != b ? NAN : a < b ? a : b)
+    }
+}
+
+/* Elementwise binary op over a broadcast: strides are 0 along broadcast dims. 0 add, 1 sub, 2 mul,
+   3 div, 4 prelu, 5 pow, 6 max, 7 min (NaN wins). The last dim is a row of pk_binary_row. */
 static void pk_binary(int op, const float *A, const float *B, float *Y, int ndim, const int *shape,
                       const int *as, const int *bs) {
     int idx[PK_MAX_DIMS] = {0};
-    size_t total = 1;
-    for (int d = 0; d < ndim; ++d) total *= (size_t)shape[d];
+    const int last = ndim - 1, n = shape[last];
+    size_t rows = 1;
+    for (int d = 0; d < last; ++d) rows *= (size_t)shape[d];
     size_t ai = 0, bi = 0;
-    for (size_t i = 0; i < total; ++i) {
-        const float a = A[ai], b = B[bi];
-        Y[i] = op == 0 ? a + b : op == 1 ? a - b : op == 2 ? a * b : op == 3 ? a / b
-             : op == 4 ? (a >= 0.0f ? a : a * b) : op == 5 ? powf(a, b)
-             : op == 6 ? (a != a || b != b ? NAN : a > b ? a : b) : (a != a || b != b ? NAN : a < b ? a : b);
-        for (int d = ndim - 1; d >= 0; --d) {
+    for (size_t r = 0; r < rows; ++r) {
+        pk_binary_row(op, A + ai, B + bi, Y + r * (size_t)n, n, as[last], bs[last]);
+        for (int d = last - 1; d >= 0; --d) {
             ai += (size_t)as[d];
             bi += (size_t)bs[d];
             if (++idx[d] < shape[d]) break;
@@ -49,6 +70,56 @@ static void pk_binary(int op, const float *A, const float *B, float *Y, int ndim
             bi -= (size_t)bs[d] * (size_t)shape[d];
             idx[d] = 0;
         }
+    }
+}
+
+/* erf as one rational function of x (x clamped to [-4, 4], where float erf is +-1): no branch, so
+   a loop of it vectorizes. The coefficients are those TensorFlow's XLA and Eigen use for float;
+   within 4.3e-7 (7 ulp) of the exact value. */
+static float pk_erf(float x) {
+    x = x < -4.0f ? -4.0f : x > 4.0f ? 4.0f : x;
+    const float x2 = x * x;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 + -2.10102402082508e-06f;
+    p = p * x2 + -5.69250639462346e-05f;
+    p = p * x2 + -7.34990630326855e-04f;
+    p = p * x2 + -2.95459980854025e-03f;
+    p = p * x2 + -1.60960333262415e-02f;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 + -2.13374055278905e-04f;
+    q = q * x2 + -1.68282697438203e-03f;
+    q = q * x2 + -7.37332916720468e-03f;
+    q = q * x2 + -1.42647390514189e-02f;
+    return x * p / q;
+}
+
+#define PK_ERF_BODY(GELU)                                                                      \
+    for (size_t i = 0; i < n; ++i) Y[i] = GELU ? 0.5f * X[i] * (1.0f + pk_erf(X[i] * 0.70710678118654752f)) : pk_erf(X[i]);
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+__attribute__((target("avx512f,fma"))) static void pk_erf_512(const float *restrict X, float *restrict Y, size_t n,
+                                                             int gelu) {
+    if (gelu) {
+        PK_ERF_BODY(1)
+    } else {
+        PK_ERF_BODY(0)
+    }
+}
+#endif
+
+/* Y = erf(X) or (gelu) its Gelu, 16 floats at a time where the CPU has AVX-512. */
+static void pk_erf_n(const float *restrict X, float *restrict Y, size_t n, int gelu) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+    if (__builtin_cpu_supports("avx512f")) {
+        pk_erf_512(X, Y, n, gelu);
+        return;
+    }
+#endif
+    if (gelu) {
+        PK_ERF_BODY(1)
+    } else {
+        PK_ERF_BODY(0)
     }
 }
 
@@ -68,8 +139,8 @@ static void pk_math(int op, const float *restrict X, float *restrict Y, size_t n
             case 10: y = expf(x); break;
             case 11: y = logf(x); break;
             case 12: y = sqrtf(x); break;
-            case 13: y = erff(x); break;
-            case 14: y = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); break;
+            case 13: y = pk_erf(x); break;
+            case 14: y = 0.5f * x * (1.0f + pk_erf(x * 0.70710678118654752f)); break;
             case 15: y = 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x))); break;
             case 16: y = pk_softplus(x); break;
             case 17: y = x / (1.0f + fabsf(x)); break;
@@ -129,6 +200,8 @@ static void pk_unary(int op, const float *restrict X, float *restrict Y, size_t 
                 Y[i] = X[i] * (v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v);
             }
             break;
+        case 13: pk_erf_n(X, Y, n, 0); break;
+        case 14: pk_erf_n(X, Y, n, 1); break;
         default:
             if (op >= 9) pk_math(op, X, Y, n, p0, p1);
             else memmove(Y, X, n * sizeof(float));
@@ -361,11 +434,14 @@ static pk_float16 pk_f2h(float f) {
 #define PK_TRANSPOSE(NAME, T) \
 static void NAME(const T *X, T *Y, int ndim, const int *oshape, const int *istrides_perm) { \
     int idx[PK_MAX_DIMS] = {0}; \
-    size_t total = 1, xi = 0; \
-    for (int d = 0; d < ndim; ++d) total *= (size_t)oshape[d]; \
-    for (size_t i = 0; i < total; ++i) { \
-        Y[i] = X[xi]; \
-        for (int d = ndim - 1; d >= 0; --d) { \
+    const int last = ndim - 1, n = oshape[last], step = istrides_perm[last]; \
+    size_t rows = 1, xi = 0; \
+    for (int d = 0; d < last; ++d) rows *= (size_t)oshape[d]; \
+    for (size_t r = 0; r < rows; ++r) { /* a row of the output: a run of X, or every step-th of X */ \
+        T *restrict y = Y + r * (size_t)n; \
+        if (step == 1) memcpy(y, X + xi, (size_t)n * sizeof(T)); \
+        else for (int i = 0; i < n; ++i) y[i] = X[xi + (size_t)i * step]; \
+        for (int d = last - 1; d >= 0; --d) { \
             xi += (size_t)istrides_perm[d]; \
             if (++idx[d] < oshape[d]) break; \
             xi -= (size_t)istrides_perm[d] * (size_t)oshape[d]; \
@@ -576,7 +652,9 @@ static void pk_normalize(const float *X, float *Y, int rows, int cols, int kind)
 
 /* Sums over K are taken in chunks of PK_KC terms, each added to the total: a float error that
    grows with the K terms of a long sum grows with about PK_KC + K / PK_KC instead. */
+#ifndef PK_KC
 #define PK_KC 32
+#endif
 
 #define PK_ROWS_BODY                                                                           \
     for (; m < M; ++m) {                                                                       \
@@ -994,6 +1072,133 @@ static void pk_matmul(const float *restrict A, const float *restrict B, float *r
     pk_rows(A, B, Y, m, M, 0, N, K);
 }
 
+/* ---- products with a constant B packed at generation time ----
+   Bp holds B[K,N] as panels of 64 columns: panel p is K rows of 64 floats (columns 64p..64p+63,
+   zeros past N), one after the other, so a panel streams from memory in order and the cache's
+   prefetcher (and ours) stays ahead of it. Y[M,N] = A[M,K] B (+ bias[N] when bias is not NULL). */
+#define PK_PANEL 64
+
+/* Rows m..M of the product, one panel row-strip at a time: the portable path, which the compiler
+   vectorizes over the panel's 64 columns. */
+#define PK_PACKED_ROWS_BODY                                                                    \
+    for (int n = 0; n < N; n += PK_PANEL) {                                                    \
+        const int w = N - n < PK_PANEL ? N - n : PK_PANEL;                                     \
+        const float *restrict bp = Bp + (size_t)(n / PK_PANEL) * K * PK_PANEL;                 \
+        for (int m = m0; m < M; ++m) {                                                         \
+            const float *restrict a = A + (size_t)m * K;                                       \
+            float acc[PK_PANEL], t[PK_PANEL];                                                  \
+            for (int j = 0; j < PK_PANEL; ++j) acc[j] = 0.0f;                                  \
+            for (int k0 = 0; k0 < K; k0 += PK_KC) {                                            \
+                const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                \
+                for (int j = 0; j < PK_PANEL; ++j) t[j] = 0.0f;                                \
+                for (int k = k0; k < k1; ++k) {                                                \
+                    const float *restrict b = bp + (size_t)k * PK_PANEL;                       \
+                    for (int j = 0; j < PK_PANEL; ++j) t[j] += a[k] * b[j];                    \
+                }                                                                              \
+                for (int j = 0; j < PK_PANEL; ++j) acc[j] += t[j];                             \
+            }                                                                                  \
+            float *restrict y = Y + (size_t)m * N + n;                                         \
+            for (int j = 0; j < w; ++j) y[j] = acc[j] + (bias ? bias[n + j] : 0.0f);           \
+        }                                                                                      \
+    }
+
+static void pk_packed_rows(const float *restrict A, const float *restrict Bp, const float *restrict bias,
+                           float *restrict Y, int m0, int M, int N, int K) {
+    PK_PACKED_ROWS_BODY
+}
+
+#if defined(__GNUC__) && !defined(PK_PLAIN_C)
+PK_WIDE static void pk_packed_rows_wide(const float *restrict A, const float *restrict Bp,
+                                        const float *restrict bias, float *restrict Y, int m0, int M, int N, int K) {
+    PK_PACKED_ROWS_BODY
+}
+#else
+#define pk_packed_rows_wide pk_packed_rows
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+/* R rows x one panel in 4R registers of 16 floats; Y's rows are ldy apart. Each step over K
+   prefetches the panel row 8 steps ahead: the first row block of a panel reads it from memory,
+   the others from the L2 cache. */
+#define PK_PBLOCK(NAME, R)                                                                     \
+PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, const float *restrict bias, \
+                                   float *restrict Y, int ldy, int K) {                        \
+    for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
+        const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
+        pk_v16 acc[R][4];                                                                      \
+        for (int i = 0; i < R; ++i)                                                            \
+            for (int j = 0; j < 4; ++j) acc[i][j] = (pk_v16){0};                               \
+        for (int k = k0; k < k1; ++k) {                                                        \
+            const float *restrict b = B + (size_t)k * PK_PANEL;                                \
+            __builtin_prefetch(b + 8 * PK_PANEL); __builtin_prefetch(b + 8 * PK_PANEL + 16);  \
+            __builtin_prefetch(b + 8 * PK_PANEL + 32); __builtin_prefetch(b + 8 * PK_PANEL + 48); \
+            const pk_v16 b0 = *(const pk_v16u *)b, b1 = *(const pk_v16u *)(b + 16);            \
+            const pk_v16 b2 = *(const pk_v16u *)(b + 32), b3 = *(const pk_v16u *)(b + 48);     \
+            for (int i = 0; i < R; ++i) {                                                      \
+                const float ai = A[(size_t)i * K + k];                                         \
+                acc[i][0] += ai * b0; acc[i][1] += ai * b1; acc[i][2] += ai * b2; acc[i][3] += ai * b3; \
+            }                                                                                  \
+        }                                                                                      \
+        const int last = k1 == K;                                                              \
+        for (int i = 0; i < R; ++i)                                                            \
+            for (int j = 0; j < 4; ++j) {                                                      \
+                pk_v16u *y = (pk_v16u *)(Y + (size_t)i * ldy + 16 * j);                        \
+                pk_v16 v = k0 ? *y + acc[i][j] : acc[i][j];                                    \
+                if (last && bias) v += *(const pk_v16u *)(bias + 16 * j);                      \
+                *y = v;                                                                        \
+            }                                                                                  \
+    }                                                                                          \
+}
+PK_PBLOCK(pk_pblock6, 6)
+PK_PBLOCK(pk_pblock4, 4)
+PK_PBLOCK(pk_pblock2, 2)
+PK_PBLOCK(pk_pblock1, 1)
+
+/* Rows m..m1 against one panel; ldy = N for a whole panel, or a 64-wide scratch tile. */
+PK_W512 PK_INLINE static void pk_panel512(const float *restrict A, const float *restrict bp,
+                                          const float *restrict bias, float *restrict Y, int ldy, int m, int m1,
+                                          int K) {
+    for (; m + 6 <= m1; m += 6) pk_pblock6(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K);
+    if (m + 4 <= m1) pk_pblock4(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K), m += 4;
+    if (m + 2 <= m1) pk_pblock2(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K), m += 2;
+    if (m < m1) pk_pblock1(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K);
+}
+
+PK_W512 static void pk_matmul_packed512(const float *restrict A, const float *restrict Bp, const float *restrict bias,
+                                        float *restrict Y, int M, int N, int K) {
+    const int mc = PK_MC(K);
+    float tile[6 * PK_PANEL] __attribute__((aligned(64))), tb[PK_PANEL] __attribute__((aligned(64)));
+    for (int m0 = 0; m0 < M; m0 += mc) {
+        const int m1 = M - m0 < mc ? M : m0 + mc;
+        for (int n = 0; n < N; n += PK_PANEL) {
+            const float *restrict bp = Bp + (size_t)(n / PK_PANEL) * K * PK_PANEL;
+            if (n + PK_PANEL <= N) {
+                pk_panel512(A, bp, bias ? bias + n : 0, Y + n, N, m0, m1, K);
+                continue;
+            }
+            const int w = N - n; /* the last panel, part-filled: through the scratch tile */
+            for (int j = 0; j < PK_PANEL; ++j) tb[j] = bias && j < w ? bias[n + j] : 0.0f;
+            for (int m = m0; m < m1; m += 6) {
+                const int r = m1 - m < 6 ? m1 - m : 6;
+                pk_panel512(A + (size_t)m * K, bp, bias ? tb : 0, tile, PK_PANEL, 0, r, K);
+                for (int i = 0; i < r; ++i) memcpy(Y + (size_t)(m + i) * N + n, tile + i * PK_PANEL, w * sizeof(float));
+            }
+        }
+    }
+}
+#else
+static void pk_matmul_packed512(const float *A, const float *Bp, const float *bias, float *Y, int M, int N, int K) {
+    (void)A; (void)Bp; (void)bias; (void)Y; (void)M; (void)N; (void)K;
+}
+#endif
+
+static void pk_matmul_packed(const float *restrict A, const float *restrict Bp, const float *restrict bias,
+                             float *restrict Y, int M, int N, int K) {
+    if (pk_wide512()) pk_matmul_packed512(A, Bp, bias, Y, M, N, K);
+    else if (pk_wide()) pk_packed_rows_wide(A, Bp, bias, Y, 0, M, N, K);
+    else pk_packed_rows(A, Bp, bias, Y, 0, M, N, K);
+}
+
 /* pk_matmul over the virtual im2col matrix of a stride-1 conv (pk_igeom): Y[M,N] = A[M,K] B. */
 static void pk_imatmul(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N,
                        const pk_igeom *g) {
@@ -1195,18 +1400,29 @@ static void pk_reduce(int op, const float *X, float *Y, double *S, int ndim, con
    standard deviation written to Mean and InvStd where they are not null. */
 static void pk_layernorm(const float *X, const float *Sc, const float *B, float *Y, float *Mean, float *InvStd,
                          size_t outer, size_t inner, float eps) {
-    for (size_t o = 0; o < outer; ++o) {
-        const float *x = X + o * inner;
-        float *y = Y + o * inner;
-        double mean = 0.0, var = 0.0;
-        for (size_t i = 0; i < inner; ++i) mean += x[i];
-        mean /= (double)inner;
-        for (size_t i = 0; i < inner; ++i) var += ((double)x[i] - mean) * ((double)x[i] - mean);
-        const double inv = 1.0 / sqrt(var / (double)inner + (double)eps);
-        if (Mean) Mean[o] = (float)mean;
-        if (InvStd) InvStd[o] = (float)inv;
-        for (size_t i = 0; i < inner; ++i)
-            y[i] = (float)(((double)x[i] - mean) * inv) * Sc[i] + (B ? B[i] : 0.0f);
+    for (size_t o = 0; o < outer; ++o) { /* sums in 16 lanes (a loop that vectorizes), then added */
+        const float *restrict x = X + o * inner;
+        float *restrict y = Y + o * inner;
+        float lane[16] = {0}, sq[16] = {0};
+        size_t i = 0;
+        for (; i + 16 <= inner; i += 16)
+            for (int j = 0; j < 16; ++j) lane[j] += x[i + j];
+        double total = 0.0;
+        for (int j = 0; j < 16; ++j) total += lane[j];
+        for (; i < inner; ++i) total += x[i];
+        const float mean = (float)(total / (double)inner);
+        for (i = 0; i + 16 <= inner; i += 16)
+            for (int j = 0; j < 16; ++j) sq[j] += (x[i + j] - mean) * (x[i + j] - mean);
+        double var = 0.0;
+        for (int j = 0; j < 16; ++j) var += sq[j];
+        for (; i < inner; ++i) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+        const float inv = (float)(1.0 / sqrt(var / (double)inner + (double)eps));
+        if (Mean) Mean[o] = mean;
+        if (InvStd) InvStd[o] = inv;
+        if (B)
+            for (i = 0; i < inner; ++i) y[i] = (x[i] - mean) * inv * Sc[i] + B[i];
+        else
+            for (i = 0; i < inner; ++i) y[i] = (x[i] - mean) * inv * Sc[i];
     }
 }
 

@@ -54,12 +54,13 @@ def _gemm(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     if ta or (tb and b_const is None):  # the general loop; rare in exported models
         return (f"pk_gemm({ref(node.input[0])}, {ref(node.input[1])}, {c}, {ref(node.output[0])}, {m}, {n}, {k}, "
                 f"{ta}, {tb}, {alpha!r}f, {beta!r}f, {c_kind});")  # fmt: skip
-    # A constant B is stored as [K, N] whatever transB says, so the blocked kernel streams its rows.
-    if tb and b_const is not None:
-        b = graph.weights.add(np.ascontiguousarray(b_const.T), node.input[1] + "_t")
-    else:
-        b = ref(node.input[1])
-    call = f"pk_matmul({ref(node.input[0])}, {b}, {ref(node.output[0])}, {m}, {n}, {k});"
+    if b_const is not None:  # packed in 64-column panels (a bias of [N] added as the panel is stored)
+        bias = c if c_kind == 1 and alpha == 1.0 and beta == 1.0 else "0"
+        call = _packed(graph, node, ref, b_const.T if tb else b_const, bias, m)
+        if bias == "0" and (c_kind or alpha != 1.0):
+            call += f" pk_bias({ref(node.output[0])}, {c}, {m}, {n}, {alpha!r}f, {beta!r}f, {c_kind});"
+        return call
+    call = f"pk_matmul({ref(node.input[0])}, {ref(node.input[1])}, {ref(node.output[0])}, {m}, {n}, {k});"
     if c_kind or alpha != 1.0:
         call += f" pk_bias({ref(node.output[0])}, {c}, {m}, {n}, {alpha!r}f, {beta!r}f, {c_kind});"
     return call
@@ -83,19 +84,77 @@ def _matmul(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     if b_const is not None and sb[1] < SKINNY:
         bt = graph.weights.add(np.ascontiguousarray(b_const.T), node.input[1] + "_nk")
         return f"pk_dots({ref(node.input[0])}, {bt}, {ref(node.output[0])}, {m}, {sb[1]}, {sb[0]});"
+    if b_const is not None and graph.dtype(node.input[0]) == np.float32:
+        bias = graph.fused_bias.get(node.output[0])
+        return _packed(graph, node, ref, b_const, ref(bias[1]) if bias else "0", m)
     return f"pk_matmul({ref(node.input[0])}, {ref(node.input[1])}, {ref(node.output[0])}, {m}, {sb[1]}, {sb[0]});"
+
+
+def pack_panels(b: np.ndarray) -> np.ndarray:
+    """B[K, N] as pk_matmul_packed reads it: panels of 64 columns, each K rows of 64 (zeros past N)."""
+    k, n = b.shape
+    panels = -(-n // 64)
+    padded = np.zeros((k, panels * 64), np.float32)
+    padded[:, :n] = b
+    return np.ascontiguousarray(padded.reshape(k, panels, 64).transpose(1, 0, 2))
+
+
+def _packed(graph: Graph, node: Any, ref: Callable[[str], str], b: np.ndarray, bias: str, m: int) -> str:
+    """Y = A B (+ bias) for a constant B, which the library holds packed."""
+    k, n = b.shape
+    packed = graph.weights.add(pack_panels(b), node.input[1] + "_p64", aligned=True)
+    return (f"pk_matmul_packed({ref(node.input[0])}, {packed}, {bias}, {ref(graph.written(node.output[0]))}, "
+            f"{m}, {n}, {k});")  # fmt: skip
+
+
+def fuse_biases(graph: Graph) -> dict[str, tuple[str, str]]:
+    """MatMul outputs (a constant 2-D B, float32) read only by an Add of a constant [N] bias: the
+    product adds the bias as it stores and writes the Add's output. -> (Add output, bias name)."""
+    readers = _readers(graph)
+    fused = {}
+    for node in graph.nodes:
+        if node.op_type != "MatMul" or node.output[0] in graph.outputs:
+            continue
+        b = graph.consts.get(node.input[1])
+        after = readers.get(node.output[0], [])
+        if b is None or b.ndim != 2 or b.shape[1] < SKINNY or len(after) != 1 or after[0].op_type != "Add":
+            continue
+        add = after[0]
+        other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+        bias = graph.consts.get(other)
+        if bias is None or bias.dtype != np.float32 or bias.size != b.shape[1] or bias.ndim < 1 \
+                or bias.shape[-1] != b.shape[1] or graph.shapes[add.output[0]] != graph.shapes[node.output[0]]:
+            continue  # fmt: skip
+        if graph.dtype(node.input[0]) == np.float32:
+            fused[node.output[0]] = (add.output[0], other)
+    return fused
+
+
+def collapse(shape: list[int], *strides: list[int]) -> tuple[list[int], ...]:
+    """A broadcast's dims merged where every operand steps through them as through one (size-1
+    dims dropped): [1, 16, 384] + [384] is 16 rows of 384, and same-shape operands one row."""
+    dims = [(n, [s[d] for s in strides]) for d, n in enumerate(shape) if n != 1] or [(1, [0 for _ in strides])]
+    merged = [dims[0]]
+    for n, steps in dims[1:]:
+        outer, outer_steps = merged[-1]
+        if all(o == s * n for o, s in zip(outer_steps, steps, strict=True)):
+            merged[-1] = (outer * n, steps)
+        else:
+            merged.append((n, steps))
+    return ([n for n, _ in merged], *[[steps[k] for _, steps in merged] for k in range(len(strides))])
 
 
 def _binary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
     def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
+        if code == 0 and any(graph.fused_bias.get(name, ("",))[0] == node.output[0] for name in node.input):
+            return "/* fused into the MatMul above */"
         if len([n for n in node.input if n]) != 2:
             raise UnsupportedOpError(f"static-lib: {node.op_type} of {len(node.input)} inputs (2 only) is not handled")
         out = graph.shapes[node.output[0]]
-        strides = [broadcast_strides(graph.shapes[name], out) for name in node.input[:2]]
-        shape = list(out) or [1]
-        a_strides, b_strides = _int_list(strides[0]), _int_list(strides[1])
+        shape, a_strides, b_strides = collapse(list(out), *[broadcast_strides(graph.shapes[name], out)
+                                                            for name in node.input[:2]])  # fmt: skip
         return (f"pk_binary({code}, {ref(node.input[0])}, {ref(node.input[1])}, {ref(node.output[0])}, "
-                f"{len(shape)}, {_int_list(shape)}, {a_strides}, {b_strides});")  # fmt: skip
+                f"{len(shape)}, {_int_list(shape)}, {_int_list(a_strides)}, {_int_list(b_strides)});")  # fmt: skip
 
     return emit
 
@@ -156,6 +215,8 @@ def _dropout(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 def _copy(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     """A tensor as it is, of any type (Reshape, Flatten, Squeeze, Unsqueeze, Identity)."""
     name = node.output[0]
+    if ref(name) == ref(node.input[0]):
+        return "/* a view: the same memory */"
     return f"memcpy({ref(name)}, {ref(node.input[0])}, {graph.size(name) * graph.dtype(name).itemsize});"
 
 
@@ -379,10 +440,9 @@ def _transpose(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     x = graph.shapes[node.input[0]]
     perm = list(attrs(node).get("perm", list(range(len(x)))[::-1]))
     strides = [int(np.prod(x[i + 1 :])) for i in range(len(x))]
-    out = [x[p] for p in perm]
+    out, steps = collapse([x[p] for p in perm], [strides[p] for p in perm])
     name = kernel("pk_transpose", graph.dtype(node.output[0]))
-    return (f"{name}({ref(node.input[0])}, {ref(node.output[0])}, {len(x)}, {_int_list(out)}, "
-            f"{_int_list([strides[p] for p in perm])});")  # fmt: skip
+    return f"{name}({ref(node.input[0])}, {ref(node.output[0])}, {len(out)}, {_int_list(out)}, {_int_list(steps)});"
 
 
 def _concat(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:

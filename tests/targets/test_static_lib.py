@@ -140,22 +140,40 @@ def test_gemm_kernel_matches_onnxruntime(m: int, k: int, n: int, trans_b: bool, 
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=12, deadline=None)
-@given(m=st.integers(1, 20), k=st.integers(1, 70), n=st.integers(64, 200), seed=st.integers(0, 99))
-def test_wide_products_match_onnxruntime(m: int, k: int, n: int, seed: int, tmp_path_factory) -> None:
-    # 64 columns and more: the AVX-512 blocks where the CPU has them (6, 4 and 1 rows; the last
-    # block of a row ending at N), else the AVX2 ones.
+def _wide_product(m: int, k: int, n: int, bias: bool, seed: int) -> tuple[onnx.ModelProto, np.ndarray]:
     rng = np.random.default_rng(seed)
-    w = rng.standard_normal((k, n)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
+    w, b = rng.standard_normal((k, n)).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p" if bias else "y"])]
+    if bias:  # fused: the product adds it as it stores each panel
+        nodes.append(helper.make_node("Add", ["b", "p"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
-                              [numpy_helper.from_array(w, "w")])  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    x = rng.standard_normal((m, k)).astype(np.float32)
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b.reshape(1, n), "b")])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), rng.standard_normal((m, k)).astype(
+        np.float32
+    )
+
+
+@settings(max_examples=12, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 70), n=st.integers(16, 200), bias=st.booleans(), seed=st.integers(0, 99))
+def test_wide_products_match_onnxruntime(m: int, k: int, n: int, bias: bool, seed: int, tmp_path_factory) -> None:
+    # A constant B, packed in 64-column panels: the AVX-512 blocks where the CPU has them (6, 4, 2
+    # and 1 rows; a last panel part-filled), else the row strips; a bias Add fused in.
+    model, x = _wide_product(m, k, n, bias, seed)
     y = _compile_and_run(model, x, tmp_path_factory.mktemp("wide"))
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags", [("-ffp-contract=fast",), ("-DPK_NARROW",), ("-DPK_PLAIN_C",)],
+                         ids=["dispatch", "16-byte", "plain-c"])  # fmt: skip
+def test_packed_products_match_onnxruntime_on_every_path(flags: tuple[str, ...], tmp_path: Path) -> None:
+    for i, (m, k, n) in enumerate([(1, 33, 64), (7, 40, 130), (19, 70, 17), (40, 64, 200)]):
+        model, x = _wide_product(m, k, n, i % 2 == 0, i)
+        (tmp_path / str(i)).mkdir()
+        y = _compile_and_run(model, x, tmp_path / str(i), flags)
+        expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+        np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=30, deadline=None)
