@@ -330,7 +330,8 @@ class Graph:
         self.main = floats[-1] if floats else ""
         self.shared = shared
         self.scratch = "0"  # C expression for the running node's scratch (set while emitting)
-        self.fused_relu: dict[str, str] = {}  # Conv output -> the Relu output it writes instead
+        self.fused_relu: dict[str, str] = {}  # Conv output -> the Relu (or Clip) output it writes instead
+        self.fused_clamp: dict[str, tuple[float, float]] = {}  # Conv output -> that Relu's or Clip's bounds
         self.fused_pool: dict[str, str] = {}  # Conv (or fused Relu) output -> the MaxPool output it writes
         self.fused_bias: dict[str, tuple[str, str]] = {}  # MatMul output -> (the Add output it writes, bias)
         self.tables = shared.tables

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #define PK_MAX_DIMS 8
+#define PK_MAX_TAPS 64 /* kernel taps a conv reads in place (pk_igeom) or a depthwise conv holds */
 
 
 static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, float alpha, float beta, int c_kind);
@@ -27,6 +28,12 @@ static void pk_gemm(const float *restrict A, const float *restrict B, const floa
         }
     }
     pk_bias(Y, C, M, N, alpha, beta, c_kind);
+}
+
+/* A fused Relu or Clip: v in [lo, hi] (NaN gives lo). */
+static inline float pk_clamp(float v, float lo, float hi) {
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
 }
 
 /* One row of n outputs: a and b step by sa and sb (1, or 0 for a broadcast value), so each op's
@@ -221,10 +228,88 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
 }
 
 /* 2-D convolution, NCHW, batch 1: pads (top, left, bottom, right), strides, dilations, groups. */
+/* A depthwise conv (one input channel per output channel). Each channel's zero-padded image is
+   split by the strides into sh x sw phase planes of Wq = ceil(Wp / sw) columns (for stride 1,
+   one plane: the padded image), so that every tap (kh, kw) reads one plane at one offset for the
+   whole output: out[i] += w * plane[i + off], i over OH rows of Wq, one long loop that
+   vectorizes. The Wq - OW columns past each output row are computed and dropped; each plane's
+   extra row keeps their reads in bounds. Then bias and [lo, hi] as the rows are compacted. */
+#define PK_DEPTHWISE_BODY                                                                      \
+    const int Hp = (OH - 1) * sh + (KH - 1) * dh + 1, Wp = (OW - 1) * sw + (KW - 1) * dw + 1;   \
+    const int Rq = (Hp + sh - 1) / sh, Wq = (Wp + sw - 1) / sw, T = KH * KW;                   \
+    const size_t plane = (size_t)(Rq + 1) * Wq, P = (size_t)OH * Wq;                           \
+    float *restrict acc = S + (size_t)sh * sw * plane;                                         \
+    const float *taps[PK_MAX_TAPS];                                                            \
+    for (int kh = 0; kh < KH; ++kh)                                                            \
+        for (int kw = 0; kw < KW; ++kw) {                                                      \
+            const int ar = kh * dh, ac = kw * dw;                                              \
+            taps[kh * KW + kw] = S + (size_t)((ar % sh) * sw + ac % sw) * plane + (size_t)(ar / sh) * Wq + ac / sw; \
+        }                                                                                      \
+    for (int c = 0; c < C; ++c) {                                                              \
+        const float *restrict x = X + (size_t)c * H * Wd;                                      \
+        for (size_t i = 0; i < (size_t)sh * sw * plane; ++i) S[i] = 0.0f;                      \
+        for (int ih = 0; ih < H; ++ih) {                                                       \
+            const int r = ih + pt;                                                             \
+            if (r < 0 || r >= Hp) continue;                                                    \
+            const float *restrict src = x + (size_t)ih * Wd;                                   \
+            float *restrict row = S + (size_t)(r % sh) * sw * plane + (size_t)(r / sh) * Wq;   \
+            for (int par = 0; par < sw; ++par) { /* padded columns j = sw * q + par: iw = j - pl */ \
+                int q0 = pl - par > 0 ? (pl - par + sw - 1) / sw : 0;                          \
+                int q1 = (Wd + pl - par + sw - 1) / sw;                                        \
+                q1 = q1 < Wq ? q1 : Wq;                                                        \
+                float *restrict dst = row + (size_t)par * plane;                               \
+                for (int q = q0; q < q1; ++q) dst[q] = src[sw * q + par - pl] + 0.0f;          \
+            }                                                                                  \
+        }                                                                                      \
+        const float *restrict w = W + (size_t)c * T;                                           \
+        for (int t = 0; t < T; ++t) {                                                          \
+            const float *restrict tp = taps[t];                                                \
+            const float wv = w[t];                                                             \
+            if (t == 0)                                                                        \
+                for (size_t i = 0; i < P; ++i) acc[i] = wv * tp[i];                            \
+            else                                                                               \
+                for (size_t i = 0; i < P; ++i) acc[i] += wv * tp[i];                           \
+        }                                                                                      \
+        const float b = Bias ? Bias[c] : 0.0f;                                                 \
+        for (int oh = 0; oh < OH; ++oh) {                                                      \
+            float *restrict y = Y + ((size_t)c * OH + oh) * OW;                                \
+            const float *restrict a = acc + (size_t)oh * Wq;                                   \
+            if (act)                                                                           \
+                for (int ow = 0; ow < OW; ++ow) y[ow] = pk_clamp(a[ow] + b, lo, hi);           \
+            else                                                                               \
+                for (int ow = 0; ow < OW; ++ow) y[ow] = a[ow] + b;                             \
+        }                                                                                      \
+    }
+
+static void pk_depthwise(const float *restrict X, const float *restrict W, const float *restrict Bias,
+                         float *restrict Y, float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW,
+                         int pt, int pl, int sh, int sw, int dh, int dw, int act, float lo, float hi) {
+    PK_DEPTHWISE_BODY
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+__attribute__((target("avx512f,fma"))) static void pk_depthwise_512(
+    const float *restrict X, const float *restrict W, const float *restrict Bias, float *restrict Y,
+    float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW, int pt, int pl, int sh, int sw, int dh,
+    int dw, int act, float lo, float hi) {
+    PK_DEPTHWISE_BODY
+}
+#endif
+
 static void pk_conv2d(const float *restrict X, const float *restrict W, const float *restrict Bias, float *restrict Y,
                       int C, int H, int Wd, int M, int OH, int OW, int KH, int KW, int pt, int pl,
-                      int sh, int sw, int dh, int dw, int group) {
-    const int cg = C / group, mg = M / group;
+                      int sh, int sw, int dh, int dw, int group, float lo, float hi, float *restrict S) {
+    const int cg = C / group, mg = M / group, act = lo > -INFINITY || hi < INFINITY;
+    if (S && group == C && M == C && sw <= 2 && sh <= 2 && KH * KW <= PK_MAX_TAPS) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+        if (__builtin_cpu_supports("avx512f")) {
+            pk_depthwise_512(X, W, Bias, Y, S, C, H, Wd, OH, OW, KH, KW, pt, pl, sh, sw, dh, dw, act, lo, hi);
+            return;
+        }
+#endif
+        pk_depthwise(X, W, Bias, Y, S, C, H, Wd, OH, OW, KH, KW, pt, pl, sh, sw, dh, dw, act, lo, hi);
+        return;
+    }
     for (int m = 0; m < M; ++m) {
         const int g = m / mg;
         float *restrict y = Y + (size_t)m * OH * OW;
@@ -236,22 +321,24 @@ static void pk_conv2d(const float *restrict X, const float *restrict W, const fl
             for (int kh = 0; kh < KH; ++kh)
                 for (int kw = 0; kw < KW; ++kw) {
                     const float wv = w[kh * KW + kw];
-                    /* the outputs whose tap falls inside the row: ow in [lo, hi), no test per element */
+                    /* the outputs whose tap falls inside the row: ow in [first, end), no test per element */
                     const int off = kw * dw - pl;
-                    const int lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-                    const int hi = Wd - 1 - off < 0 ? 0 : ((Wd - 1 - off) / sw + 1 < OW ? (Wd - 1 - off) / sw + 1 : OW);
+                    const int first = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                    const int end = Wd - 1 - off < 0 ? 0 : ((Wd - 1 - off) / sw + 1 < OW ? (Wd - 1 - off) / sw + 1 : OW);
                     for (int oh = 0; oh < OH; ++oh) {
                         const int ih = oh * sh - pt + kh * dh;
                         if (ih < 0 || ih >= H) continue;
                         float *restrict yr = y + (size_t)oh * OW;
                         const float *restrict xr = x + (size_t)ih * Wd;
                         if (sw == 1)
-                            for (int ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow + off];
+                            for (int ow = first; ow < end; ++ow) yr[ow] += wv * xr[ow + off];
                         else
-                            for (int ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * sw + off];
+                            for (int ow = first; ow < end; ++ow) yr[ow] += wv * xr[ow * sw + off];
                     }
                 }
         }
+        if (act)
+            for (int i = 0; i < OH * OW; ++i) y[i] = pk_clamp(y[i], lo, hi);
     }
 }
 
@@ -684,7 +771,6 @@ static void pk_rows(const float *restrict A, const float *restrict B, float *res
 
 /* Where a stride-1 conv reads its input: C channels of HW floats each (the zero-padded image),
    and in each channel the T taps of the kernel at offsets taps[t] (kh * dh * Wp + kw * dw). */
-#define PK_MAX_TAPS 64
 typedef struct {
     int C, T, HW;
     int taps[PK_MAX_TAPS];
@@ -988,9 +1074,67 @@ PK_W512 static void pk_matmul_512(const float *restrict A, const float *restrict
     }
 }
 
+/* Narrow products, 16 <= N < 64 (a 1x1 conv on a small image: N = H * W): R rows x V vectors
+   of 16 columns, the vectors at columns off[j]; the last one ends at N, and its lanes that the
+   one before it covers are masked off (keep) before its sums are added, and stored first. */
+typedef int pk_v16i __attribute__((vector_size(64)));
+#define PK_NBLOCK(NAME, R, V)                                                                  \
+PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, float *restrict Y, int N, \
+                                   int K, const int *off, pk_v16i keep) {                      \
+    for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
+        const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
+        pk_v16 acc[R][V];                                                                      \
+        for (int i = 0; i < R; ++i)                                                            \
+            for (int j = 0; j < V; ++j) acc[i][j] = (pk_v16){0};                               \
+        for (int k = k0; k < k1; ++k) {                                                        \
+            pk_v16 b[V];                                                                       \
+            for (int j = 0; j < V; ++j) b[j] = *(const pk_v16u *)(B + (size_t)k * N + off[j]); \
+            for (int i = 0; i < R; ++i) {                                                      \
+                const float ai = A[(size_t)i * K + k];                                         \
+                for (int j = 0; j < V; ++j) acc[i][j] += ai * b[j];                            \
+            }                                                                                  \
+        }                                                                                      \
+        for (int i = 0; i < R; ++i) {                                                          \
+            acc[i][V - 1] = (pk_v16)((pk_v16i)acc[i][V - 1] & keep);                           \
+            for (int j = V - 1; j >= 0; --j) {                                                 \
+                pk_v16u *y = (pk_v16u *)(Y + (size_t)i * N + off[j]);                          \
+                *y = k0 ? *y + acc[i][j] : acc[i][j];                                          \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+}
+PK_NBLOCK(pk_nblock12x1, 12, 1)
+PK_NBLOCK(pk_nblock1x1, 1, 1)
+PK_NBLOCK(pk_nblock12x2, 12, 2)
+PK_NBLOCK(pk_nblock1x2, 1, 2)
+PK_NBLOCK(pk_nblock8x3, 8, 3)
+PK_NBLOCK(pk_nblock1x3, 1, 3)
+PK_NBLOCK(pk_nblock6x4, 6, 4)
+PK_NBLOCK(pk_nblock1x4, 1, 4)
+
+#define PK_NROWS(BIG, ONE, R)                                                                  \
+    for (; m + R <= M; m += R) BIG(A + (size_t)m * K, B, Y + (size_t)m * N, N, K, off, keep); \
+    for (; m < M; ++m) ONE(A + (size_t)m * K, B, Y + (size_t)m * N, N, K, off, keep);
+
+PK_W512 static void pk_matmul_512n(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N,
+                                   int K) {
+    const int V = (N + 15) / 16;
+    int off[4], m = 0;
+    for (int j = 0; j < V; ++j) off[j] = 16 * j + 16 <= N ? 16 * j : N - 16;
+    pk_v16i keep;
+    for (int l = 0; l < 16; ++l) keep[l] = V == 1 || off[V - 1] + l >= 16 * (V - 1) ? -1 : 0;
+    switch (V) {
+        case 1: PK_NROWS(pk_nblock12x1, pk_nblock1x1, 12) break;
+        case 2: PK_NROWS(pk_nblock12x2, pk_nblock1x2, 12) break;
+        case 3: PK_NROWS(pk_nblock8x3, pk_nblock1x3, 8) break;
+        default: PK_NROWS(pk_nblock6x4, pk_nblock1x4, 6)
+    }
+}
+
 static int pk_wide512(void) { return __builtin_cpu_supports("avx512f"); }
 #else
 static void pk_matmul_512(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
+static void pk_matmul_512n(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
 static int pk_wide512(void) { return 0; }
 #endif
 
@@ -1033,6 +1177,7 @@ static void pk_imatmul_wide(const float *A, const float *B, float *Y, int M, int
 static int pk_wide(void) { return 0; }
 static void pk_dots_wide(const float *A, const float *Bt, float *Y, int M, int N, int K) { (void)A; (void)Bt; (void)Y; (void)M; (void)N; (void)K; }
 static void pk_matmul_512(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
+static void pk_matmul_512n(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
 static int pk_wide512(void) { return 0; }
 #define PK_DOTS_BODY(V, VU, W)                                                                 \
     for (int m = 0; m < M; ++m)                                                                \
@@ -1056,6 +1201,10 @@ static void pk_dots(const float *restrict A, const float *restrict Bt, float *re
 static void pk_matmul(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N, int K) {
     if (N >= 64 && pk_wide512()) {
         pk_matmul_512(A, B, Y, M, N, K);
+        return;
+    }
+    if (N >= 16 && pk_wide512()) {
+        pk_matmul_512n(A, B, Y, M, N, K);
         return;
     }
     if (pk_wide()) {
@@ -1199,6 +1348,25 @@ static void pk_matmul_packed(const float *restrict A, const float *restrict Bp, 
     else pk_packed_rows(A, Bp, bias, Y, 0, M, N, K);
 }
 
+/* A 1x1 stride-1 conv on a small image (HW positions): the product turned around, the image's
+   positions as rows, Y^T[HW, M] = X^T[HW, C] W^T[C, M], so the weights are the packed operand and
+   no column block is left part-filled. S holds X^T and Y^T; [lo, hi] as in pk_conv2d_gemm. */
+static void pk_conv1x1_rows(const float *restrict X, const float *restrict Wp, const float *restrict Bias,
+                            float *restrict Y, float *restrict S, int C, int HW, int M, float lo, float hi) {
+    const int act = lo > -INFINITY || hi < INFINITY;
+    float *restrict xt = S, *restrict yt = S + (((size_t)HW * C + 15) & ~(size_t)15);
+    for (int c = 0; c < C; ++c)
+        for (int i = 0; i < HW; ++i) xt[(size_t)i * C + c] = X[(size_t)c * HW + i];
+    pk_matmul_packed(xt, Wp, Bias, yt, HW, M, C);
+    for (int m = 0; m < M; ++m) {
+        float *restrict y = Y + (size_t)m * HW;
+        if (act)
+            for (int i = 0; i < HW; ++i) y[i] = pk_clamp(yt[(size_t)i * M + m], lo, hi);
+        else
+            for (int i = 0; i < HW; ++i) y[i] = yt[(size_t)i * M + m];
+    }
+}
+
 /* pk_matmul over the virtual im2col matrix of a stride-1 conv (pk_igeom): Y[M,N] = A[M,K] B. */
 static void pk_imatmul(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N,
                        const pk_igeom *g) {
@@ -1243,19 +1411,19 @@ static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, fl
                 const float u = s0[2 * j] > s0[2 * j + 1] ? s0[2 * j] : s0[2 * j + 1];         \
                 const float v = s1[2 * j] > s1[2 * j + 1] ? s1[2 * j] : s1[2 * j + 1];         \
                 const float top = (u > v ? u : v) + b;                                         \
-                y[j] = relu && !(top > 0.0f) ? 0.0f : top;                                     \
+                y[j] = act ? pk_clamp(top, lo, hi) : top;                                      \
             }                                                                                  \
         }                                                                                      \
     }
 
 static void pk_pool_rows(const float *restrict S, const float *restrict Bias, float *restrict Y, int M, int OH, int OW,
-                         int Wp, int relu) {
+                         int Wp, int act, float lo, float hi) {
     PK_POOL_ROWS_BODY
 }
 
 #if defined(__GNUC__) && !defined(PK_PLAIN_C)
 PK_WIDE static void pk_pool_rows_wide(const float *restrict S, const float *restrict Bias, float *restrict Y, int M,
-                                      int OH, int OW, int Wp, int relu) {
+                                      int OH, int OW, int Wp, int act, float lo, float hi) {
     PK_POOL_ROWS_BODY
 }
 #else
@@ -1264,16 +1432,17 @@ PK_WIDE static void pk_pool_rows_wide(const float *restrict S, const float *rest
 
 /* Conv with one group as a matrix product: col[C*KH*KW, OH*OW] gathered from X (zeros where the
    window leaves the image), then Y[M, OH*OW] = W[M, C*KH*KW] col + bias. col may be NULL for a
-   1x1 stride-1 unpadded conv, where X already is that matrix. relu: a Relu fused in.
+   1x1 stride-1 unpadded conv, where X already is that matrix. [lo, hi]: a Relu or Clip fused in
+   (-INFINITY, INFINITY: none).
    inplace (stride 1, KH * KW <= PK_MAX_TAPS): no im2col; col holds the zero-padded image (and
    KW * dw floats after it), then the product's rows at the padded width; the product reads each
    window in place, and the first OW columns of its rows are the output. pool (in place only): a
    2x2 stride-2 max pool of the output is written instead. */
 static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, const float *restrict Bias,
                            float *restrict Y, float *restrict col, int C, int H, int Wd, int M, int OH, int OW,
-                           int KH, int KW, int pt, int pl, int sh, int sw, int dh, int dw, int relu, int inplace,
+                           int KH, int KW, int pt, int pl, int sh, int sw, int dh, int dw, float lo, float hi, int inplace,
                            int pool) {
-    const int P = OH * OW;
+    const int P = OH * OW, act = lo > -INFINITY || hi < INFINITY;
     if (inplace) {
         const int Hp = OH + (KH - 1) * dh, Wp = OW + (KW - 1) * dw;
         const size_t HW = (size_t)Hp * Wp, image = (size_t)C * HW + (size_t)(KW - 1) * dw;
@@ -1297,8 +1466,8 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
             for (int kw = 0; kw < KW; ++kw) g.taps[kh * KW + kw] = kh * dh * Wp + kw * dw;
         pk_imatmul(W, xp, yp, M, OH * Wp, &g);
         if (pool) { /* a 2x2 stride-2 max pool fused in: Y is [M, OH / 2, OW / 2] */
-            if (pk_wide()) pk_pool_rows_wide(yp, Bias, Y, M, OH, OW, Wp, relu);
-            else pk_pool_rows(yp, Bias, Y, M, OH, OW, Wp, relu);
+            if (pk_wide()) pk_pool_rows_wide(yp, Bias, Y, M, OH, OW, Wp, act, lo, hi);
+            else pk_pool_rows(yp, Bias, Y, M, OH, OW, Wp, act, lo, hi);
             return;
         }
         for (int m = 0; m < M; ++m) {
@@ -1306,7 +1475,7 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
             for (int oh = 0; oh < OH; ++oh) {
                 const float *restrict s = yp + ((size_t)m * OH + oh) * Wp;
                 float *restrict y = Y + ((size_t)m * OH + oh) * OW;
-                if (relu) for (int ow = 0; ow < OW; ++ow) y[ow] = s[ow] + b > 0.0f ? s[ow] + b : 0.0f;
+                if (act) for (int ow = 0; ow < OW; ++ow) y[ow] = pk_clamp(s[ow] + b, lo, hi);
                 else for (int ow = 0; ow < OW; ++ow) y[ow] = s[ow] + b;
             }
         }
@@ -1345,11 +1514,11 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
                 }
     }
     pk_matmul(W, col ? col : X, Y, M, P, C * KH * KW);
-    if (Bias || relu)
+    if (Bias || act)
         for (int m = 0; m < M; ++m) {
             float *restrict y = Y + (size_t)m * P;
             const float b = Bias ? Bias[m] : 0.0f;
-            if (relu) for (int i = 0; i < P; ++i) y[i] = y[i] + b > 0.0f ? y[i] + b : 0.0f;
+            if (act) for (int i = 0; i < P; ++i) y[i] = pk_clamp(y[i] + b, lo, hi);
             else for (int i = 0; i < P; ++i) y[i] += b;
         }
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -185,7 +186,7 @@ def _math(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 
 def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
     def emit(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
-        if code == 0 and graph.fused_relu.get(node.input[0]) == node.output[0]:
+        if graph.fused_relu.get(node.input[0]) == node.output[0]:
             return "/* fused into the Conv above */"
         a = attrs(node)
         p0, p1 = float(a.get("alpha", 0.01)), 0.0
@@ -267,18 +268,33 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     x, y, k, s, d, p = g["x"], g["y"], g["k"], g["s"], g["d"], g["p"]
     bias = ref(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
     group = int(g["a"].get("group", 1))
+    lo, hi = (c_bound(v) for v in graph.fused_clamp.get(node.output[0], (-math.inf, math.inf)))
+    written = graph.written(node.output[0])
+    if _rows_1x1(graph, node, g):  # the packed product, turned around
+        wt = pack_panels(graph.consts[node.input[1]].reshape(y[1], x[1]).T)
+        call = (f"pk_conv1x1_rows({{x}}, {graph.weights.add(wt, node.input[1] + '_p64', aligned=True)}, {bias}, "
+                f"{{y}}, {graph.scratch}, {x[1]}, {y[2] * y[3]}, {y[1]}, {lo}, {hi});")  # fmt: skip
+        return _per_item(graph, node, ref, call, out=written)
     if group == 1:  # the blocked matmul over im2col, over the padded image in place, or over X itself
-        relu = node.output[0] in graph.fused_relu
-        written = graph.written(node.output[0])
         pool = written != graph.fused_relu.get(node.output[0], node.output[0])
         call = (f"pk_conv2d_gemm({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {graph.scratch}, {x[1]}, {x[2]}, "
                 f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, "
-                f"{d[0]}, {d[1]}, {int(relu)}, {int(_conv_mode(g) == 'inplace')}, {int(pool)});")  # fmt: skip
+                f"{d[0]}, {d[1]}, {lo}, {hi}, {int(_conv_mode(g) == 'inplace')}, {int(pool)});")  # fmt: skip
         return _per_item(graph, node, ref, call, out=written)
     call = (f"pk_conv2d({{x}}, {ref(node.input[1])}, {bias}, {{y}}, {x[1]}, {x[2]}, "
             f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, {d[0]}, {d[1]}, "
-            f"{group});")  # fmt: skip
-    return _per_item(graph, node, ref, call)
+            f"{group}, {lo}, {hi}, {graph.scratch});")  # fmt: skip
+    return _per_item(graph, node, ref, call, out=written)
+
+
+SMALL_IMAGE = 128  # a 1x1 conv on fewer positions than this, to wide outputs, runs turned around
+
+
+def _rows_1x1(graph: Graph, node: Any, g: dict[str, Any]) -> bool:
+    """A one-group 1x1 conv on a small image with constant weights and 64 outputs or more."""
+    return (int(g["a"].get("group", 1)) == 1 and _conv_mode(g) == "direct" and node.input[1] in graph.consts
+            and g["y"][2] * g["y"][3] < SMALL_IMAGE and g["y"][1] >= 64
+            and graph.written(node.output[0]) == graph.fused_relu.get(node.output[0], node.output[0]))  # fmt: skip
 
 
 def _conv_transpose(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
@@ -324,16 +340,41 @@ def _readers(graph: Graph) -> dict[str, list[Any]]:
 
 
 def fuse_relus(graph: Graph) -> dict[str, str]:
-    """Conv outputs read only by a Relu: the Conv (one group) writes the Relu's output itself."""
+    """Conv outputs read only by a Relu, or a Clip of constant bounds: the Conv clamps as it stores
+    and writes the Relu's (Clip's) output itself; the bounds go to ``graph.fused_clamp``."""
     readers = _readers(graph)
     fused = {}
     for node in graph.nodes:
         after = readers.get(node.output[0], [])
-        if node.op_type == "Conv" and int(attrs(node).get("group", 1)) == 1 and len(after) == 1 \
-                and len(graph.shapes[node.input[0]]) <= 4 \
-                and after[0].op_type == "Relu" and node.output[0] not in graph.outputs:  # fmt: skip
+        if node.op_type != "Conv" or len(after) != 1 or len(graph.shapes[node.input[0]]) > 4 \
+                or node.output[0] in graph.outputs or graph.dtype(node.output[0]) != np.float32:  # fmt: skip
+            continue
+        bounds = _clamp_bounds(graph, after[0])
+        if bounds is not None:
             fused[node.output[0]] = after[0].output[0]
+            graph.fused_clamp[node.output[0]] = bounds
     return fused
+
+
+def _clamp_bounds(graph: Graph, node: Any) -> tuple[float, float] | None:
+    """[lo, hi] of a Relu, or of a Clip whose bounds are constants; None for anything else."""
+    if node.op_type == "Relu":
+        return 0.0, math.inf
+    if node.op_type != "Clip":
+        return None
+    a, found = attrs(node), []
+    for k, key, default in ((1, "min", -math.inf), (2, "max", math.inf)):
+        if len(node.input) > k and node.input[k]:
+            if node.input[k] not in graph.consts:
+                return None
+            found.append(float(np.asarray(graph.consts[node.input[k]]).reshape(-1)[0]))
+        else:
+            found.append(float(a.get(key, default)))
+    return found[0], found[1]
+
+
+def c_bound(v: float) -> str:
+    return "INFINITY" if v == math.inf else "-INFINITY" if v == -math.inf else c_float(v)
 
 
 def _conv_mode(g: dict[str, Any]) -> str:
@@ -387,9 +428,18 @@ def temp_floats(graph: Graph, node: Any) -> int:
         return reduce_scratch(graph, node)
     if node.op_type in RECURRENT_EMITTERS:
         return recurrent_scratch(graph, node)
-    if node.op_type != "Conv" or int(attrs(node).get("group", 1)) != 1 or len(graph.shapes[node.input[0]]) > 4:
+    if node.op_type != "Conv" or len(graph.shapes[node.input[0]]) > 4:
         return 0
     g = _spatial(graph, node)
+    if _rows_1x1(graph, node, g):  # the image and the output, each turned around
+        return int(-(-g["x"][1] * g["y"][2] * g["y"][3] // 16) * 16 + g["y"][1] * g["y"][2] * g["y"][3])
+    if int(attrs(node).get("group", 1)) != 1:  # a depthwise conv's phase planes and its output at their width
+        group, (kh, kw), (sh, sw), (dh, dw) = int(attrs(node)["group"]), g["k"], g["s"], g["d"]
+        if group != g["x"][1] or group != g["y"][1] or sw > 2 or sh > 2 or kh * kw > 64:  # 64: PK_MAX_TAPS
+            return 0
+        hp, wp = (g["y"][2] - 1) * sh + (kh - 1) * dh + 1, (g["y"][3] - 1) * sw + (kw - 1) * dw + 1
+        rq, wq = -(-hp // sh), -(-wp // sw)
+        return int(sh * sw * (rq + 1) * wq + g["y"][2] * wq)
     mode = _conv_mode(g)
     channels, outs, oh, ow = int(g["x"][1]), int(g["y"][1]), int(g["y"][2]), int(g["y"][3])
     (kh, kw), (dh, dw) = g["k"], g["d"]

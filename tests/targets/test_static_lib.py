@@ -178,9 +178,9 @@ def test_packed_products_match_onnxruntime_on_every_path(flags: tuple[str, ...],
 
 @settings(max_examples=30, deadline=None)
 @given(c=st.integers(1, 4), mult=st.integers(1, 6), h=st.integers(3, 20), w=st.integers(3, 20),
-       kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.integers(1, 2),
+       kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.integers(1, 3),
        pads=st.tuples(*[st.integers(0, 2)] * 4), dilation=st.integers(1, 2), depthwise=st.booleans(),
-       seed=st.integers(0, 99))  # fmt: skip
+       activation=st.sampled_from(["", "Relu", "Clip"]), seed=st.integers(0, 99))  # fmt: skip
 def test_conv_kernel_matches_onnxruntime(
     c: int,
     mult: int,
@@ -191,12 +191,16 @@ def test_conv_kernel_matches_onnxruntime(
     pads: tuple[int, int, int, int],
     dilation: int,
     depthwise: bool,
+    activation: str,
     seed: int,
     tmp_path_factory,
 ) -> None:
     # Covers each way a one-group conv reaches the blocked product (im2col, the padded image read
     # in place, X itself) with outputs wider and narrower than one 16-column block, and row
-    # counts that leave rows over after the 4-row blocks.
+    # counts that leave rows over after the 4-row blocks; depthwise convs (one channel per
+    # output: the padded-image kernel, strides 1 and 2; a multiplier above 1: the general loop);
+    # a Relu or a Clip(0, 6) fused in.
+    mult = 1 if depthwise and seed % 2 else mult
     assume((kernel[0] - 1) * dilation + 1 <= h + pads[0] + pads[2])  # an output of at least one pixel
     assume((kernel[1] - 1) * dilation + 1 <= w + pads[1] + pads[3])
     rng = np.random.default_rng(seed)
@@ -204,11 +208,14 @@ def test_conv_kernel_matches_onnxruntime(
     m = c * mult
     weights = rng.standard_normal((m, c // group, *kernel)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[stride, stride], pads=list(pads),
-                            dilations=[dilation, dilation], group=group)  # fmt: skip
-    graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if activation else "y"], strides=[stride, stride],
+                              pads=list(pads), dilations=[dilation, dilation], group=group)]  # fmt: skip
+    bounds = [numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    if activation:
+        nodes.append(helper.make_node(activation, ["c", "lo", "hi"] if activation == "Clip" else ["c"], ["y"]))
+    graph = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(b, "b")])  # fmt: skip
+                              [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(b, "b"), *bounds])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.standard_normal((2, c, h, w)).astype(np.float32)
     y = _compile_and_run(model, x, tmp_path_factory.mktemp("conv"))
@@ -318,3 +325,24 @@ def test_every_kernel_family_matches_onnxruntime(flags: tuple[str, ...], tmp_pat
     y = _compile_and_run(model, x, tmp_path, flags)
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(c=st.integers(33, 80), m=st.integers(1, 100), hw=st.sampled_from([(4, 4), (5, 5), (4, 7), (6, 8), (7, 9)]),
+       seed=st.integers(0, 99))  # fmt: skip
+def test_narrow_products_match_onnxruntime(c: int, m: int, hw: tuple[int, int], seed: int, tmp_path_factory) -> None:
+    # A 1x1 conv on a small image is a product 16 <= N < 64 columns wide: the AVX-512 blocks of 1
+    # to 4 vectors where the CPU has them, the last vector overlapping the one before it, with
+    # K above one chunk of sums (PK_KC), so the overlap is added in more than once if mishandled;
+    # from 64 outputs, the product turned around (pk_conv1x1_rows: the weights packed).
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((m, c, 1, 1)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "c",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, *hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, c, *hw)).astype(np.float32)
+    y = _compile_and_run(model, x, tmp_path_factory.mktemp("narrow"))
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
