@@ -1019,20 +1019,27 @@ PK_WIDE static void pk_dots_wide(const float *restrict A, const float *restrict 
 
 #if defined(__x86_64__) && !defined(PK_NARROW)
 /* AVX-512: R rows x 64 columns in 4R accumulators of 16 floats (6 x 64: 24 of the 32 registers,
-   4 loads and 6 broadcasts per 24 multiply-adds). Picked at run time, as the AVX2 kernels are. */
+   4 loads and 6 broadcasts per 24 multiply-adds). Picked at run time, as the AVX2 kernels are.
+   B's rows are ldb floats apart (N, or 64 in a packed panel, which is prefetched 8 rows ahead:
+   the first row block of a panel reads it from memory, the others from the L2 cache), Y's ldy;
+   bias (or NULL) is added with the last chunk of sums. */
 #define PK_W512 __attribute__((target("avx512f,fma")))
 typedef float pk_v16 __attribute__((vector_size(64)));
 typedef float pk_v16u __attribute__((vector_size(64), aligned(4)));
 #define PK_BLOCK64(NAME, R)                                                                    \
-PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, float *restrict Y, int N, \
-                                   int K) {                                                    \
+PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, int ldb, const float *restrict bias, \
+                                   float *restrict Y, int ldy, int K, int prefetch) {          \
     for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
         const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
         pk_v16 acc[R][4];                                                                      \
         for (int i = 0; i < R; ++i)                                                            \
             for (int j = 0; j < 4; ++j) acc[i][j] = (pk_v16){0};                               \
         for (int k = k0; k < k1; ++k) {                                                        \
-            const float *restrict b = B + (size_t)k * N;                                       \
+            const float *restrict b = B + (size_t)k * ldb;                                     \
+            if (prefetch) { /* a packed panel: its row 8 steps ahead */                        \
+                __builtin_prefetch(b + 8 * ldb); __builtin_prefetch(b + 8 * ldb + 16);         \
+                __builtin_prefetch(b + 8 * ldb + 32); __builtin_prefetch(b + 8 * ldb + 48);    \
+            }                                                                                  \
             const pk_v16 b0 = *(const pk_v16u *)b, b1 = *(const pk_v16u *)(b + 16);            \
             const pk_v16 b2 = *(const pk_v16u *)(b + 32), b3 = *(const pk_v16u *)(b + 48);     \
             for (int i = 0; i < R; ++i) {                                                      \
@@ -1040,15 +1047,19 @@ PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restric
                 acc[i][0] += ai * b0; acc[i][1] += ai * b1; acc[i][2] += ai * b2; acc[i][3] += ai * b3; \
             }                                                                                  \
         }                                                                                      \
+        const int last = k1 == K;                                                              \
         for (int i = 0; i < R; ++i)                                                            \
             for (int j = 0; j < 4; ++j) {                                                      \
-                pk_v16u *y = (pk_v16u *)(Y + (size_t)i * N + 16 * j);                          \
-                *y = k0 ? *y + acc[i][j] : acc[i][j];                                          \
+                pk_v16u *y = (pk_v16u *)(Y + (size_t)i * ldy + 16 * j);                        \
+                pk_v16 v = k0 ? *y + acc[i][j] : acc[i][j];                                    \
+                if (last && bias) v += *(const pk_v16u *)(bias + 16 * j);                      \
+                *y = v;                                                                        \
             }                                                                                  \
     }                                                                                          \
 }
 PK_BLOCK64(pk_block6x64, 6)
 PK_BLOCK64(pk_block4x64, 4)
+PK_BLOCK64(pk_block2x64, 2)
 PK_BLOCK64(pk_block1x64, 1)
 
 /* Column panels of 64 outside, every row inside: a panel of B (K x 64) is read from memory once
@@ -1067,9 +1078,9 @@ PK_W512 static void pk_matmul_512(const float *restrict A, const float *restrict
         for (int n = 0; n < N; n += 64) {
             const int at = n + 64 <= N ? n : N - 64;
             int m = m0;
-            for (; m + 6 <= m1; m += 6) pk_block6x64(A + (size_t)m * K, B + at, Y + (size_t)m * N + at, N, K);
-            for (; m + 4 <= m1; m += 4) pk_block4x64(A + (size_t)m * K, B + at, Y + (size_t)m * N + at, N, K);
-            for (; m < m1; ++m) pk_block1x64(A + (size_t)m * K, B + at, Y + (size_t)m * N + at, N, K);
+            for (; m + 6 <= m1; m += 6) pk_block6x64(A + (size_t)m * K, B + at, N, 0, Y + (size_t)m * N + at, N, K, 0);
+            for (; m + 4 <= m1; m += 4) pk_block4x64(A + (size_t)m * K, B + at, N, 0, Y + (size_t)m * N + at, N, K, 0);
+            for (; m < m1; ++m) pk_block1x64(A + (size_t)m * K, B + at, N, 0, Y + (size_t)m * N + at, N, K, 0);
         }
     }
 }
@@ -1266,51 +1277,14 @@ PK_WIDE static void pk_packed_rows_wide(const float *restrict A, const float *re
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
-/* R rows x one panel in 4R registers of 16 floats; Y's rows are ldy apart. Each step over K
-   prefetches the panel row 8 steps ahead: the first row block of a panel reads it from memory,
-   the others from the L2 cache. */
-#define PK_PBLOCK(NAME, R)                                                                     \
-PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, const float *restrict bias, \
-                                   float *restrict Y, int ldy, int K) {                        \
-    for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
-        const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
-        pk_v16 acc[R][4];                                                                      \
-        for (int i = 0; i < R; ++i)                                                            \
-            for (int j = 0; j < 4; ++j) acc[i][j] = (pk_v16){0};                               \
-        for (int k = k0; k < k1; ++k) {                                                        \
-            const float *restrict b = B + (size_t)k * PK_PANEL;                                \
-            __builtin_prefetch(b + 8 * PK_PANEL); __builtin_prefetch(b + 8 * PK_PANEL + 16);  \
-            __builtin_prefetch(b + 8 * PK_PANEL + 32); __builtin_prefetch(b + 8 * PK_PANEL + 48); \
-            const pk_v16 b0 = *(const pk_v16u *)b, b1 = *(const pk_v16u *)(b + 16);            \
-            const pk_v16 b2 = *(const pk_v16u *)(b + 32), b3 = *(const pk_v16u *)(b + 48);     \
-            for (int i = 0; i < R; ++i) {                                                      \
-                const float ai = A[(size_t)i * K + k];                                         \
-                acc[i][0] += ai * b0; acc[i][1] += ai * b1; acc[i][2] += ai * b2; acc[i][3] += ai * b3; \
-            }                                                                                  \
-        }                                                                                      \
-        const int last = k1 == K;                                                              \
-        for (int i = 0; i < R; ++i)                                                            \
-            for (int j = 0; j < 4; ++j) {                                                      \
-                pk_v16u *y = (pk_v16u *)(Y + (size_t)i * ldy + 16 * j);                        \
-                pk_v16 v = k0 ? *y + acc[i][j] : acc[i][j];                                    \
-                if (last && bias) v += *(const pk_v16u *)(bias + 16 * j);                      \
-                *y = v;                                                                        \
-            }                                                                                  \
-    }                                                                                          \
-}
-PK_PBLOCK(pk_pblock6, 6)
-PK_PBLOCK(pk_pblock4, 4)
-PK_PBLOCK(pk_pblock2, 2)
-PK_PBLOCK(pk_pblock1, 1)
-
 /* Rows m..m1 against one panel; ldy = N for a whole panel, or a 64-wide scratch tile. */
 PK_W512 PK_INLINE static void pk_panel512(const float *restrict A, const float *restrict bp,
                                           const float *restrict bias, float *restrict Y, int ldy, int m, int m1,
                                           int K) {
-    for (; m + 6 <= m1; m += 6) pk_pblock6(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K);
-    if (m + 4 <= m1) pk_pblock4(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K), m += 4;
-    if (m + 2 <= m1) pk_pblock2(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K), m += 2;
-    if (m < m1) pk_pblock1(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K);
+    for (; m + 6 <= m1; m += 6) pk_block6x64(A + (size_t)m * K, bp, PK_PANEL, bias, Y + (size_t)m * ldy, ldy, K, 1);
+    if (m + 4 <= m1) pk_block4x64(A + (size_t)m * K, bp, PK_PANEL, bias, Y + (size_t)m * ldy, ldy, K, 1), m += 4;
+    if (m + 2 <= m1) pk_block2x64(A + (size_t)m * K, bp, PK_PANEL, bias, Y + (size_t)m * ldy, ldy, K, 1), m += 2;
+    if (m < m1) pk_block1x64(A + (size_t)m * K, bp, PK_PANEL, bias, Y + (size_t)m * ldy, ldy, K, 1);
 }
 
 PK_W512 static void pk_matmul_packed512(const float *restrict A, const float *restrict Bp, const float *restrict bias,
@@ -1573,18 +1547,19 @@ static void pk_layernorm(const float *X, const float *Sc, const float *B, float 
         const float *restrict x = X + o * inner;
         float *restrict y = Y + o * inner;
         float lane[16] = {0}, sq[16] = {0};
-        size_t i = 0;
-        for (; i + 16 <= inner; i += 16)
+        const size_t body = inner / 16 * 16;
+        size_t i;
+        for (i = 0; i < body; i += 16)
             for (int j = 0; j < 16; ++j) lane[j] += x[i + j];
         double total = 0.0;
         for (int j = 0; j < 16; ++j) total += lane[j];
-        for (; i < inner; ++i) total += x[i];
+        for (i = body; i < inner; ++i) total += x[i];
         const float mean = (float)(total / (double)inner);
-        for (i = 0; i + 16 <= inner; i += 16)
+        for (i = 0; i < body; i += 16)
             for (int j = 0; j < 16; ++j) sq[j] += (x[i + j] - mean) * (x[i + j] - mean);
         double var = 0.0;
         for (int j = 0; j < 16; ++j) var += sq[j];
-        for (; i < inner; ++i) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+        for (i = body; i < inner; ++i) var += ((double)x[i] - mean) * ((double)x[i] - mean);
         const float inv = (float)(1.0 / sqrt(var / (double)inner + (double)eps));
         if (Mean) Mean[o] = mean;
         if (InvStd) InvStd[o] = inv;
