@@ -123,9 +123,15 @@ def fuse_biases(graph: Graph) -> dict[str, tuple[str, str]]:
         add = after[0]
         other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
         bias = graph.consts.get(other)
-        if bias is None or bias.dtype != np.float32 or bias.size != b.shape[1] or bias.ndim < 1 \
-                or bias.shape[-1] != b.shape[1] or graph.shapes[add.output[0]] != graph.shapes[node.output[0]]:
-            continue  # fmt: skip
+        if (
+            bias is None
+            or bias.dtype != np.float32
+            or bias.size != b.shape[1]
+            or bias.ndim < 1
+            or bias.shape[-1] != b.shape[1]
+            or graph.shapes[add.output[0]] != graph.shapes[node.output[0]]
+        ):
+            continue
         if graph.dtype(node.input[0]) == np.float32:
             fused[node.output[0]] = (add.output[0], other)
     return fused

@@ -333,8 +333,12 @@ def test_erf_is_within_its_stated_bound_everywhere(op: str) -> None:
                         np.array([0.0, -0.0, np.inf, -np.inf, 1e-30, -1e-30], np.float32)])  # fmt: skip
     node = helper.make_node(op, ["x"], ["y"])
     model = helper.make_model(
-        helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))]),
+        helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        ),
         opset_imports=[helper.make_opsetid("", 20)],
     )
     with tempfile.TemporaryDirectory() as tmp:

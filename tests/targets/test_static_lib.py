@@ -146,12 +146,11 @@ def _wide_product(m: int, k: int, n: int, bias: bool, seed: int) -> tuple[onnx.M
     nodes = [helper.make_node("MatMul", ["x", "w"], ["p" if bias else "y"])]
     if bias:  # fused: the product adds it as it stores each panel
         nodes.append(helper.make_node("Add", ["b", "p"], ["y"]))
+    weights = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b.reshape(1, n), "b")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b.reshape(1, n), "b")])  # fmt: skip
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), rng.standard_normal((m, k)).astype(
-        np.float32
-    )
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])], weights)  # fmt: skip
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), x
 
 
 @settings(max_examples=12, deadline=None)
@@ -210,12 +209,13 @@ def test_conv_kernel_matches_onnxruntime(
     b = rng.standard_normal(m).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if activation else "y"], strides=[stride, stride],
                               pads=list(pads), dilations=[dilation, dilation], group=group)]  # fmt: skip
-    bounds = [numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    bounds = [numpy_helper.from_array(np.array(v, np.float32), name) for v, name in ((0.0, "lo"), (6.0, "hi"))]
     if activation:
         nodes.append(helper.make_node(activation, ["c", "lo", "hi"] if activation == "Clip" else ["c"], ["y"]))
     graph = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(b, "b"), *bounds])  # fmt: skip
+                              [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(b, "b"),
+                               *bounds])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.standard_normal((2, c, h, w)).astype(np.float32)
     y = _compile_and_run(model, x, tmp_path_factory.mktemp("conv"))
