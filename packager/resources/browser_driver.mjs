@@ -1,5 +1,6 @@
 // Drives headless Chromium for packager's browser runtimes (tfjs, onnxruntime-web).
-// Usage: node browser_driver.mjs URL CHROMIUM   then JSON lines on stdin:
+// Usage: node browser_driver.mjs URL CHROMIUM [PROFILE]   then JSON lines on stdin (PROFILE: the
+// Chromium profile folder, which the caller removes; without it, a new one in the temp folder):
 //   {"inputs": {name: {"shape": [...], "dtype": "float32", "data": [...]}}}
 // and one JSON line per request on stdout: {"outputs": {...}} or {"error": "..."}.
 // The first line written is {"ready": {...}} once the page says its model has loaded.
@@ -11,8 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [url, executablePath] = process.argv.slice(2);
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "packager-chromium-")), {
+const [url, executablePath, profile] = process.argv.slice(2);
+const browser = await chromium.launchPersistentContext(profile || mkdtempSync(join(tmpdir(), "packager-chromium-")), {
   executablePath,
   headless: true,
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

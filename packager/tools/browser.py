@@ -6,10 +6,14 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import os
 import select
 import shutil
+import signal
 import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
@@ -94,6 +98,9 @@ def _close_idle() -> None:
             _stop(_idle.pop())
 
 
+_profiles: dict[int, str] = {}  # driver pid -> its Chromium profile folder, removed once it has stopped
+
+
 def _stop(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         if process.stdin:
@@ -101,7 +108,33 @@ def _stop(process: subprocess.Popen[str]) -> None:
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
+            _kill(process)
+    _reap(process)
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    """Stop the driver and the Chromium it started, so nothing is left running or writing to the
+    profile: SIGTERM first (Playwright then closes the browser, which runs in a process group of
+    its own), then SIGKILL to the driver's group."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             process.kill()
+
+
+def _reap(process: subprocess.Popen[str]) -> None:
+    """Wait for a stopped driver and remove its profile folder (Chromium writes ~100 MB there)."""
+    process.wait()
+    profile = _profiles.pop(process.pid, "")
+    for _ in range(20 if profile else 0):  # Chromium's last processes may still be closing files
+        shutil.rmtree(profile, ignore_errors=True)
+        if not os.path.exists(profile):
+            break
+        time.sleep(0.1)
 
 
 class BrowserPage:
@@ -141,8 +174,11 @@ class BrowserPage:
         else:
             # The driver answers errors on stdout; its stderr, a pipe no one reads, would fill and
             # stop it mid-answer.
-            self.process = subprocess.Popen([node, str(DRIVER), url, chromium], cwd=ROOT, stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+            profile = tempfile.mkdtemp(prefix="packager-chromium-")
+            self.process = subprocess.Popen([node, str(DRIVER), url, chromium, profile], cwd=ROOT,
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                            text=True, start_new_session=True)  # fmt: skip
+            _profiles[self.process.pid] = profile
             first = self._read()
         if "ready" not in first:
             self.close()
@@ -169,12 +205,12 @@ class BrowserPage:
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], ANSWER_TIMEOUT_S)
         if not ready:
-            self.process.kill()  # never handed to another page
-            self.process.wait()
+            _kill(self.process)  # never handed to another page
+            _reap(self.process)
             return {"error": f"the page did not answer within {ANSWER_TIMEOUT_S:g} s (the browser was stopped)"}
         line = self.process.stdout.readline()
         if not line:
-            self.process.wait()
+            _reap(self.process)
             return {"error": "the browser driver exited with no answer"}
         return json.loads(line)
 

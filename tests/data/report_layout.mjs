@@ -1,10 +1,11 @@
 // node layout.mjs FILE CHROMIUM WIDTH -> JSON: page overflow, table and chart boxes, chart label boxes
 import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 const [file, executablePath, width] = process.argv.slice(2);
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "packager-report-")), {
+const profile = mkdtempSync(join(tmpdir(), "packager-report-"));
+const browser = await chromium.launchPersistentContext(profile, {
   executablePath, headless: true, viewport: { width: Number(width), height: 900 },
   args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
@@ -22,3 +23,4 @@ const result = await page.evaluate(() => {
 });
 process.stdout.write(JSON.stringify(result) + "\n");
 await browser.close();
+rmSync(profile, { recursive: true, force: true }); // the profile is Chromium's, ~100 MB

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +64,30 @@ def test_a_shared_browser_that_died_is_started_again(tmp_path: Path) -> None:
     assert again.process.poll() is not None  # nothing left running
 
 
-def test_a_page_of_its_own_closes_its_browser(tmp_path: Path) -> None:
+def _temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp folder of the test's own, where the drivers' Chromium profiles go."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return temp
+
+
+def test_a_page_of_its_own_closes_its_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    temp = _temp(tmp_path, monkeypatch)
     page = browser.BrowserPage(_folder(tmp_path, 5), "index.html")
+    assert [p.name.startswith("packager-chromium-") for p in temp.iterdir()] == [True]
     page.close()
     assert page.process.poll() is not None
+    assert not list(temp.iterdir())  # its Chromium profile (~100 MB) removed with it
+
+
+def test_a_shared_browser_leaves_no_profile_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    browser._close_idle()
+    temp = _temp(tmp_path, monkeypatch)
+    browser.BrowserPage(_folder(tmp_path, 6), "index.html", shared=True).close()
+    assert len(list(temp.iterdir())) == 1  # kept open for the next shared page
+    browser._close_idle()
+    assert not list(temp.iterdir())
 
 
 def test_a_hung_page_is_stopped_and_its_browser_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,6 +97,7 @@ def test_a_hung_page_is_stopped_and_its_browser_not_reused(tmp_path: Path, monke
         "<script>window.packagerReady = Promise.resolve({});"
         "window.packagerPredict = () => new Promise(() => {});</script>"
     )
+    temp = _temp(tmp_path, monkeypatch)
     page = browser.BrowserPage(folder, "index.html", shared=True)
     monkeypatch.setattr(browser, "ANSWER_TIMEOUT_S", 2.0)  # once open: starting Chromium may take longer
     try:
@@ -85,6 +107,7 @@ def test_a_hung_page_is_stopped_and_its_browser_not_reused(tmp_path: Path, monke
     finally:
         page.close()
     assert all(p is not page.process for p in browser._idle)
+    assert not list(temp.iterdir())
 
 
 def test_a_page_loads_a_graph_models_many_weight_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
