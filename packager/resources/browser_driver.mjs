@@ -7,13 +7,16 @@
 // {"goto": URL} opens another page in the same profile (caches kept) and answers {"ready": ...}.
 // {"screenshot": PATH} saves the whole page as a PNG and answers {"saved": PATH}.
 import { createInterface } from "node:readline";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [url, executablePath, profile] = process.argv.slice(2);
-const browser = await chromium.launchPersistentContext(profile || mkdtempSync(join(tmpdir(), "packager-chromium-")), {
+const [url, executablePath, given] = process.argv.slice(2);
+const profile = given || mkdtempSync(join(tmpdir(), "packager-chromium-"));
+// Closing the browser, then its profile (the caller removes it too, should this process be killed).
+const shut = async () => { await browser.close(); rmSync(profile, { recursive: true, force: true }); };
+const browser = await chromium.launchPersistentContext(profile, {
   executablePath,
   headless: true,
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -30,7 +33,7 @@ try {
   write({ ready: { ...ready, userAgent: await page.evaluate(() => navigator.userAgent) } });
 } catch (err) {
   write({ error: `the page did not load its model: ${err.message}`, console: consoleLines.slice(-5) });
-  await browser.close();
+  await shut();
   process.exit(1);
 }
 const lines = createInterface({ input: process.stdin });
@@ -54,4 +57,4 @@ for await (const line of lines) {
     write({ error: err.message, console: consoleLines.slice(-5) });
   }
 }
-await browser.close();
+await shut();

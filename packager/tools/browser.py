@@ -167,7 +167,10 @@ class BrowserPage:
             with _idle_lock:
                 while _idle and reused is None:
                     candidate = _idle.pop()
-                    reused = candidate if candidate.poll() is None else None
+                    if candidate.poll() is None:
+                        reused = candidate
+                    else:  # it died while idle: its profile goes
+                        _reap(candidate)
         if reused is not None:
             self.process = reused
             first = self._ask({"goto": url})
