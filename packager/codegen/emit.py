@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.codegen import render
+from packager.codegen import layout, render
 from packager.codegen.graph import ALIGN, Graph, Shared, attrs, c_type, plan, prepare
 from packager.codegen.ml import ML_EMITTERS
 from packager.codegen.ops import EMITTERS, TYPED, fuse_biases, fuse_pools, fuse_relus, temp_floats
@@ -112,6 +112,7 @@ def _body(graph: Graph) -> Body:
     graph.fused_bias = fuse_biases(graph)
     graph.fused_relu = fuse_relus(graph)
     graph.fused_pool = fuse_pools(graph)
+    graph.turned = layout.turn(graph)
     temps = {i: temp_floats(graph, node) for i, node in enumerate(graph.nodes)}
     offsets, scratch, arena = plan(graph, {i: n for i, n in temps.items() if n})
     parked = {}

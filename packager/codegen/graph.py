@@ -334,6 +334,7 @@ class Graph:
         self.fused_clamp: dict[str, tuple[float, float]] = {}  # Conv output -> that Relu's or Clip's bounds
         self.fused_pool: dict[str, str] = {}  # Conv (or fused Relu) output -> the MaxPool output it writes
         self.fused_bias: dict[str, tuple[str, str]] = {}  # MatMul output -> (the Add output it writes, bias)
+        self.turned: set[str] = set()  # 4-D tensors held channels-last, [N, H, W, C] (codegen.layout)
         self.tables = shared.tables
         self.weights = shared.weights
         self.nodes = [n for n in graph.node if n.op_type != "Constant"]

@@ -234,7 +234,8 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
    whole output: out[i] += w * plane[i + off], i over OH rows of Wq, one long loop that
    vectorizes. The Wq - OW columns past each output row are computed and dropped; each plane's
    extra row keeps their reads in bounds. Then bias and [lo, hi] as the rows are compacted. */
-#define PK_DEPTHWISE_BODY                                                                      \
+/* The padded planes of channel c (zeroed once per call: each channel rewrites the same inside). */
+#define PK_DEPTHWISE_PLANES                                                                    \
     const int Hp = (OH - 1) * sh + (KH - 1) * dh + 1, Wp = (OW - 1) * sw + (KW - 1) * dw + 1;   \
     const int Rq = (Hp + sh - 1) / sh, Wq = (Wp + sw - 1) / sw, T = KH * KW;                   \
     const size_t plane = (size_t)(Rq + 1) * Wq, P = (size_t)OH * Wq;                           \
@@ -245,9 +246,10 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
             const int ar = kh * dh, ac = kw * dw;                                              \
             taps[kh * KW + kw] = S + (size_t)((ar % sh) * sw + ac % sw) * plane + (size_t)(ar / sh) * Wq + ac / sw; \
         }                                                                                      \
-    for (int c = 0; c < C; ++c) {                                                              \
+    for (size_t i = 0; i < (size_t)sh * sw * plane; ++i) S[i] = 0.0f;
+
+#define PK_DEPTHWISE_COPY                                                                      \
         const float *restrict x = X + (size_t)c * H * Wd;                                      \
-        for (size_t i = 0; i < (size_t)sh * sw * plane; ++i) S[i] = 0.0f;                      \
         for (int ih = 0; ih < H; ++ih) {                                                       \
             const int r = ih + pt;                                                             \
             if (r < 0 || r >= Hp) continue;                                                    \
@@ -261,15 +263,9 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
                 for (int q = q0; q < q1; ++q) dst[q] = src[sw * q + par - pl] + 0.0f;          \
             }                                                                                  \
         }                                                                                      \
-        const float *restrict w = W + (size_t)c * T;                                           \
-        for (int t = 0; t < T; ++t) {                                                          \
-            const float *restrict tp = taps[t];                                                \
-            const float wv = w[t];                                                             \
-            if (t == 0)                                                                        \
-                for (size_t i = 0; i < P; ++i) acc[i] = wv * tp[i];                            \
-            else                                                                               \
-                for (size_t i = 0; i < P; ++i) acc[i] += wv * tp[i];                           \
-        }                                                                                      \
+        const float *restrict w = W + (size_t)c * T;
+
+#define PK_DEPTHWISE_STORE                                                                     \
         const float b = Bias ? Bias[c] : 0.0f;                                                 \
         for (int oh = 0; oh < OH; ++oh) {                                                      \
             float *restrict y = Y + ((size_t)c * OH + oh) * OW;                                \
@@ -278,21 +274,82 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
                 for (int ow = 0; ow < OW; ++ow) y[ow] = pk_clamp(a[ow] + b, lo, hi);           \
             else                                                                               \
                 for (int ow = 0; ow < OW; ++ow) y[ow] = a[ow] + b;                             \
+        }
+
+/* Portable: each tap one pass over the channel's outputs. */
+#define PK_DEPTHWISE_BODY                                                                      \
+    PK_DEPTHWISE_PLANES                                                                        \
+    for (int c = 0; c < C; ++c) {                                                              \
+        PK_DEPTHWISE_COPY                                                                      \
+        for (int t = 0; t < T; ++t) {                                                          \
+            const float *restrict tp = taps[t];                                                \
+            const float wv = w[t];                                                             \
+            if (t == 0)                                                                        \
+                for (size_t i = 0; i < P; ++i) acc[i] = wv * tp[i];                            \
+            else                                                                               \
+                for (size_t i = 0; i < P; ++i) acc[i] += wv * tp[i];                           \
         }                                                                                      \
+        PK_DEPTHWISE_STORE                                                                     \
     }
 
+/* With vectors of W floats (V, unaligned VU): 4 vectors of outputs summed over every tap in
+   registers, stored once (the portable body reads and writes the outputs once per tap). */
+#define PK_DEPTHWISE_VBODY(V, VU, W)                                                           \
+    PK_DEPTHWISE_PLANES                                                                        \
+    for (int c = 0; c < C; ++c) {                                                              \
+        PK_DEPTHWISE_COPY                                                                      \
+        size_t i = 0;                                                                          \
+        for (; i + 4 * W <= P; i += 4 * W) {                                                   \
+            V s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                                          \
+            for (int t = 0; t < T; ++t) {                                                      \
+                const float *restrict tp = taps[t] + i;                                        \
+                const float wv = w[t];                                                         \
+                s0 += wv * *(const VU *)tp; s1 += wv * *(const VU *)(tp + W);                  \
+                s2 += wv * *(const VU *)(tp + 2 * W); s3 += wv * *(const VU *)(tp + 3 * W);    \
+            }                                                                                  \
+            *(VU *)(acc + i) = s0; *(VU *)(acc + i + W) = s1;                                  \
+            *(VU *)(acc + i + 2 * W) = s2; *(VU *)(acc + i + 3 * W) = s3;                      \
+        }                                                                                      \
+        while (i < P) { /* the last vector ends at P (it recomputes some sums) */              \
+            i = i + W <= P ? i : P >= W ? P - W : 0;                                           \
+            if (i + W > P) break;                                                              \
+            V s0 = {0};                                                                        \
+            for (int t = 0; t < T; ++t) s0 += w[t] * *(const VU *)(taps[t] + i);               \
+            *(VU *)(acc + i) = s0;                                                             \
+            i += W;                                                                            \
+        }                                                                                      \
+        for (int j = (int)i; j < (int)P; ++j) { /* fewer than W outputs in all */              \
+            float s0 = 0.0f;                                                                   \
+            for (int t = 0; t < T; ++t) s0 += w[t] * taps[t][j];                               \
+            acc[j] = s0;                                                                       \
+        }                                                                                      \
+        PK_DEPTHWISE_STORE                                                                     \
+    }
+
+#if defined(__GNUC__) && !defined(PK_PLAIN_C)
+typedef float pk_dv4 __attribute__((vector_size(16)));
+typedef float pk_dv4u __attribute__((vector_size(16), aligned(4)));
+static void pk_depthwise(const float *restrict X, const float *restrict W, const float *restrict Bias,
+                         float *restrict Y, float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW,
+                         int pt, int pl, int sh, int sw, int dh, int dw, int act, float lo, float hi) {
+    PK_DEPTHWISE_VBODY(pk_dv4, pk_dv4u, 4)
+}
+#else
 static void pk_depthwise(const float *restrict X, const float *restrict W, const float *restrict Bias,
                          float *restrict Y, float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW,
                          int pt, int pl, int sh, int sw, int dh, int dw, int act, float lo, float hi) {
     PK_DEPTHWISE_BODY
 }
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+typedef float pk_dv16 __attribute__((vector_size(64)));
+typedef float pk_dv16u __attribute__((vector_size(64), aligned(4)));
 __attribute__((target("avx512f,fma"))) static void pk_depthwise_512(
     const float *restrict X, const float *restrict W, const float *restrict Bias, float *restrict Y,
     float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW, int pt, int pl, int sh, int sw, int dh,
     int dw, int act, float lo, float hi) {
-    PK_DEPTHWISE_BODY
+    PK_DEPTHWISE_VBODY(pk_dv16, pk_dv16u, 16)
 }
 #endif
 
@@ -1026,9 +1083,18 @@ PK_WIDE static void pk_dots_wide(const float *restrict A, const float *restrict 
 #define PK_W512 __attribute__((target("avx512f,fma")))
 typedef float pk_v16 __attribute__((vector_size(64)));
 typedef float pk_v16u __attribute__((vector_size(64), aligned(4)));
+typedef int pk_v16m __attribute__((vector_size(64)));
+/* pk_clamp on 16 lanes (a NaN stays NaN, as there). */
+PK_W512 PK_INLINE static pk_v16 pk_clamp16(pk_v16 v, float lo, float hi) {
+    const pk_v16 l = v - v + lo, h = v - v + hi;
+    pk_v16m below = v < l, above = v > h;
+    v = (pk_v16)(((pk_v16m)v & ~below) | ((pk_v16m)l & below));
+    return (pk_v16)(((pk_v16m)v & ~above) | ((pk_v16m)h & above));
+}
 #define PK_BLOCK64(NAME, R)                                                                    \
 PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, int ldb, const float *restrict bias, \
-                                   float *restrict Y, int ldy, int K, int prefetch) {          \
+                                   const float *restrict rbias, float *restrict Y, int ldy, int K, int prefetch, \
+                                   int act, float lo, float hi) {                              \
     for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
         const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
         pk_v16 acc[R][4];                                                                      \
@@ -1053,6 +1119,8 @@ PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restric
                 pk_v16u *y = (pk_v16u *)(Y + (size_t)i * ldy + 16 * j);                        \
                 pk_v16 v = k0 ? *y + acc[i][j] : acc[i][j];                                    \
                 if (last && bias) v += *(const pk_v16u *)(bias + 16 * j);                      \
+                if (last && rbias) v += rbias[i];                                              \
+                if (last && act) v = pk_clamp16(v, lo, hi);                                    \
                 *y = v;                                                                        \
             }                                                                                  \
     }                                                                                          \
@@ -1070,19 +1138,29 @@ PK_BLOCK64(pk_block1x64, 1)
    the panels of B pass), so a large batch streams the weights from memory a few times, not once
    per 96 rows. */
 #define PK_MC(K) ((K) >= 2730 ? 96 : 262144 / (K) / 6 * 6)
-PK_W512 static void pk_matmul_512(const float *restrict A, const float *restrict B, float *restrict Y, int M,
-                                  int N, int K) {
+/* rbias (or NULL): added to each row's sums; act: then clamped to [lo, hi] (a conv's bias and
+   fused Relu/Clip, applied as the sums are stored instead of in a pass over Y after). */
+PK_W512 static void pk_matmul_512e(const float *restrict A, const float *restrict B, float *restrict Y, int M,
+                                   int N, int K, const float *restrict rbias, int act, float lo, float hi) {
     const int mc = PK_MC(K);
     for (int m0 = 0; m0 < M; m0 += mc) {
         const int m1 = M - m0 < mc ? M : m0 + mc;
         for (int n = 0; n < N; n += 64) {
             const int at = n + 64 <= N ? n : N - 64;
             int m = m0;
-            for (; m + 6 <= m1; m += 6) pk_block6x64(A + (size_t)m * K, B + at, N, 0, Y + (size_t)m * N + at, N, K, 0);
-            for (; m + 4 <= m1; m += 4) pk_block4x64(A + (size_t)m * K, B + at, N, 0, Y + (size_t)m * N + at, N, K, 0);
-            for (; m < m1; ++m) pk_block1x64(A + (size_t)m * K, B + at, N, 0, Y + (size_t)m * N + at, N, K, 0);
+#define PK_ROWS64(BLOCK) BLOCK(A + (size_t)m * K, B + at, N, 0, rbias ? rbias + m : 0, Y + (size_t)m * N + at, N, K, 0, \
+                               act, lo, hi)
+            for (; m + 6 <= m1; m += 6) PK_ROWS64(pk_block6x64);
+            for (; m + 4 <= m1; m += 4) PK_ROWS64(pk_block4x64);
+            for (; m < m1; ++m) PK_ROWS64(pk_block1x64);
+#undef PK_ROWS64
         }
     }
+}
+
+PK_W512 static void pk_matmul_512(const float *restrict A, const float *restrict B, float *restrict Y, int M,
+                                  int N, int K) {
+    pk_matmul_512e(A, B, Y, M, N, K, 0, 0, 0.0f, 0.0f);
 }
 
 /* Narrow products, 16 <= N < 64 (a 1x1 conv on a small image: N = H * W): R rows x V vectors
@@ -1145,6 +1223,10 @@ PK_W512 static void pk_matmul_512n(const float *restrict A, const float *restric
 static int pk_wide512(void) { return __builtin_cpu_supports("avx512f"); }
 #else
 static void pk_matmul_512(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
+static void pk_matmul_512e(const float *A, const float *B, float *Y, int M, int N, int K, const float *rbias, int act,
+                           float lo, float hi) {
+    (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; (void)rbias; (void)act; (void)lo; (void)hi;
+}
 static void pk_matmul_512n(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
 static int pk_wide512(void) { return 0; }
 #endif
@@ -1188,6 +1270,10 @@ static void pk_imatmul_wide(const float *A, const float *B, float *Y, int M, int
 static int pk_wide(void) { return 0; }
 static void pk_dots_wide(const float *A, const float *Bt, float *Y, int M, int N, int K) { (void)A; (void)Bt; (void)Y; (void)M; (void)N; (void)K; }
 static void pk_matmul_512(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
+static void pk_matmul_512e(const float *A, const float *B, float *Y, int M, int N, int K, const float *rbias, int act,
+                           float lo, float hi) {
+    (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; (void)rbias; (void)act; (void)lo; (void)hi;
+}
 static void pk_matmul_512n(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
 static int pk_wide512(void) { return 0; }
 #define PK_DOTS_BODY(V, VU, W)                                                                 \
@@ -1281,10 +1367,12 @@ PK_WIDE static void pk_packed_rows_wide(const float *restrict A, const float *re
 PK_W512 PK_INLINE static void pk_panel512(const float *restrict A, const float *restrict bp,
                                           const float *restrict bias, float *restrict Y, int ldy, int m, int m1,
                                           int K) {
-    for (; m + 6 <= m1; m += 6) pk_block6x64(A + (size_t)m * K, bp, PK_PANEL, bias, Y + (size_t)m * ldy, ldy, K, 1);
-    if (m + 4 <= m1) pk_block4x64(A + (size_t)m * K, bp, PK_PANEL, bias, Y + (size_t)m * ldy, ldy, K, 1), m += 4;
-    if (m + 2 <= m1) pk_block2x64(A + (size_t)m * K, bp, PK_PANEL, bias, Y + (size_t)m * ldy, ldy, K, 1), m += 2;
-    if (m < m1) pk_block1x64(A + (size_t)m * K, bp, PK_PANEL, bias, Y + (size_t)m * ldy, ldy, K, 1);
+#define PK_PANEL64(BLOCK) BLOCK(A + (size_t)m * K, bp, PK_PANEL, bias, 0, Y + (size_t)m * ldy, ldy, K, 1, 0, 0.0f, 0.0f)
+    for (; m + 6 <= m1; m += 6) PK_PANEL64(pk_block6x64);
+    if (m + 4 <= m1) PK_PANEL64(pk_block4x64), m += 4;
+    if (m + 2 <= m1) PK_PANEL64(pk_block2x64), m += 2;
+    if (m < m1) PK_PANEL64(pk_block1x64);
+#undef PK_PANEL64
 }
 
 PK_W512 static void pk_matmul_packed512(const float *restrict A, const float *restrict Bp, const float *restrict bias,
@@ -1322,24 +1410,93 @@ static void pk_matmul_packed(const float *restrict A, const float *restrict Bp, 
     else pk_packed_rows(A, Bp, bias, Y, 0, M, N, K);
 }
 
+/* Y[cols, rows] = X[rows, cols]^T, in 16 x 16 tiles (a tile's source and destination lines stay
+   in the cache while it is copied). */
+static void pk_transpose_block(const float *restrict X, float *restrict Y, int rows, int cols) {
+    for (int r0 = 0; r0 < rows; r0 += 16)
+        for (int c0 = 0; c0 < cols; c0 += 16) {
+            const int r1 = rows - r0 < 16 ? rows : r0 + 16, c1 = cols - c0 < 16 ? cols : c0 + 16;
+            for (int c = c0; c < c1; ++c)
+                for (int r = r0; r < r1; ++r) Y[(size_t)c * rows + r] = X[(size_t)r * cols + c];
+        }
+}
+
 /* A 1x1 stride-1 conv on a small image (HW positions): the product turned around, the image's
    positions as rows, Y^T[HW, M] = X^T[HW, C] W^T[C, M], so the weights are the packed operand and
-   no column block is left part-filled. S holds X^T and Y^T; [lo, hi] as in pk_conv2d_gemm. */
+   no column block is left part-filled. tin, tout: X, Y are held channels-last ([HW, C], [HW, M]:
+   codegen.layout), so X is already X^T, or Y is Y^T; S holds the turned X and Y of the others.
+   [lo, hi] as in pk_conv2d_gemm. */
 static void pk_conv1x1_rows(const float *restrict X, const float *restrict Wp, const float *restrict Bias,
-                            float *restrict Y, float *restrict S, int C, int HW, int M, float lo, float hi) {
+                            float *restrict Y, float *restrict S, int C, int HW, int M, float lo, float hi, int tin,
+                            int tout) {
     const int act = lo > -INFINITY || hi < INFINITY;
-    float *restrict xt = S, *restrict yt = S + (((size_t)HW * C + 15) & ~(size_t)15);
-    for (int c = 0; c < C; ++c)
-        for (int i = 0; i < HW; ++i) xt[(size_t)i * C + c] = X[(size_t)c * HW + i];
-    pk_matmul_packed(xt, Wp, Bias, yt, HW, M, C);
-    for (int m = 0; m < M; ++m) {
-        float *restrict y = Y + (size_t)m * HW;
-        if (act)
-            for (int i = 0; i < HW; ++i) y[i] = pk_clamp(yt[(size_t)i * M + m], lo, hi);
-        else
-            for (int i = 0; i < HW; ++i) y[i] = yt[(size_t)i * M + m];
+    const float *xt = X;
+    float *yt = tout ? Y : S + (((size_t)HW * C + 15) & ~(size_t)15);
+    if (!tin) {
+        pk_transpose_block(X, S, C, HW);
+        xt = S;
     }
+    pk_matmul_packed(xt, Wp, Bias, yt, HW, M, C);
+    if (tout) {
+        if (act)
+            for (size_t i = 0; i < (size_t)HW * M; ++i) Y[i] = pk_clamp(Y[i], lo, hi);
+        return;
+    }
+    pk_transpose_block(yt, Y, HW, M);
+    if (act)
+        for (size_t i = 0; i < (size_t)HW * M; ++i) Y[i] = pk_clamp(Y[i], lo, hi);
 }
+
+/* A depthwise conv on channels-last tensors (codegen.layout): X [H, W, C], Y [OH, OW, C], Wt
+   [KH * KW, C] (each tap's weights as a row): every tap a multiply-add over the C channels of one
+   position, which the compiler vectorizes. */
+#define PK_DW_TURNED_BODY                                                                      \
+    const int act = lo > -INFINITY || hi < INFINITY;                                           \
+    for (int oh = 0; oh < OH; ++oh)                                                            \
+        for (int ow = 0; ow < OW; ++ow) {                                                      \
+            float *restrict y = Y + ((size_t)oh * OW + ow) * C;                                \
+            if (Bias) for (int c = 0; c < C; ++c) y[c] = Bias[c];                              \
+            else for (int c = 0; c < C; ++c) y[c] = 0.0f;                                      \
+            for (int kh = 0; kh < KH; ++kh) {                                                  \
+                const int ih = oh * sh - pt + kh * dh;                                         \
+                if (ih < 0 || ih >= H) continue;                                               \
+                for (int kw = 0; kw < KW; ++kw) {                                              \
+                    const int iw = ow * sw - pl + kw * dw;                                     \
+                    if (iw < 0 || iw >= Wd) continue;                                          \
+                    const float *restrict x = X + ((size_t)ih * Wd + iw) * C;                  \
+                    const float *restrict w = Wt + (size_t)(kh * KW + kw) * C;                 \
+                    for (int c = 0; c < C; ++c) y[c] += w[c] * x[c];                           \
+                }                                                                              \
+            }                                                                                  \
+            if (act) for (int c = 0; c < C; ++c) y[c] = pk_clamp(y[c], lo, hi);                \
+        }
+
+static void pk_depthwise_turned_c(const float *restrict X, const float *restrict Wt, const float *restrict Bias,
+                                  float *restrict Y, int C, int H, int Wd, int OH, int OW, int KH, int KW, int pt,
+                                  int pl, int sh, int sw, int dh, int dw, float lo, float hi) {
+    PK_DW_TURNED_BODY
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+PK_W512 static void pk_depthwise_turned512(const float *restrict X, const float *restrict Wt,
+                                           const float *restrict Bias, float *restrict Y, int C, int H, int Wd,
+                                           int OH, int OW, int KH, int KW, int pt, int pl, int sh, int sw, int dh,
+                                           int dw, float lo, float hi) {
+    PK_DW_TURNED_BODY
+}
+#else
+#define pk_depthwise_turned512 pk_depthwise_turned_c
+#endif
+
+static void pk_depthwise_turned(const float *restrict X, const float *restrict Wt, const float *restrict Bias,
+                                float *restrict Y, int C, int H, int Wd, int OH, int OW, int KH, int KW, int pt,
+                                int pl, int sh, int sw, int dh, int dw, float lo, float hi) {
+    if (pk_wide512())
+        pk_depthwise_turned512(X, Wt, Bias, Y, C, H, Wd, OH, OW, KH, KW, pt, pl, sh, sw, dh, dw, lo, hi);
+    else
+        pk_depthwise_turned_c(X, Wt, Bias, Y, C, H, Wd, OH, OW, KH, KW, pt, pl, sh, sw, dh, dw, lo, hi);
+}
+
 
 /* pk_matmul over the virtual im2col matrix of a stride-1 conv (pk_igeom): Y[M,N] = A[M,K] B. */
 static void pk_imatmul(const float *restrict A, const float *restrict B, float *restrict Y, int M, int N,
@@ -1468,24 +1625,28 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
                             for (int ow = 0; ow < OW; ++ow) r[ow] = 0.0f;
                             continue;
                         }
-                        if (sw == 1) { /* a shifted copy of one input row, zeros where it leaves the image */
-                            const int shift = kw * dw - pl;
-                            const int lo = shift < 0 ? (-shift < OW ? -shift : OW) : 0;
-                            const int hi = Wd - shift < OW ? (Wd - shift > lo ? Wd - shift : lo) : OW;
-                            const float *restrict src = x + (size_t)ih * Wd + shift;
-                            for (int ow = 0; ow < lo; ++ow) r[ow] = 0.0f;
-                            /* "+ 0.0f" keeps gcc from turning these short copies into memcpy calls,
-                               which cost more than the copy (it only turns -0.0 into +0.0). */
-                            for (int ow = lo; ow < hi; ++ow) r[ow] = src[ow] + 0.0f;
-                            for (int ow = hi; ow < OW; ++ow) r[ow] = 0.0f;
-                            continue;
-                        }
-                        for (int ow = 0; ow < OW; ++ow) {
-                            const int iw = ow * sw - pl + kw * dw;
-                            r[ow] = iw >= 0 && iw < Wd ? x[(size_t)ih * Wd + iw] : 0.0f;
-                        }
+                        /* one input row, every sw-th column from shift, zeros where it leaves the image:
+                           iw = ow * sw + shift is inside for ow in [first, end) */
+                        const int shift = kw * dw - pl;
+                        int first = shift < 0 ? (-shift + sw - 1) / sw : 0;
+                        int end = Wd - 1 - shift < 0 ? 0 : (Wd - 1 - shift) / sw + 1;
+                        first = first < OW ? first : OW;
+                        end = end < OW ? (end > first ? end : first) : OW;
+                        const float *restrict src = x + (size_t)ih * Wd + shift;
+                        for (int ow = 0; ow < first; ++ow) r[ow] = 0.0f;
+                        /* "+ 0.0f" keeps gcc from turning these short copies into memcpy calls,
+                           which cost more than the copy (it only turns -0.0 into +0.0). */
+                        if (sw == 1)
+                            for (int ow = first; ow < end; ++ow) r[ow] = src[ow] + 0.0f;
+                        else
+                            for (int ow = first; ow < end; ++ow) r[ow] = src[(size_t)ow * sw] + 0.0f;
+                        for (int ow = end; ow < OW; ++ow) r[ow] = 0.0f;
                     }
                 }
+    }
+    if (P >= 64 && pk_wide512()) { /* bias and [lo, hi] as the sums are stored */
+        pk_matmul_512e(W, col ? col : X, Y, M, P, C * KH * KW, Bias, act, lo, hi);
+        return;
     }
     pk_matmul(W, col ? col : X, Y, M, P, C * KH * KW);
     if (Bias || act)

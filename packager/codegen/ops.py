@@ -278,8 +278,15 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     written = graph.written(node.output[0])
     if _rows_1x1(graph, node, g):  # the packed product, turned around
         wt = pack_panels(graph.consts[node.input[1]].reshape(y[1], x[1]).T)
+        tin, tout = int(node.input[0] in graph.turned), int(written in graph.turned)  # channels-last (layout)
         call = (f"pk_conv1x1_rows({{x}}, {graph.weights.add(wt, node.input[1] + '_p64', aligned=True)}, {bias}, "
-                f"{{y}}, {graph.scratch}, {x[1]}, {y[2] * y[3]}, {y[1]}, {lo}, {hi});")  # fmt: skip
+                f"{{y}}, {graph.scratch}, {x[1]}, {y[2] * y[3]}, {y[1]}, {lo}, {hi}, {tin}, {tout});")  # fmt: skip
+        return _per_item(graph, node, ref, call, out=written)
+    if written in graph.turned:  # a depthwise conv, channels-last (codegen.layout): each tap's weights as a row
+        w = graph.consts[node.input[1]]
+        taps = graph.weights.add(np.ascontiguousarray(w.reshape(w.shape[0], -1).T), node.input[1] + "_tc")
+        call = (f"pk_depthwise_turned({{x}}, {taps}, {bias}, {{y}}, {x[1]}, {x[2]}, {x[3]}, {y[2]}, {y[3]}, "
+                f"{k[0]}, {k[1]}, {p[0]}, {p[1]}, {s[0]}, {s[1]}, {d[0]}, {d[1]}, {lo}, {hi});")  # fmt: skip
         return _per_item(graph, node, ref, call, out=written)
     if group == 1:  # the blocked matmul over im2col, over the padded image in place, or over X itself
         pool = written != graph.fused_relu.get(node.output[0], node.output[0])
@@ -439,6 +446,8 @@ def temp_floats(graph: Graph, node: Any) -> int:
     g = _spatial(graph, node)
     if _rows_1x1(graph, node, g):  # the image and the output, each turned around
         return int(-(-g["x"][1] * g["y"][2] * g["y"][3] // 16) * 16 + g["y"][1] * g["y"][2] * g["y"][3])
+    if graph.written(node.output[0]) in graph.turned and not _rows_1x1(graph, node, g):  # depthwise, channels-last
+        return 0
     if int(attrs(node).get("group", 1)) != 1:  # a depthwise conv's phase planes and its output at their width
         group, (kh, kw), (sh, sw), (dh, dw) = int(attrs(node)["group"]), g["k"], g["s"], g["d"]
         if group != g["x"][1] or group != g["y"][1] or sw > 2 or sh > 2 or kh * kw > 64:  # 64: PK_MAX_TAPS
