@@ -260,7 +260,13 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
                 int q1 = (Wd + pl - par + sw - 1) / sw;                                        \
                 q1 = q1 < Wq ? q1 : Wq;                                                        \
                 float *restrict dst = row + (size_t)par * plane;                               \
-                for (int q = q0; q < q1; ++q) dst[q] = src[sw * q + par - pl] + 0.0f;          \
+                const float *restrict from = src + par - pl;                                   \
+                if (sw == 1) /* constant strides: a plain copy, or the even and odd columns */ \
+                    for (int q = q0; q < q1; ++q) dst[q] = from[q] + 0.0f;                     \
+                else if (sw == 2)                                                              \
+                    for (int q = q0; q < q1; ++q) dst[q] = from[2 * q] + 0.0f;                 \
+                else                                                                           \
+                    for (int q = q0; q < q1; ++q) dst[q] = from[sw * q] + 0.0f;                \
             }                                                                                  \
         }                                                                                      \
         const float *restrict w = W + (size_t)c * T;
@@ -292,47 +298,90 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
         PK_DEPTHWISE_STORE                                                                     \
     }
 
-/* With vectors of W floats (V, unaligned VU): 4 vectors of outputs summed over every tap in
-   registers, stored once (the portable body reads and writes the outputs once per tap). */
-#define PK_DEPTHWISE_VBODY(V, VU, W)                                                           \
+/* With vectors of W floats (V, unaligned VU; VI: int lanes of V's size). A row at least W wide:
+   each output row's vectors summed over every tap in registers, then bias and [lo, hi], and
+   stored into Y (the last vector ends at OW: it rewrites some outputs with the same values).
+   A narrower one: the outputs of all rows at the planes' width Wq, the taps summed in registers
+   4 vectors at a time, then compacted as the portable body does. */
+#define PK_DW_VEC(V, VU, I, N)                                                                 \
+    V s[N];                                                                                    \
+    for (int j = 0; j < N; ++j) s[j] = (V){0} + b;                                             \
+    for (int t = 0; t < T; ++t) {                                                              \
+        const float *restrict tp = taps[t] + (I);                                              \
+        const float wv = w[t];                                                                 \
+        for (int j = 0; j < N; ++j) s[j] += wv * *(const VU *)(tp + j * (sizeof(V) / 4));      \
+    }
+
+#define PK_DW_CLAMP(V, VI, v)                                                                  \
+    if (act) {                                                                                 \
+        const V l = (V){0} + lo, h = (V){0} + hi;                                              \
+        VI below = v < l, above = v > h;                                                       \
+        v = (V)(((VI)v & ~below) | ((VI)l & below));                                           \
+        v = (V)(((VI)v & ~above) | ((VI)h & above));                                           \
+    }
+
+#define PK_DEPTHWISE_VBODY(V, VU, VI, W)                                                       \
     PK_DEPTHWISE_PLANES                                                                        \
     for (int c = 0; c < C; ++c) {                                                              \
         PK_DEPTHWISE_COPY                                                                      \
+        const float b = Bias ? Bias[c] : 0.0f;                                                 \
+        if (OW >= W) {                                                                         \
+            for (int oh = 0; oh < OH; ++oh) {                                                  \
+                float *restrict y = Y + ((size_t)c * OH + oh) * OW;                            \
+                const size_t row = (size_t)oh * Wq;                                            \
+                int ow = 0;                                                                    \
+                for (; ow + 4 * W <= OW; ow += 4 * W) {                                        \
+                    PK_DW_VEC(V, VU, row + ow, 4)                                              \
+                    for (int j = 0; j < 4; ++j) {                                              \
+                        PK_DW_CLAMP(V, VI, s[j])                                               \
+                        *(VU *)(y + ow + j * W) = s[j];                                        \
+                    }                                                                          \
+                }                                                                              \
+                while (ow < OW) {                                                              \
+                    ow = ow + W <= OW ? ow : OW - W;                                           \
+                    PK_DW_VEC(V, VU, row + ow, 1)                                              \
+                    PK_DW_CLAMP(V, VI, s[0])                                                   \
+                    *(VU *)(y + ow) = s[0];                                                    \
+                    ow += W;                                                                   \
+                }                                                                              \
+            }                                                                                  \
+            continue;                                                                          \
+        }                                                                                      \
         size_t i = 0;                                                                          \
         for (; i + 4 * W <= P; i += 4 * W) {                                                   \
-            V s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                                          \
-            for (int t = 0; t < T; ++t) {                                                      \
-                const float *restrict tp = taps[t] + i;                                        \
-                const float wv = w[t];                                                         \
-                s0 += wv * *(const VU *)tp; s1 += wv * *(const VU *)(tp + W);                  \
-                s2 += wv * *(const VU *)(tp + 2 * W); s3 += wv * *(const VU *)(tp + 3 * W);    \
-            }                                                                                  \
-            *(VU *)(acc + i) = s0; *(VU *)(acc + i + W) = s1;                                  \
-            *(VU *)(acc + i + 2 * W) = s2; *(VU *)(acc + i + 3 * W) = s3;                      \
+            PK_DW_VEC(V, VU, i, 4)                                                             \
+            for (int j = 0; j < 4; ++j) *(VU *)(acc + i + j * W) = s[j];                   \
         }                                                                                      \
         while (i < P) { /* the last vector ends at P (it recomputes some sums) */              \
             i = i + W <= P ? i : P >= W ? P - W : 0;                                           \
             if (i + W > P) break;                                                              \
-            V s0 = {0};                                                                        \
-            for (int t = 0; t < T; ++t) s0 += w[t] * *(const VU *)(taps[t] + i);               \
-            *(VU *)(acc + i) = s0;                                                             \
+            PK_DW_VEC(V, VU, i, 1)                                                             \
+            *(VU *)(acc + i) = s[0];                                                       \
             i += W;                                                                            \
         }                                                                                      \
         for (int j = (int)i; j < (int)P; ++j) { /* fewer than W outputs in all */              \
-            float s0 = 0.0f;                                                                   \
+            float s0 = b;                                                                      \
             for (int t = 0; t < T; ++t) s0 += w[t] * taps[t][j];                               \
             acc[j] = s0;                                                                       \
         }                                                                                      \
-        PK_DEPTHWISE_STORE                                                                     \
+        for (int oh = 0; oh < OH; ++oh) { /* bias added: the rows compacted, then [lo, hi] */  \
+            float *restrict y = Y + ((size_t)c * OH + oh) * OW;                                \
+            const float *restrict a = acc + (size_t)oh * Wq;                                   \
+            if (act)                                                                           \
+                for (int ow = 0; ow < OW; ++ow) y[ow] = pk_clamp(a[ow], lo, hi);               \
+            else                                                                               \
+                for (int ow = 0; ow < OW; ++ow) y[ow] = a[ow];                                 \
+        }                                                                                      \
     }
 
 #if defined(__GNUC__) && !defined(PK_PLAIN_C)
 typedef float pk_dv4 __attribute__((vector_size(16)));
 typedef float pk_dv4u __attribute__((vector_size(16), aligned(4)));
+typedef int pk_dv4i __attribute__((vector_size(16)));
 static void pk_depthwise(const float *restrict X, const float *restrict W, const float *restrict Bias,
                          float *restrict Y, float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW,
                          int pt, int pl, int sh, int sw, int dh, int dw, int act, float lo, float hi) {
-    PK_DEPTHWISE_VBODY(pk_dv4, pk_dv4u, 4)
+    PK_DEPTHWISE_VBODY(pk_dv4, pk_dv4u, pk_dv4i, 4)
 }
 #else
 static void pk_depthwise(const float *restrict X, const float *restrict W, const float *restrict Bias,
@@ -345,11 +394,12 @@ static void pk_depthwise(const float *restrict X, const float *restrict W, const
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
 typedef float pk_dv16 __attribute__((vector_size(64)));
 typedef float pk_dv16u __attribute__((vector_size(64), aligned(4)));
+typedef int pk_dv16i __attribute__((vector_size(64)));
 __attribute__((target("avx512f,fma"))) static void pk_depthwise_512(
     const float *restrict X, const float *restrict W, const float *restrict Bias, float *restrict Y,
     float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW, int pt, int pl, int sh, int sw, int dh,
     int dw, int act, float lo, float hi) {
-    PK_DEPTHWISE_VBODY(pk_dv16, pk_dv16u, 16)
+    PK_DEPTHWISE_VBODY(pk_dv16, pk_dv16u, pk_dv16i, 16)
 }
 #endif
 
@@ -1319,8 +1369,8 @@ static void pk_matmul(const float *restrict A, const float *restrict B, float *r
 }
 
 /* ---- products with a constant B packed at generation time ----
-   Bp holds B[K,N] as panels of 64 columns: panel p is K rows of 64 floats (columns 64p..64p+63,
-   zeros past N), one after the other, so a panel streams from memory in order and the cache's
+   Bp holds B[K,N] as panels of 64 columns: panel p is K rows of 64 floats (columns 64p..64p+63),
+   but the last, K rows of its width rounded up to 16 (zeros past N), one after the other, so a panel streams from memory in order and the cache's
    prefetcher (and ours) stays ahead of it. Y[M,N] = A[M,K] B (+ bias[N] when bias is not NULL). */
 #define PK_PANEL 64
 
@@ -1328,7 +1378,7 @@ static void pk_matmul(const float *restrict A, const float *restrict B, float *r
    vectorizes over the panel's 64 columns. */
 #define PK_PACKED_ROWS_BODY                                                                    \
     for (int n = 0; n < N; n += PK_PANEL) {                                                    \
-        const int w = N - n < PK_PANEL ? N - n : PK_PANEL;                                     \
+        const int w = N - n < PK_PANEL ? N - n : PK_PANEL, pw = (w + 15) & ~15;                \
         const float *restrict bp = Bp + (size_t)(n / PK_PANEL) * K * PK_PANEL;                 \
         for (int m = m0; m < M; ++m) {                                                         \
             const float *restrict a = A + (size_t)m * K;                                       \
@@ -1337,25 +1387,34 @@ static void pk_matmul(const float *restrict A, const float *restrict B, float *r
             for (int k0 = 0; k0 < K; k0 += PK_KC) {                                            \
                 const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                \
                 for (int j = 0; j < PK_PANEL; ++j) t[j] = 0.0f;                                \
-                for (int k = k0; k < k1; ++k) {                                                \
-                    const float *restrict b = bp + (size_t)k * PK_PANEL;                       \
-                    for (int j = 0; j < PK_PANEL; ++j) t[j] += a[k] * b[j];                    \
-                }                                                                              \
+                if (pw == PK_PANEL)                                                            \
+                    for (int k = k0; k < k1; ++k) {                                            \
+                        const float *restrict b = bp + (size_t)k * PK_PANEL;                   \
+                        for (int j = 0; j < PK_PANEL; ++j) t[j] += a[k] * b[j];                \
+                    }                                                                          \
+                else                                                                           \
+                    for (int k = k0; k < k1; ++k) {                                            \
+                        const float *restrict b = bp + (size_t)k * pw;                         \
+                        for (int j = 0; j < pw; ++j) t[j] += a[k] * b[j];                      \
+                    }                                                                          \
                 for (int j = 0; j < PK_PANEL; ++j) acc[j] += t[j];                             \
             }                                                                                  \
             float *restrict y = Y + (size_t)m * N + n;                                         \
             for (int j = 0; j < w; ++j) y[j] = acc[j] + (bias ? bias[n + j] : 0.0f);           \
+            if (act)                                                                           \
+                for (int j = 0; j < w; ++j) y[j] = pk_clamp(y[j], lo, hi);                     \
         }                                                                                      \
     }
 
 static void pk_packed_rows(const float *restrict A, const float *restrict Bp, const float *restrict bias,
-                           float *restrict Y, int m0, int M, int N, int K) {
+                           float *restrict Y, int m0, int M, int N, int K, int act, float lo, float hi) {
     PK_PACKED_ROWS_BODY
 }
 
 #if defined(__GNUC__) && !defined(PK_PLAIN_C)
 PK_WIDE static void pk_packed_rows_wide(const float *restrict A, const float *restrict Bp,
-                                        const float *restrict bias, float *restrict Y, int m0, int M, int N, int K) {
+                                        const float *restrict bias, float *restrict Y, int m0, int M, int N, int K,
+                                        int act, float lo, float hi) {
     PK_PACKED_ROWS_BODY
 }
 #else
@@ -1366,8 +1425,8 @@ PK_WIDE static void pk_packed_rows_wide(const float *restrict A, const float *re
 /* Rows m..m1 against one panel; ldy = N for a whole panel, or a 64-wide scratch tile. */
 PK_W512 PK_INLINE static void pk_panel512(const float *restrict A, const float *restrict bp,
                                           const float *restrict bias, float *restrict Y, int ldy, int m, int m1,
-                                          int K) {
-#define PK_PANEL64(BLOCK) BLOCK(A + (size_t)m * K, bp, PK_PANEL, bias, 0, Y + (size_t)m * ldy, ldy, K, 1, 0, 0.0f, 0.0f)
+                                          int K, int act, float lo, float hi) {
+#define PK_PANEL64(BLOCK) BLOCK(A + (size_t)m * K, bp, PK_PANEL, bias, 0, Y + (size_t)m * ldy, ldy, K, 1, act, lo, hi)
     for (; m + 6 <= m1; m += 6) PK_PANEL64(pk_block6x64);
     if (m + 4 <= m1) PK_PANEL64(pk_block4x64), m += 4;
     if (m + 2 <= m1) PK_PANEL64(pk_block2x64), m += 2;
@@ -1375,39 +1434,104 @@ PK_W512 PK_INLINE static void pk_panel512(const float *restrict A, const float *
 #undef PK_PANEL64
 }
 
+/* The last panel when it is narrower than 64 (V = 1 to 3 vectors of 16): R rows x V vectors. */
+#define PK_PBLOCK(NAME, R, V)                                                                  \
+PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, const float *restrict bias, \
+                                   float *restrict Y, int ldy, int K, int act, float lo, float hi) { \
+    for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
+        const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
+        pk_v16 acc[R][V];                                                                      \
+        for (int i = 0; i < R; ++i)                                                            \
+            for (int j = 0; j < V; ++j) acc[i][j] = (pk_v16){0};                               \
+        for (int k = k0; k < k1; ++k) {                                                        \
+            pk_v16 b[V];                                                                       \
+            for (int j = 0; j < V; ++j) b[j] = *(const pk_v16u *)(B + (size_t)k * 16 * V + 16 * j); \
+            for (int i = 0; i < R; ++i) {                                                      \
+                const float ai = A[(size_t)i * K + k];                                         \
+                for (int j = 0; j < V; ++j) acc[i][j] += ai * b[j];                            \
+            }                                                                                  \
+        }                                                                                      \
+        for (int i = 0; i < R; ++i)                                                            \
+            for (int j = 0; j < V; ++j) {                                                      \
+                pk_v16u *y = (pk_v16u *)(Y + (size_t)i * ldy + 16 * j);                        \
+                pk_v16 v = k0 ? *y + acc[i][j] : acc[i][j];                                    \
+                if (k1 == K && bias) v += *(const pk_v16u *)(bias + 16 * j);                   \
+                if (k1 == K && act) v = pk_clamp16(v, lo, hi);                                 \
+                *y = v;                                                                        \
+            }                                                                                  \
+    }                                                                                          \
+}
+PK_PBLOCK(pk_pblock12x1, 12, 1)
+PK_PBLOCK(pk_pblock1x1, 1, 1)
+PK_PBLOCK(pk_pblock12x2, 12, 2)
+PK_PBLOCK(pk_pblock1x2, 1, 2)
+PK_PBLOCK(pk_pblock8x3, 8, 3)
+PK_PBLOCK(pk_pblock1x3, 1, 3)
+
+#define PK_PROWS(BIG, ONE, R)                                                                  \
+    for (; m + R <= m1; m += R) BIG(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K, act, lo, hi); \
+    for (; m < m1; ++m) ONE(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K, act, lo, hi);
+
+/* Rows m..m1 against a last panel of V vectors (its bias: V * 16 floats, or NULL). */
+PK_W512 static void pk_narrow_panel512(const float *restrict A, const float *restrict bp, const float *restrict bias,
+                                       float *restrict Y, int ldy, int m, int m1, int K, int V, int act, float lo,
+                                       float hi) {
+    switch (V) {
+        case 1: PK_PROWS(pk_pblock12x1, pk_pblock1x1, 12) break;
+        case 2: PK_PROWS(pk_pblock12x2, pk_pblock1x2, 12) break;
+        default: PK_PROWS(pk_pblock8x3, pk_pblock1x3, 8)
+    }
+}
+
 PK_W512 static void pk_matmul_packed512(const float *restrict A, const float *restrict Bp, const float *restrict bias,
-                                        float *restrict Y, int M, int N, int K) {
+                                        float *restrict Y, int M, int N, int K, int act, float lo, float hi) {
     const int mc = PK_MC(K);
-    float tile[6 * PK_PANEL] __attribute__((aligned(64))), tb[PK_PANEL] __attribute__((aligned(64)));
+    float tile[12 * PK_PANEL] __attribute__((aligned(64))), tb[PK_PANEL] __attribute__((aligned(64)));
     for (int m0 = 0; m0 < M; m0 += mc) {
         const int m1 = M - m0 < mc ? M : m0 + mc;
         for (int n = 0; n < N; n += PK_PANEL) {
             const float *restrict bp = Bp + (size_t)(n / PK_PANEL) * K * PK_PANEL;
             if (n + PK_PANEL <= N) {
-                pk_panel512(A, bp, bias ? bias + n : 0, Y + n, N, m0, m1, K);
+                pk_panel512(A, bp, bias ? bias + n : 0, Y + n, N, m0, m1, K, act, lo, hi);
                 continue;
             }
-            const int w = N - n; /* the last panel, part-filled: through the scratch tile */
+            const int w = N - n, V = (w + 15) / 16; /* the last panel, V vectors wide */
+            if (w % 16 == 0) {
+                pk_narrow_panel512(A, bp, bias ? bias + n : 0, Y + n, N, m0, m1, K, V, act, lo, hi);
+                continue;
+            }
+            /* part of its last vector past N: through the scratch tile */
             for (int j = 0; j < PK_PANEL; ++j) tb[j] = bias && j < w ? bias[n + j] : 0.0f;
-            for (int m = m0; m < m1; m += 6) {
-                const int r = m1 - m < 6 ? m1 - m : 6;
-                pk_panel512(A + (size_t)m * K, bp, bias ? tb : 0, tile, PK_PANEL, 0, r, K);
+            for (int m = m0; m < m1; m += 12) {
+                const int r = m1 - m < 12 ? m1 - m : 12;
+                if (V == 4) {
+                    pk_panel512(A + (size_t)m * K, bp, bias ? tb : 0, tile, PK_PANEL, 0, r, K, act, lo, hi);
+                } else {
+                    pk_narrow_panel512(A + (size_t)m * K, bp, bias ? tb : 0, tile, PK_PANEL, 0, r, K, V, act, lo, hi);
+                }
                 for (int i = 0; i < r; ++i) memcpy(Y + (size_t)(m + i) * N + n, tile + i * PK_PANEL, w * sizeof(float));
             }
         }
     }
 }
 #else
-static void pk_matmul_packed512(const float *A, const float *Bp, const float *bias, float *Y, int M, int N, int K) {
-    (void)A; (void)Bp; (void)bias; (void)Y; (void)M; (void)N; (void)K;
+static void pk_matmul_packed512(const float *A, const float *Bp, const float *bias, float *Y, int M, int N, int K,
+                                int act, float lo, float hi) {
+    (void)A; (void)Bp; (void)bias; (void)Y; (void)M; (void)N; (void)K; (void)act; (void)lo; (void)hi;
 }
 #endif
 
+/* ... then clamped to [lo, hi] when act (a conv's fused Relu or Clip) */
+static void pk_matmul_packed_act(const float *restrict A, const float *restrict Bp, const float *restrict bias,
+                                 float *restrict Y, int M, int N, int K, int act, float lo, float hi) {
+    if (pk_wide512()) pk_matmul_packed512(A, Bp, bias, Y, M, N, K, act, lo, hi);
+    else if (pk_wide()) pk_packed_rows_wide(A, Bp, bias, Y, 0, M, N, K, act, lo, hi);
+    else pk_packed_rows(A, Bp, bias, Y, 0, M, N, K, act, lo, hi);
+}
+
 static void pk_matmul_packed(const float *restrict A, const float *restrict Bp, const float *restrict bias,
                              float *restrict Y, int M, int N, int K) {
-    if (pk_wide512()) pk_matmul_packed512(A, Bp, bias, Y, M, N, K);
-    else if (pk_wide()) pk_packed_rows_wide(A, Bp, bias, Y, 0, M, N, K);
-    else pk_packed_rows(A, Bp, bias, Y, 0, M, N, K);
+    pk_matmul_packed_act(A, Bp, bias, Y, M, N, K, 0, 0.0f, 0.0f);
 }
 
 /* Y[cols, rows] = X[rows, cols]^T, in 16 x 16 tiles (a tile's source and destination lines stay
@@ -1436,15 +1560,8 @@ static void pk_conv1x1_rows(const float *restrict X, const float *restrict Wp, c
         pk_transpose_block(X, S, C, HW);
         xt = S;
     }
-    pk_matmul_packed(xt, Wp, Bias, yt, HW, M, C);
-    if (tout) {
-        if (act)
-            for (size_t i = 0; i < (size_t)HW * M; ++i) Y[i] = pk_clamp(Y[i], lo, hi);
-        return;
-    }
-    pk_transpose_block(yt, Y, HW, M);
-    if (act)
-        for (size_t i = 0; i < (size_t)HW * M; ++i) Y[i] = pk_clamp(Y[i], lo, hi);
+    pk_matmul_packed_act(xt, Wp, Bias, yt, HW, M, C, act, lo, hi);
+    if (!tout) pk_transpose_block(yt, Y, HW, M);
 }
 
 /* A depthwise conv on channels-last tensors (codegen.layout): X [H, W, C], Y [OH, OW, C], Wt

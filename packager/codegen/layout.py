@@ -53,7 +53,7 @@ def _kind(graph: Graph, node: Any) -> str:
     if node.input[1] not in graph.consts:
         return ""
     g = _spatial(graph, node)
-    if _rows_1x1(graph, node, g):
+    if _rows_1x1(graph, node, g, candidate=True):
         return "rows"
     channels = g["x"][1]
     depthwise = int(g["a"].get("group", 1)) == channels == g["y"][1] and graph.shapes[node.input[1]][1] == 1

@@ -92,12 +92,15 @@ def _matmul(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 
 
 def pack_panels(b: np.ndarray) -> np.ndarray:
-    """B[K, N] as pk_matmul_packed reads it: panels of 64 columns, each K rows of 64 (zeros past N)."""
+    """B[K, N] as pk_matmul_packed reads it: panels of 64 columns, each K rows of 64, but the last,
+    K rows of its width rounded up to 16 (zeros past N), one after the other (flat)."""
     k, n = b.shape
-    panels = -(-n // 64)
-    padded = np.zeros((k, panels * 64), np.float32)
+    full, last = divmod(n, 64)
+    width = -(-last // 16) * 16
+    padded = np.zeros((k, full * 64 + width), np.float32)
     padded[:, :n] = b
-    return np.ascontiguousarray(padded.reshape(k, panels, 64).transpose(1, 0, 2))
+    head = padded[:, : full * 64].reshape(k, full, 64).transpose(1, 0, 2).reshape(-1)
+    return np.ascontiguousarray(np.concatenate([head, padded[:, full * 64 :].reshape(-1)]))
 
 
 def _packed(graph: Graph, node: Any, ref: Callable[[str], str], b: np.ndarray, bias: str, m: int) -> str:
@@ -301,13 +304,22 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 
 
 SMALL_IMAGE = 128  # a 1x1 conv on fewer positions than this, to wide outputs, runs turned around
+TURNED_IMAGE = 512  # ... and on fewer than this, to 16 outputs or more, when it reads or writes channels-last
 
 
-def _rows_1x1(graph: Graph, node: Any, g: dict[str, Any]) -> bool:
-    """A one-group 1x1 conv on a small image with constant weights and 64 outputs or more."""
-    return (int(g["a"].get("group", 1)) == 1 and _conv_mode(g) == "direct" and node.input[1] in graph.consts
-            and g["y"][2] * g["y"][3] < SMALL_IMAGE and g["y"][1] >= 64
-            and graph.written(node.output[0]) == graph.fused_relu.get(node.output[0], node.output[0]))  # fmt: skip
+def _rows_1x1(graph: Graph, node: Any, g: dict[str, Any], candidate: bool = False) -> bool:
+    """A one-group 1x1 conv with constant weights run turned around: on a small image to 64 outputs
+    or more, or on a larger one to 16 or more where it reads or writes a channels-last tensor
+    (``candidate``: where it could, as codegen.layout asks before it decides)."""
+    if not (int(g["a"].get("group", 1)) == 1 and _conv_mode(g) == "direct" and node.input[1] in graph.consts
+            and graph.written(node.output[0]) == graph.fused_relu.get(node.output[0], node.output[0])):  # fmt: skip
+        return False
+    positions, outputs = g["y"][2] * g["y"][3], g["y"][1]
+    if positions < SMALL_IMAGE and outputs >= 64:
+        return True
+    if positions >= TURNED_IMAGE or outputs < 16:
+        return False
+    return candidate or node.input[0] in graph.turned or graph.written(node.output[0]) in graph.turned
 
 
 def _conv_transpose(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
