@@ -7,6 +7,19 @@
 #define PK_MAX_DIMS 8
 #define PK_MAX_TAPS 64 /* kernel taps a conv reads in place (pk_igeom) or a depthwise conv holds */
 
+/* AVX-512 copies of the hot kernels, compiled for it whatever -march says and picked at run time
+   (pk_wide512). PK_PLAIN_C (no vector extensions) and PK_NARROW (16-byte vectors only, as on a
+   CPU without AVX2) leave them out. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+#define PK_HAS512 1
+#define PK_W512 __attribute__((target("avx512f,fma")))
+#include <immintrin.h> /* masked loads and stores: the intrinsics need only the target attribute */
+static int pk_wide512(void) { return __builtin_cpu_supports("avx512f"); }
+#else
+#define PK_HAS512 0
+static int pk_wide512(void) { return 0; }
+#endif
+
 
 static void pk_bias(float *restrict Y, const float *restrict C, int M, int N, float alpha, float beta, int c_kind);
 
@@ -104,9 +117,8 @@ static float pk_erf(float x) {
 #define PK_ERF_BODY(GELU)                                                                      \
     for (size_t i = 0; i < n; ++i) Y[i] = GELU ? 0.5f * X[i] * (1.0f + pk_erf(X[i] * 0.70710678118654752f)) : pk_erf(X[i]);
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
-__attribute__((target("avx512f,fma"))) static void pk_erf_512(const float *restrict X, float *restrict Y, size_t n,
-                                                             int gelu) {
+#if PK_HAS512
+PK_W512 static void pk_erf_512(const float *restrict X, float *restrict Y, size_t n, int gelu) {
     if (gelu) {
         PK_ERF_BODY(1)
     } else {
@@ -117,8 +129,8 @@ __attribute__((target("avx512f,fma"))) static void pk_erf_512(const float *restr
 
 /* Y = erf(X) or (gelu) its Gelu, 16 floats at a time where the CPU has AVX-512. */
 static void pk_erf_n(const float *restrict X, float *restrict Y, size_t n, int gelu) {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
-    if (__builtin_cpu_supports("avx512f")) {
+#if PK_HAS512
+    if (pk_wide512()) {
         pk_erf_512(X, Y, n, gelu);
         return;
     }
@@ -234,6 +246,57 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
    whole output: out[i] += w * plane[i + off], i over OH rows of Wq, one long loop that
    vectorizes. The Wq - OW columns past each output row are computed and dropped; each plane's
    extra row keeps their reads in bounds. Then bias and [lo, hi] as the rows are compacted. */
+/* dst[q] = from[2q] for q in [q0, q1): a row's even (or, from one float on, odd) columns; from[i]
+   may be read for first <= i <= last. */
+static void pk_even(float *restrict dst, const float *restrict from, int q0, int q1, int first, int last) {
+    (void)first;
+    (void)last;
+    for (int q = q0; q < q1; ++q) dst[q] = from[2 * q] + 0.0f;
+}
+
+#if PK_HAS512
+typedef float pk_ev16 __attribute__((vector_size(64)));
+typedef float pk_ev16u __attribute__((vector_size(64), aligned(4)));
+typedef int pk_ev16i __attribute__((vector_size(64)));
+/* ... 16 at a time: two vectors of the row, their even lanes picked by one permute; the last 16
+   end at q1 (rewriting some), read from one float earlier (their odd lanes) if the row ends
+   before the even ones' last float. */
+PK_W512 static void pk_even512(float *restrict dst, const float *restrict from, int q0, int q1, int first,
+                               int last) {
+    const pk_ev16i evens = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const pk_ev16i odds = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+    int q = q0;
+    for (; q + 16 <= q1 && 2 * q + 31 <= last; q += 16) {
+        const pk_ev16 a = *(const pk_ev16u *)(from + 2 * q), b = *(const pk_ev16u *)(from + 2 * q + 16);
+        *(pk_ev16u *)(dst + q) = __builtin_shuffle(a, b, evens);
+    }
+    if (q < q1 && q1 - 16 >= q0) {
+        const int t = q1 - 16;
+        if (2 * t + 31 <= last) {
+            const pk_ev16 a = *(const pk_ev16u *)(from + 2 * t), b = *(const pk_ev16u *)(from + 2 * t + 16);
+            *(pk_ev16u *)(dst + t) = __builtin_shuffle(a, b, evens);
+            return;
+        }
+        if (2 * t - 1 >= first) {
+            const pk_ev16 a = *(const pk_ev16u *)(from + 2 * t - 1), b = *(const pk_ev16u *)(from + 2 * t + 15);
+            *(pk_ev16u *)(dst + t) = __builtin_shuffle(a, b, odds);
+            return;
+        }
+    }
+    for (; q < q1; ++q) dst[q] = from[2 * q] + 0.0f;
+}
+#endif
+
+static void pk_evens(float *restrict dst, const float *restrict from, int q0, int q1, int first, int last) {
+#if PK_HAS512
+    if (pk_wide512()) {
+        pk_even512(dst, from, q0, q1, first, last);
+        return;
+    }
+#endif
+    pk_even(dst, from, q0, q1, first, last);
+}
+
 /* The padded planes of channel c (zeroed once per call: each channel rewrites the same inside). */
 #define PK_DEPTHWISE_PLANES                                                                    \
     const int Hp = (OH - 1) * sh + (KH - 1) * dh + 1, Wp = (OW - 1) * sw + (KW - 1) * dw + 1;   \
@@ -248,7 +311,7 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
         }                                                                                      \
     for (size_t i = 0; i < (size_t)sh * sw * plane; ++i) S[i] = 0.0f;
 
-#define PK_DEPTHWISE_COPY                                                                      \
+#define PK_DEPTHWISE_COPY(EVEN)                                                                \
         const float *restrict x = X + (size_t)c * H * Wd;                                      \
         for (int ih = 0; ih < H; ++ih) {                                                       \
             const int r = ih + pt;                                                             \
@@ -264,7 +327,7 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
                 if (sw == 1) /* constant strides: a plain copy, or the even and odd columns */ \
                     for (int q = q0; q < q1; ++q) dst[q] = from[q] + 0.0f;                     \
                 else if (sw == 2)                                                              \
-                    for (int q = q0; q < q1; ++q) dst[q] = from[2 * q] + 0.0f;                 \
+                    EVEN(dst, from, q0, q1, pl - par, Wd - 1 - par + pl);                      \
                 else                                                                           \
                     for (int q = q0; q < q1; ++q) dst[q] = from[sw * q] + 0.0f;                \
             }                                                                                  \
@@ -286,7 +349,7 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
 #define PK_DEPTHWISE_BODY                                                                      \
     PK_DEPTHWISE_PLANES                                                                        \
     for (int c = 0; c < C; ++c) {                                                              \
-        PK_DEPTHWISE_COPY                                                                      \
+        PK_DEPTHWISE_COPY(pk_even)                                                             \
         for (int t = 0; t < T; ++t) {                                                          \
             const float *restrict tp = taps[t];                                                \
             const float wv = w[t];                                                             \
@@ -320,10 +383,10 @@ static void pk_softmax(const float *X, float *Y, int outer, int axis, int inner)
         v = (V)(((VI)v & ~above) | ((VI)h & above));                                           \
     }
 
-#define PK_DEPTHWISE_VBODY(V, VU, VI, W)                                                       \
+#define PK_DEPTHWISE_VBODY(V, VU, VI, W, EVEN)                                                 \
     PK_DEPTHWISE_PLANES                                                                        \
     for (int c = 0; c < C; ++c) {                                                              \
-        PK_DEPTHWISE_COPY                                                                      \
+        PK_DEPTHWISE_COPY(EVEN)                                                                \
         const float b = Bias ? Bias[c] : 0.0f;                                                 \
         if (OW >= W) {                                                                         \
             for (int oh = 0; oh < OH; ++oh) {                                                  \
@@ -381,7 +444,7 @@ typedef int pk_dv4i __attribute__((vector_size(16)));
 static void pk_depthwise(const float *restrict X, const float *restrict W, const float *restrict Bias,
                          float *restrict Y, float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW,
                          int pt, int pl, int sh, int sw, int dh, int dw, int act, float lo, float hi) {
-    PK_DEPTHWISE_VBODY(pk_dv4, pk_dv4u, pk_dv4i, 4)
+    PK_DEPTHWISE_VBODY(pk_dv4, pk_dv4u, pk_dv4i, 4, pk_even)
 }
 #else
 static void pk_depthwise(const float *restrict X, const float *restrict W, const float *restrict Bias,
@@ -391,15 +454,15 @@ static void pk_depthwise(const float *restrict X, const float *restrict W, const
 }
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+#if PK_HAS512
 typedef float pk_dv16 __attribute__((vector_size(64)));
 typedef float pk_dv16u __attribute__((vector_size(64), aligned(4)));
 typedef int pk_dv16i __attribute__((vector_size(64)));
-__attribute__((target("avx512f,fma"))) static void pk_depthwise_512(
+PK_W512 static void pk_depthwise_512(
     const float *restrict X, const float *restrict W, const float *restrict Bias, float *restrict Y,
     float *restrict S, int C, int H, int Wd, int OH, int OW, int KH, int KW, int pt, int pl, int sh, int sw, int dh,
     int dw, int act, float lo, float hi) {
-    PK_DEPTHWISE_VBODY(pk_dv16, pk_dv16u, pk_dv16i, 16)
+    PK_DEPTHWISE_VBODY(pk_dv16, pk_dv16u, pk_dv16i, 16, pk_even512)
 }
 #endif
 
@@ -408,8 +471,8 @@ static void pk_conv2d(const float *restrict X, const float *restrict W, const fl
                       int sh, int sw, int dh, int dw, int group, float lo, float hi, float *restrict S) {
     const int cg = C / group, mg = M / group, act = lo > -INFINITY || hi < INFINITY;
     if (S && group == C && M == C && sw <= 2 && sh <= 2 && KH * KW <= PK_MAX_TAPS) {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
-        if (__builtin_cpu_supports("avx512f")) {
+#if PK_HAS512
+        if (pk_wide512()) {
             pk_depthwise_512(X, W, Bias, Y, S, C, H, Wd, OH, OW, KH, KW, pt, pl, sh, sw, dh, dw, act, lo, hi);
             return;
         }
@@ -1124,13 +1187,12 @@ PK_WIDE static void pk_dots_wide(const float *restrict A, const float *restrict 
     PK_DOTS_BODY(pk_v8, pk_v8u, 8)
 }
 
-#if defined(__x86_64__) && !defined(PK_NARROW)
+#if PK_HAS512
 /* AVX-512: R rows x 64 columns in 4R accumulators of 16 floats (6 x 64: 24 of the 32 registers,
    4 loads and 6 broadcasts per 24 multiply-adds). Picked at run time, as the AVX2 kernels are.
    B's rows are ldb floats apart (N, or 64 in a packed panel, which is prefetched 8 rows ahead:
    the first row block of a panel reads it from memory, the others from the L2 cache), Y's ldy;
    bias (or NULL) is added with the last chunk of sums. */
-#define PK_W512 __attribute__((target("avx512f,fma")))
 typedef float pk_v16 __attribute__((vector_size(64)));
 typedef float pk_v16u __attribute__((vector_size(64), aligned(4)));
 typedef int pk_v16m __attribute__((vector_size(64)));
@@ -1270,7 +1332,6 @@ PK_W512 static void pk_matmul_512n(const float *restrict A, const float *restric
     }
 }
 
-static int pk_wide512(void) { return __builtin_cpu_supports("avx512f"); }
 #else
 static void pk_matmul_512(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
 static void pk_matmul_512e(const float *A, const float *B, float *Y, int M, int N, int K, const float *rbias, int act,
@@ -1278,7 +1339,6 @@ static void pk_matmul_512e(const float *A, const float *B, float *Y, int M, int 
     (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; (void)rbias; (void)act; (void)lo; (void)hi;
 }
 static void pk_matmul_512n(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
-static int pk_wide512(void) { return 0; }
 #endif
 
 static int pk_wide(void) {
@@ -1325,7 +1385,6 @@ static void pk_matmul_512e(const float *A, const float *B, float *Y, int M, int 
     (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; (void)rbias; (void)act; (void)lo; (void)hi;
 }
 static void pk_matmul_512n(const float *A, const float *B, float *Y, int M, int N, int K) { (void)A; (void)B; (void)Y; (void)M; (void)N; (void)K; }
-static int pk_wide512(void) { return 0; }
 #define PK_DOTS_BODY(V, VU, W)                                                                 \
     for (int m = 0; m < M; ++m)                                                                \
         for (int n = 0; n < N; ++n) {                                                          \
@@ -1421,7 +1480,7 @@ PK_WIDE static void pk_packed_rows_wide(const float *restrict A, const float *re
 #define pk_packed_rows_wide pk_packed_rows
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+#if PK_HAS512
 /* Rows m..m1 against one panel; ldy = N for a whole panel, or a 64-wide scratch tile. */
 PK_W512 PK_INLINE static void pk_panel512(const float *restrict A, const float *restrict bp,
                                           const float *restrict bias, float *restrict Y, int ldy, int m, int m1,
@@ -1434,10 +1493,12 @@ PK_W512 PK_INLINE static void pk_panel512(const float *restrict A, const float *
 #undef PK_PANEL64
 }
 
-/* The last panel when it is narrower than 64 (V = 1 to 3 vectors of 16): R rows x V vectors. */
+/* The last panel (V = 1 to 4 vectors of 16): R rows x V vectors; of its last vector only the
+   lanes in keep are read and written (the columns up to N), so the rows are stored in place. */
 #define PK_PBLOCK(NAME, R, V)                                                                  \
 PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, const float *restrict bias, \
-                                   float *restrict Y, int ldy, int K, int act, float lo, float hi) { \
+                                   float *restrict Y, int ldy, int K, int act, float lo, float hi, \
+                                   __mmask16 keep) {                                           \
     for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
         const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
         pk_v16 acc[R][V];                                                                      \
@@ -1453,11 +1514,13 @@ PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restric
         }                                                                                      \
         for (int i = 0; i < R; ++i)                                                            \
             for (int j = 0; j < V; ++j) {                                                      \
-                pk_v16u *y = (pk_v16u *)(Y + (size_t)i * ldy + 16 * j);                        \
-                pk_v16 v = k0 ? *y + acc[i][j] : acc[i][j];                                    \
-                if (k1 == K && bias) v += *(const pk_v16u *)(bias + 16 * j);                   \
+                float *y = Y + (size_t)i * ldy + 16 * j;                                       \
+                const __mmask16 lanes = j == V - 1 ? keep : (__mmask16)0xFFFF;                 \
+                pk_v16 v = acc[i][j];                                                          \
+                if (k0) v += (pk_v16)_mm512_maskz_loadu_ps(lanes, y);                          \
+                if (k1 == K && bias) v += (pk_v16)_mm512_maskz_loadu_ps(lanes, bias + 16 * j); \
                 if (k1 == K && act) v = pk_clamp16(v, lo, hi);                                 \
-                *y = v;                                                                        \
+                _mm512_mask_storeu_ps(y, lanes, (__m512)v);                                    \
             }                                                                                  \
     }                                                                                          \
 }
@@ -1467,50 +1530,39 @@ PK_PBLOCK(pk_pblock12x2, 12, 2)
 PK_PBLOCK(pk_pblock1x2, 1, 2)
 PK_PBLOCK(pk_pblock8x3, 8, 3)
 PK_PBLOCK(pk_pblock1x3, 1, 3)
+PK_PBLOCK(pk_pblock6x4, 6, 4)
+PK_PBLOCK(pk_pblock1x4, 1, 4)
 
 #define PK_PROWS(BIG, ONE, R)                                                                  \
-    for (; m + R <= m1; m += R) BIG(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K, act, lo, hi); \
-    for (; m < m1; ++m) ONE(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K, act, lo, hi);
+    for (; m + R <= m1; m += R) BIG(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K, act, lo, hi, keep); \
+    for (; m < m1; ++m) ONE(A + (size_t)m * K, bp, bias, Y + (size_t)m * ldy, ldy, K, act, lo, hi, keep);
 
-/* Rows m..m1 against a last panel of V vectors (its bias: V * 16 floats, or NULL). */
-PK_W512 static void pk_narrow_panel512(const float *restrict A, const float *restrict bp, const float *restrict bias,
-                                       float *restrict Y, int ldy, int m, int m1, int K, int V, int act, float lo,
-                                       float hi) {
+/* Rows m..m1 against the last panel, w columns (V = ceil(w / 16) vectors; its bias: w floats, or
+   NULL). */
+PK_W512 static void pk_last_panel512(const float *restrict A, const float *restrict bp, const float *restrict bias,
+                                     float *restrict Y, int ldy, int m, int m1, int K, int w, int act, float lo,
+                                     float hi) {
+    const int V = (w + 15) / 16;
+    const __mmask16 keep = (__mmask16)(w % 16 ? (1u << (w % 16)) - 1 : 0xFFFFu);
     switch (V) {
         case 1: PK_PROWS(pk_pblock12x1, pk_pblock1x1, 12) break;
         case 2: PK_PROWS(pk_pblock12x2, pk_pblock1x2, 12) break;
-        default: PK_PROWS(pk_pblock8x3, pk_pblock1x3, 8)
+        case 3: PK_PROWS(pk_pblock8x3, pk_pblock1x3, 8) break;
+        default: PK_PROWS(pk_pblock6x4, pk_pblock1x4, 6)
     }
 }
 
 PK_W512 static void pk_matmul_packed512(const float *restrict A, const float *restrict Bp, const float *restrict bias,
                                         float *restrict Y, int M, int N, int K, int act, float lo, float hi) {
     const int mc = PK_MC(K);
-    float tile[12 * PK_PANEL] __attribute__((aligned(64))), tb[PK_PANEL] __attribute__((aligned(64)));
     for (int m0 = 0; m0 < M; m0 += mc) {
         const int m1 = M - m0 < mc ? M : m0 + mc;
         for (int n = 0; n < N; n += PK_PANEL) {
             const float *restrict bp = Bp + (size_t)(n / PK_PANEL) * K * PK_PANEL;
-            if (n + PK_PANEL <= N) {
+            if (n + PK_PANEL <= N)
                 pk_panel512(A, bp, bias ? bias + n : 0, Y + n, N, m0, m1, K, act, lo, hi);
-                continue;
-            }
-            const int w = N - n, V = (w + 15) / 16; /* the last panel, V vectors wide */
-            if (w % 16 == 0) {
-                pk_narrow_panel512(A, bp, bias ? bias + n : 0, Y + n, N, m0, m1, K, V, act, lo, hi);
-                continue;
-            }
-            /* part of its last vector past N: through the scratch tile */
-            for (int j = 0; j < PK_PANEL; ++j) tb[j] = bias && j < w ? bias[n + j] : 0.0f;
-            for (int m = m0; m < m1; m += 12) {
-                const int r = m1 - m < 12 ? m1 - m : 12;
-                if (V == 4) {
-                    pk_panel512(A + (size_t)m * K, bp, bias ? tb : 0, tile, PK_PANEL, 0, r, K, act, lo, hi);
-                } else {
-                    pk_narrow_panel512(A + (size_t)m * K, bp, bias ? tb : 0, tile, PK_PANEL, 0, r, K, V, act, lo, hi);
-                }
-                for (int i = 0; i < r; ++i) memcpy(Y + (size_t)(m + i) * N + n, tile + i * PK_PANEL, w * sizeof(float));
-            }
+            else /* the last panel, part-filled */
+                pk_last_panel512(A, bp, bias ? bias + n : 0, Y + n, N, m0, m1, K, N - n, act, lo, hi);
         }
     }
 }
@@ -1536,13 +1588,59 @@ static void pk_matmul_packed(const float *restrict A, const float *restrict Bp, 
 
 /* Y[cols, rows] = X[rows, cols]^T, in 16 x 16 tiles (a tile's source and destination lines stay
    in the cache while it is copied). */
-static void pk_transpose_block(const float *restrict X, float *restrict Y, int rows, int cols) {
-    for (int r0 = 0; r0 < rows; r0 += 16)
-        for (int c0 = 0; c0 < cols; c0 += 16) {
-            const int r1 = rows - r0 < 16 ? rows : r0 + 16, c1 = cols - c0 < 16 ? cols : c0 + 16;
-            for (int c = c0; c < c1; ++c)
-                for (int r = r0; r < r1; ++r) Y[(size_t)c * rows + r] = X[(size_t)r * cols + c];
+static void pk_transpose_tiles(const float *restrict X, float *restrict Y, int rows, int cols, int ra, int rb, int ca,
+                               int cb) { /* rows [ra, rb) and columns [ca, cb) of X */
+    for (int r0 = ra; r0 < rb; r0 += 16)
+        for (int c0 = ca; c0 < cb; c0 += 16) {
+            const int r1 = rb - r0 < 16 ? rb : r0 + 16, c1 = cb - c0 < 16 ? cb : c0 + 16;
+            for (int j = c0; j < c1; ++j)
+                for (int r = r0; r < r1; ++r) Y[(size_t)j * rows + r] = X[(size_t)r * cols + j];
         }
+}
+
+#if PK_HAS512
+typedef float pk_tv16 __attribute__((vector_size(64)));
+typedef float pk_tv16u __attribute__((vector_size(64), aligned(4)));
+typedef int pk_tv16i __attribute__((vector_size(64)));
+/* With AVX-512, each whole 16 x 16 tile in registers: four rounds of two-source permutes, each
+   swapping the off-diagonal blocks of 1, 2, 4 and 8 lanes between rows i and i + s. */
+#define PK_LIST(...) {__VA_ARGS__}
+#define PK_SWAP_BLOCKS(S, LO, HI)                                                              \
+    for (int i = 0; i < 16; ++i)                                                               \
+        if (!(i & S)) {                                                                        \
+            const pk_tv16 a = v[i], b = v[i + S];                                              \
+            v[i] = __builtin_shuffle(a, b, (pk_tv16i)LO);                                      \
+            v[i + S] = __builtin_shuffle(a, b, (pk_tv16i)HI);                                  \
+        }
+PK_W512 static void pk_transpose512(const float *restrict X, float *restrict Y, int rows, int cols) {
+    const int R = rows / 16 * 16, Cc = cols / 16 * 16;
+    for (int r0 = 0; r0 < R; r0 += 16)
+        for (int c0 = 0; c0 < Cc; c0 += 16) {
+            pk_tv16 v[16];
+            for (int i = 0; i < 16; ++i) v[i] = *(const pk_tv16u *)(X + (size_t)(r0 + i) * cols + c0);
+            PK_SWAP_BLOCKS(1, PK_LIST(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+                           PK_LIST(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))
+            PK_SWAP_BLOCKS(2, PK_LIST(0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
+                           PK_LIST(2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
+            PK_SWAP_BLOCKS(4, PK_LIST(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
+                           PK_LIST(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))
+            PK_SWAP_BLOCKS(8, PK_LIST(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                           PK_LIST(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+            for (int i = 0; i < 16; ++i) *(pk_tv16u *)(Y + (size_t)(c0 + i) * rows + r0) = v[i];
+        }
+    pk_transpose_tiles(X, Y, rows, cols, 0, rows, Cc, cols); /* the columns past the last whole tile */
+    pk_transpose_tiles(X, Y, rows, cols, R, rows, 0, Cc);    /* the rows past it, in those tiles' columns */
+}
+#endif
+
+static void pk_transpose_block(const float *restrict X, float *restrict Y, int rows, int cols) {
+#if PK_HAS512
+    if (pk_wide512()) {
+        pk_transpose512(X, Y, rows, cols);
+        return;
+    }
+#endif
+    pk_transpose_tiles(X, Y, rows, cols, 0, rows, 0, cols);
 }
 
 /* A 1x1 stride-1 conv on a small image (HW positions): the product turned around, the image's
@@ -1594,12 +1692,50 @@ static void pk_depthwise_turned_c(const float *restrict X, const float *restrict
     PK_DW_TURNED_BODY
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PK_PLAIN_C) && !defined(PK_NARROW)
+#if PK_HAS512
+/* ... with AVX-512: 64 channels (4 vectors) of one position summed over its taps in registers,
+   then 16; the last vector ends at C (it rewrites some channels with the same values). */
+#define PK_DWT_VEC(N)                                                                          \
+    pk_dv16 s[N];                                                                              \
+    for (int j = 0; j < N; ++j) s[j] = Bias ? *(const pk_dv16u *)(Bias + c + 16 * j) : (pk_dv16){0}; \
+    for (int kh = 0; kh < KH; ++kh) {                                                          \
+        const int ih = oh * sh - pt + kh * dh;                                                 \
+        if (ih < 0 || ih >= H) continue;                                                       \
+        for (int kw = 0; kw < KW; ++kw) {                                                      \
+            const int iw = ow * sw - pl + kw * dw;                                             \
+            if (iw < 0 || iw >= Wd) continue;                                                  \
+            const float *restrict x = X + ((size_t)ih * Wd + iw) * C + c;                      \
+            const float *restrict w = Wt + (size_t)(kh * KW + kw) * C + c;                     \
+            for (int j = 0; j < N; ++j) s[j] += *(const pk_dv16u *)(w + 16 * j) * *(const pk_dv16u *)(x + 16 * j); \
+        }                                                                                      \
+    }                                                                                          \
+    for (int j = 0; j < N; ++j) {                                                              \
+        PK_DW_CLAMP(pk_dv16, pk_dv16i, s[j])                                                   \
+        *(pk_dv16u *)(y + c + 16 * j) = s[j];                                                  \
+    }
+
 PK_W512 static void pk_depthwise_turned512(const float *restrict X, const float *restrict Wt,
                                            const float *restrict Bias, float *restrict Y, int C, int H, int Wd,
                                            int OH, int OW, int KH, int KW, int pt, int pl, int sh, int sw, int dh,
                                            int dw, float lo, float hi) {
-    PK_DW_TURNED_BODY
+    if (C < 16) {
+        pk_depthwise_turned_c(X, Wt, Bias, Y, C, H, Wd, OH, OW, KH, KW, pt, pl, sh, sw, dh, dw, lo, hi);
+        return;
+    }
+    const int act = lo > -INFINITY || hi < INFINITY;
+    for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+            float *restrict y = Y + ((size_t)oh * OW + ow) * C;
+            int c = 0;
+            for (; c + 64 <= C; c += 64) {
+                PK_DWT_VEC(4)
+            }
+            while (c < C) {
+                c = c + 16 <= C ? c : C - 16;
+                PK_DWT_VEC(1)
+                c += 16;
+            }
+        }
 }
 #else
 #define pk_depthwise_turned512 pk_depthwise_turned_c
@@ -1755,6 +1891,8 @@ static void pk_conv2d_gemm(const float *restrict X, const float *restrict W, con
                            which cost more than the copy (it only turns -0.0 into +0.0). */
                         if (sw == 1)
                             for (int ow = first; ow < end; ++ow) r[ow] = src[ow] + 0.0f;
+                        else if (sw == 2)
+                            pk_evens(r, src, first, end, -shift, Wd - 1 - shift);
                         else
                             for (int ow = first; ow < end; ++ow) r[ow] = src[(size_t)ow * sw] + 0.0f;
                         for (int ow = end; ow < OW; ++ow) r[ow] = 0.0f;

@@ -303,13 +303,15 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
     return _per_item(graph, node, ref, call, out=written)
 
 
-SMALL_IMAGE = 128  # a 1x1 conv on fewer positions than this, to wide outputs, runs turned around
-TURNED_IMAGE = 512  # ... and on fewer than this, to 16 outputs or more, when it reads or writes channels-last
+SMALL_IMAGE = 128  # a 1x1 conv on fewer positions than this, to 64 outputs or more, runs turned around
+# ... and, where it reads or writes channels-last, on fewer than TURNED_WIDE to 64 outputs or more,
+# or on fewer than TURNED_NARROW to 16 or more (a narrow product's rows cost more than its columns)
+TURNED_WIDE, TURNED_NARROW = 2048, 512
 
 
 def _rows_1x1(graph: Graph, node: Any, g: dict[str, Any], candidate: bool = False) -> bool:
     """A one-group 1x1 conv with constant weights run turned around: on a small image to 64 outputs
-    or more, or on a larger one to 16 or more where it reads or writes a channels-last tensor
+    or more, or on a larger one (TURNED_*) where it reads or writes a channels-last tensor
     (``candidate``: where it could, as codegen.layout asks before it decides)."""
     if not (int(g["a"].get("group", 1)) == 1 and _conv_mode(g) == "direct" and node.input[1] in graph.consts
             and graph.written(node.output[0]) == graph.fused_relu.get(node.output[0], node.output[0])):  # fmt: skip
@@ -317,7 +319,7 @@ def _rows_1x1(graph: Graph, node: Any, g: dict[str, Any], candidate: bool = Fals
     positions, outputs = g["y"][2] * g["y"][3], g["y"][1]
     if positions < SMALL_IMAGE and outputs >= 64:
         return True
-    if positions >= TURNED_IMAGE or outputs < 16:
+    if not ((positions < TURNED_WIDE and outputs >= 64) or (positions < TURNED_NARROW and outputs >= 16)):
         return False
     return candidate or node.input[0] in graph.turned or graph.written(node.output[0]) in graph.turned
 
