@@ -309,7 +309,12 @@ static void pk_evens(float *restrict dst, const float *restrict from, int q0, in
             const int ar = kh * dh, ac = kw * dw;                                              \
             taps[kh * KW + kw] = S + (size_t)((ar % sh) * sw + ac % sw) * plane + (size_t)(ar / sh) * Wq + ac / sw; \
         }                                                                                      \
-    for (size_t i = 0; i < (size_t)sh * sw * plane; ++i) S[i] = 0.0f;
+    for (size_t i = 0; i < (size_t)sh * sw * plane; ++i) S[i] = 0.0f;                          \
+    int q0s[2], q1s[2]; /* each column phase's first and end q: padded column sw * q + par */  \
+    for (int par = 0; par < sw; ++par) {                                                       \
+        q0s[par] = pl - par > 0 ? (pl - par + sw - 1) / sw : 0;                                \
+        q1s[par] = (Wd + pl - par + sw - 1) / sw < Wq ? (Wd + pl - par + sw - 1) / sw : Wq;     \
+    }
 
 #define PK_DEPTHWISE_COPY(EVEN)                                                                \
         const float *restrict x = X + (size_t)c * H * Wd;                                      \
@@ -317,19 +322,16 @@ static void pk_evens(float *restrict dst, const float *restrict from, int q0, in
             const int r = ih + pt;                                                             \
             if (r < 0 || r >= Hp) continue;                                                    \
             const float *restrict src = x + (size_t)ih * Wd;                                   \
-            float *restrict row = S + (size_t)(r % sh) * sw * plane + (size_t)(r / sh) * Wq;   \
+            const int phase = sh == 2 ? r & 1 : 0, at = sh == 2 ? r >> 1 : r; /* sh is 1 or 2 */  \
+            float *restrict row = S + (size_t)phase * sw * plane + (size_t)at * Wq;            \
             for (int par = 0; par < sw; ++par) { /* padded columns j = sw * q + par: iw = j - pl */ \
-                int q0 = pl - par > 0 ? (pl - par + sw - 1) / sw : 0;                          \
-                int q1 = (Wd + pl - par + sw - 1) / sw;                                        \
-                q1 = q1 < Wq ? q1 : Wq;                                                        \
+                const int q0 = q0s[par], q1 = q1s[par];                                        \
                 float *restrict dst = row + (size_t)par * plane;                               \
                 const float *restrict from = src + par - pl;                                   \
                 if (sw == 1) /* constant strides: a plain copy, or the even and odd columns */ \
                     for (int q = q0; q < q1; ++q) dst[q] = from[q] + 0.0f;                     \
-                else if (sw == 2)                                                              \
-                    EVEN(dst, from, q0, q1, pl - par, Wd - 1 - par + pl);                      \
                 else                                                                           \
-                    for (int q = q0; q < q1; ++q) dst[q] = from[sw * q] + 0.0f;                \
+                    EVEN(dst, from, q0, q1, pl - par, Wd - 1 - par + pl);                      \
             }                                                                                  \
         }                                                                                      \
         const float *restrict w = W + (size_t)c * T;
@@ -383,29 +385,43 @@ static void pk_evens(float *restrict dst, const float *restrict from, int q0, in
         v = (V)(((VI)v & ~above) | ((VI)h & above));                                           \
     }
 
+/* Vectors j .. j + N - 1 of output row oh (vector k at column min(k * W, OW - W)). */
+#define PK_DW_ROW(V, VU, VI, W, N)                                                             \
+    {                                                                                          \
+        int o[N];                                                                              \
+        for (int k = 0; k < N; ++k) o[k] = (j + k) * W + W <= OW ? (j + k) * W : OW - W;       \
+        V s[N];                                                                                \
+        for (int k = 0; k < N; ++k) s[k] = (V){0} + b;                                         \
+        for (int t = 0; t < T; ++t) {                                                          \
+            const float *restrict tp = taps[t] + row;                                          \
+            const float wv = w[t];                                                             \
+            for (int k = 0; k < N; ++k) s[k] += wv * *(const VU *)(tp + o[k]);                 \
+        }                                                                                      \
+        for (int k = 0; k < N; ++k) {                                                          \
+            PK_DW_CLAMP(V, VI, s[k])                                                           \
+            *(VU *)(y + o[k]) = s[k];                                                          \
+        }                                                                                      \
+    }
+
 #define PK_DEPTHWISE_VBODY(V, VU, VI, W, EVEN)                                                 \
     PK_DEPTHWISE_PLANES                                                                        \
     for (int c = 0; c < C; ++c) {                                                              \
         PK_DEPTHWISE_COPY(EVEN)                                                                \
         const float b = Bias ? Bias[c] : 0.0f;                                                 \
         if (OW >= W) {                                                                         \
+            const int nv = (OW + W - 1) / W; /* vectors per output row, the last ending at OW */ \
             for (int oh = 0; oh < OH; ++oh) {                                                  \
                 float *restrict y = Y + ((size_t)c * OH + oh) * OW;                            \
                 const size_t row = (size_t)oh * Wq;                                            \
-                int ow = 0;                                                                    \
-                for (; ow + 4 * W <= OW; ow += 4 * W) {                                        \
-                    PK_DW_VEC(V, VU, row + ow, 4)                                              \
-                    for (int j = 0; j < 4; ++j) {                                              \
-                        PK_DW_CLAMP(V, VI, s[j])                                               \
-                        *(VU *)(y + ow + j * W) = s[j];                                        \
+                for (int j = 0; j < nv;) { /* groups of 2 to 4 vectors: as many chains of adds */ \
+                    const int left = nv - j, g = left == 5 ? 3 : left > 4 ? 4 : left;          \
+                    switch (g) {                                                               \
+                        case 4: PK_DW_ROW(V, VU, VI, W, 4) break;                              \
+                        case 3: PK_DW_ROW(V, VU, VI, W, 3) break;                              \
+                        case 2: PK_DW_ROW(V, VU, VI, W, 2) break;                              \
+                        default: PK_DW_ROW(V, VU, VI, W, 1)                                    \
                     }                                                                          \
-                }                                                                              \
-                while (ow < OW) {                                                              \
-                    ow = ow + W <= OW ? ow : OW - W;                                           \
-                    PK_DW_VEC(V, VU, row + ow, 1)                                              \
-                    PK_DW_CLAMP(V, VI, s[0])                                                   \
-                    *(VU *)(y + ow) = s[0];                                                    \
-                    ow += W;                                                                   \
+                    j += g;                                                                    \
                 }                                                                              \
             }                                                                                  \
             continue;                                                                          \
@@ -1251,7 +1267,20 @@ PK_BLOCK64(pk_block1x64, 1)
    per 96 rows. */
 #define PK_MC(K) ((K) >= 2730 ? 96 : 262144 / (K) / 6 * 6)
 /* rbias (or NULL): added to each row's sums; act: then clamped to [lo, hi] (a conv's bias and
-   fused Relu/Clip, applied as the sums are stored instead of in a pass over Y after). */
+   fused Relu/Clip), on each block of Y just after it is stored, while it is in the L1 cache (in
+   the blocks themselves the bounds would hold registers the sums need). */
+PK_W512 PK_INLINE static void pk_rows_epilogue(float *restrict Y, int ldy, int R, const float *restrict rbias, int act,
+                                               float lo, float hi) {
+    for (int i = 0; i < R; ++i)
+        for (int j = 0; j < 4; ++j) {
+            pk_v16u *y = (pk_v16u *)(Y + (size_t)i * ldy + 16 * j);
+            pk_v16 v = *y;
+            if (rbias) v += rbias[i];
+            if (act) v = pk_clamp16(v, lo, hi);
+            *y = v;
+        }
+}
+
 PK_W512 static void pk_matmul_512e(const float *restrict A, const float *restrict B, float *restrict Y, int M,
                                    int N, int K, const float *restrict rbias, int act, float lo, float hi) {
     const int mc = PK_MC(K);
@@ -1260,11 +1289,13 @@ PK_W512 static void pk_matmul_512e(const float *restrict A, const float *restric
         for (int n = 0; n < N; n += 64) {
             const int at = n + 64 <= N ? n : N - 64;
             int m = m0;
-#define PK_ROWS64(BLOCK) BLOCK(A + (size_t)m * K, B + at, N, 0, rbias ? rbias + m : 0, Y + (size_t)m * N + at, N, K, 0, \
-                               act, lo, hi)
-            for (; m + 6 <= m1; m += 6) PK_ROWS64(pk_block6x64);
-            for (; m + 4 <= m1; m += 4) PK_ROWS64(pk_block4x64);
-            for (; m < m1; ++m) PK_ROWS64(pk_block1x64);
+#define PK_ROWS64(BLOCK, R)                                                                    \
+    BLOCK(A + (size_t)m * K, B + at, N, 0, 0, Y + (size_t)m * N + at, N, K, 0, 0, 0.0f, 0.0f); \
+    if (rbias || act) pk_rows_epilogue(Y + (size_t)m * N + at, N, R, rbias ? rbias + m : 0, act, lo, hi);
+            for (; m + 6 <= m1; m += 6) { PK_ROWS64(pk_block6x64, 6) }
+            for (; m + 4 <= m1; m += 4) { PK_ROWS64(pk_block4x64, 4) }
+            for (; m + 2 <= m1; m += 2) { PK_ROWS64(pk_block2x64, 2) }
+            for (; m < m1; ++m) { PK_ROWS64(pk_block1x64, 1) }
 #undef PK_ROWS64
         }
     }
@@ -1499,6 +1530,7 @@ PK_W512 PK_INLINE static void pk_panel512(const float *restrict A, const float *
 PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restrict B, const float *restrict bias, \
                                    float *restrict Y, int ldy, int K, int act, float lo, float hi, \
                                    __mmask16 keep) {                                           \
+    pk_v16 part[R][V];                                                                         \
     for (int k0 = 0; k0 < K; k0 += PK_KC) {                                                    \
         const int k1 = K - k0 < PK_KC ? K : k0 + PK_KC;                                        \
         pk_v16 acc[R][V];                                                                      \
@@ -1517,9 +1549,15 @@ PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restric
                 float *y = Y + (size_t)i * ldy + 16 * j;                                       \
                 const __mmask16 lanes = j == V - 1 ? keep : (__mmask16)0xFFFF;                 \
                 pk_v16 v = acc[i][j];                                                          \
-                if (k0) v += (pk_v16)_mm512_maskz_loadu_ps(lanes, y);                          \
-                if (k1 == K && bias) v += (pk_v16)_mm512_maskz_loadu_ps(lanes, bias + 16 * j); \
-                if (k1 == K && act) v = pk_clamp16(v, lo, hi);                                 \
+                /* the sums so far wait in part, not in Y: Y's rows may straddle cache lines, */ \
+                /* and a load from a masked store is not forwarded (it would stall each chunk) */ \
+                if (k0) v += part[i][j];                                                       \
+                if (k1 < K) {                                                                  \
+                    part[i][j] = v;                                                            \
+                    continue;                                                                  \
+                }                                                                              \
+                if (bias) v += (pk_v16)_mm512_maskz_loadu_ps(lanes, bias + 16 * j);            \
+                if (act) v = pk_clamp16(v, lo, hi);                                            \
                 _mm512_mask_storeu_ps(y, lanes, (__m512)v);                                    \
             }                                                                                  \
     }                                                                                          \

@@ -57,8 +57,7 @@ def _kind(graph: Graph, node: Any) -> str:
         return "rows"
     channels = g["x"][1]
     depthwise = int(g["a"].get("group", 1)) == channels == g["y"][1] and graph.shapes[node.input[1]][1] == 1
-    return "depthwise" if depthwise and graph.written(node.output[0]) == graph.fused_relu.get(
-        node.output[0], node.output[0]) else ""  # fmt: skip
+    return "depthwise" if depthwise else ""
 
 
 def _stays(graph: Graph, name: str, node: Any, readers: list[Any], turned: set[str]) -> bool:

@@ -198,15 +198,15 @@ def _unary(code: int) -> Callable[[Graph, Any, Callable[[str], str]], str]:
         if graph.fused_relu.get(node.input[0]) == node.output[0]:
             return "/* fused into the Conv above */"
         a = attrs(node)
-        p0, p1 = float(a.get("alpha", 0.01)), 0.0
+        p0, p1 = c_float(float(a.get("alpha", 0.01))), c_float(0.0)
         if node.op_type == "HardSigmoid":
-            p0, p1 = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+            p0, p1 = c_float(float(a.get("alpha", 0.2))), c_float(float(a.get("beta", 0.5)))
         if node.op_type == "Clip":
-            lo = graph.consts[node.input[1]] if len(node.input) > 1 and node.input[1] else a.get("min", -3.4e38)
-            hi = graph.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else a.get("max", 3.4e38)
-            p0, p1 = float(np.asarray(lo).reshape(-1)[0]), float(np.asarray(hi).reshape(-1)[0])
+            bounds = _clamp_bounds(graph, node)
+            assert bounds is not None  # typed._clip sends a Clip here only when its bounds are constants
+            p0, p1 = c_bound(bounds[0]), c_bound(bounds[1])
         return (f"pk_unary({code}, {ref(node.input[0])}, {ref(node.output[0])}, {graph.size(node.output[0])}, "
-                f"{c_float(p0)}, {c_float(p1)});")  # fmt: skip
+                f"{p0}, {p1});")  # fmt: skip
 
     return emit
 
@@ -306,16 +306,15 @@ def _conv(graph: Graph, node: Any, ref: Callable[[str], str]) -> str:
 SMALL_IMAGE = 128  # a 1x1 conv on fewer positions than this, to 64 outputs or more, runs turned around
 # ... and, where it reads or writes channels-last, on fewer than TURNED_WIDE to 64 outputs or more,
 # or on fewer than TURNED_NARROW to 16 or more (a narrow product's rows cost more than its columns)
-TURNED_WIDE, TURNED_NARROW = 2048, 512
+TURNED_WIDE, TURNED_NARROW = 8192, 2048
 
 
 def _rows_1x1(graph: Graph, node: Any, g: dict[str, Any], candidate: bool = False) -> bool:
     """A one-group 1x1 conv with constant weights run turned around: on a small image to 64 outputs
     or more, or on a larger one (TURNED_*) where it reads or writes a channels-last tensor
     (``candidate``: where it could, as codegen.layout asks before it decides)."""
-    if not (int(g["a"].get("group", 1)) == 1 and _conv_mode(g) == "direct" and node.input[1] in graph.consts
-            and graph.written(node.output[0]) == graph.fused_relu.get(node.output[0], node.output[0])):  # fmt: skip
-        return False
+    if not (int(g["a"].get("group", 1)) == 1 and _conv_mode(g) == "direct" and node.input[1] in graph.consts):
+        return False  # (a direct conv never has a pool fused in: fuse_pools takes convs read in place)
     positions, outputs = g["y"][2] * g["y"][3], g["y"][1]
     if positions < SMALL_IMAGE and outputs >= 64:
         return True
