@@ -1231,8 +1231,8 @@ PK_W512 PK_INLINE static void NAME(const float *restrict A, const float *restric
         for (int k = k0; k < k1; ++k) {                                                        \
             const float *restrict b = B + (size_t)k * ldb;                                     \
             if (prefetch) { /* a packed panel: its row 8 steps ahead */                        \
-                __builtin_prefetch(b + 8 * ldb); __builtin_prefetch(b + 8 * ldb + 16);         \
-                __builtin_prefetch(b + 8 * ldb + 32); __builtin_prefetch(b + 8 * ldb + 48);    \
+                __builtin_prefetch(b + 24 * ldb); __builtin_prefetch(b + 24 * ldb + 16);       \
+                __builtin_prefetch(b + 24 * ldb + 32); __builtin_prefetch(b + 24 * ldb + 48);    \
             }                                                                                  \
             const pk_v16 b0 = *(const pk_v16u *)b, b1 = *(const pk_v16u *)(b + 16);            \
             const pk_v16 b2 = *(const pk_v16u *)(b + 32), b3 = *(const pk_v16u *)(b + 48);     \
@@ -1731,25 +1731,62 @@ static void pk_depthwise_turned_c(const float *restrict X, const float *restrict
 }
 
 #if PK_HAS512
-/* ... with AVX-512: 64 channels (4 vectors) of one position summed over its taps in registers,
-   then 16; the last vector ends at C (it rewrites some channels with the same values). */
+/* ... with AVX-512: up to 8 vectors of 16 channels of one position summed over its taps in
+   registers (8 chains of adds keep both FMA units busy through their latency), the groups of a
+   position balanced so none is short; the last vector ends at C (it rewrites some channels with
+   the same values). */
 #define PK_DWT_VEC(N)                                                                          \
-    pk_dv16 s[N];                                                                              \
-    for (int j = 0; j < N; ++j) s[j] = Bias ? *(const pk_dv16u *)(Bias + c + 16 * j) : (pk_dv16){0}; \
-    for (int kh = 0; kh < KH; ++kh) {                                                          \
-        const int ih = oh * sh - pt + kh * dh;                                                 \
-        if (ih < 0 || ih >= H) continue;                                                       \
-        for (int kw = 0; kw < KW; ++kw) {                                                      \
-            const int iw = ow * sw - pl + kw * dw;                                             \
-            if (iw < 0 || iw >= Wd) continue;                                                  \
-            const float *restrict x = X + ((size_t)ih * Wd + iw) * C + c;                      \
-            const float *restrict w = Wt + (size_t)(kh * KW + kw) * C + c;                     \
-            for (int j = 0; j < N; ++j) s[j] += *(const pk_dv16u *)(w + 16 * j) * *(const pk_dv16u *)(x + 16 * j); \
+    {                                                                                          \
+        int o[N];                                                                              \
+        for (int k = 0; k < N; ++k) o[k] = (j + k) * 16 + 16 <= C ? (j + k) * 16 : C - 16;      \
+        pk_dv16 s[N];                                                                          \
+        for (int k = 0; k < N; ++k) s[k] = Bias ? *(const pk_dv16u *)(Bias + o[k]) : (pk_dv16){0}; \
+        for (int kh = 0; kh < KH; ++kh) {                                                      \
+            const int ih = oh * sh - pt + kh * dh;                                             \
+            if (ih < 0 || ih >= H) continue;                                                   \
+            for (int kw = 0; kw < KW; ++kw) {                                                  \
+                const int iw = ow * sw - pl + kw * dw;                                         \
+                if (iw < 0 || iw >= Wd) continue;                                              \
+                const float *restrict x = X + ((size_t)ih * Wd + iw) * C;                      \
+                const float *restrict w = Wt + (size_t)(kh * KW + kw) * C;                     \
+                for (int k = 0; k < N; ++k) s[k] += *(const pk_dv16u *)(w + o[k]) * *(const pk_dv16u *)(x + o[k]); \
+            }                                                                                  \
         }                                                                                      \
-    }                                                                                          \
-    for (int j = 0; j < N; ++j) {                                                              \
-        PK_DW_CLAMP(pk_dv16, pk_dv16i, s[j])                                                   \
-        *(pk_dv16u *)(y + c + 16 * j) = s[j];                                                  \
+        for (int k = 0; k < N; ++k) {                                                          \
+            PK_DW_CLAMP(pk_dv16, pk_dv16i, s[k])                                               \
+            *(pk_dv16u *)(y + o[k]) = s[k];                                                    \
+        }                                                                                      \
+    }
+
+/* Four neighbouring positions (ow .. ow + 3, every tap inside the row) at once, N vectors of
+   channels each: a tap's weights are loaded once for the four (1.25 loads per multiply-add, not 2). */
+#define PK_DWT_QUAD(N)                                                                         \
+    {                                                                                          \
+        int o[N];                                                                              \
+        for (int k = 0; k < N; ++k) o[k] = (j + k) * 16 + 16 <= C ? (j + k) * 16 : C - 16;      \
+        pk_dv16 s[4][N];                                                                       \
+        for (int k = 0; k < N; ++k) {                                                          \
+            const pk_dv16 b0 = Bias ? *(const pk_dv16u *)(Bias + o[k]) : (pk_dv16){0};         \
+            for (int q = 0; q < 4; ++q) s[q][k] = b0;                                          \
+        }                                                                                      \
+        for (int kh = 0; kh < KH; ++kh) {                                                      \
+            const int ih = oh * sh - pt + kh * dh;                                             \
+            if (ih < 0 || ih >= H) continue;                                                   \
+            for (int kw = 0; kw < KW; ++kw) {                                                  \
+                const float *restrict x = X + ((size_t)ih * Wd + ow * sw - pl + kw * dw) * C;  \
+                const float *restrict w = Wt + (size_t)(kh * KW + kw) * C;                     \
+                for (int k = 0; k < N; ++k) {                                                  \
+                    const pk_dv16 wk = *(const pk_dv16u *)(w + o[k]);                          \
+                    for (int q = 0; q < 4; ++q)                                                \
+                        s[q][k] += wk * *(const pk_dv16u *)(x + (size_t)q * sw * C + o[k]);    \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int q = 0; q < 4; ++q)                                                            \
+            for (int k = 0; k < N; ++k) {                                                      \
+                PK_DW_CLAMP(pk_dv16, pk_dv16i, s[q][k])                                        \
+                *(pk_dv16u *)(y + (size_t)q * C + o[k]) = s[q][k];                             \
+            }                                                                                  \
     }
 
 PK_W512 static void pk_depthwise_turned512(const float *restrict X, const float *restrict Wt,
@@ -1760,18 +1797,40 @@ PK_W512 static void pk_depthwise_turned512(const float *restrict X, const float 
         pk_depthwise_turned_c(X, Wt, Bias, Y, C, H, Wd, OH, OW, KH, KW, pt, pl, sh, sw, dh, dw, lo, hi);
         return;
     }
-    const int act = lo > -INFINITY || hi < INFINITY;
+    const int act = lo > -INFINITY || hi < INFINITY, nv = (C + 15) / 16;
+    /* the positions whose taps all fall inside the row: ow in [inner0, inner1) */
+    const int last = Wd + pl - (KW - 1) * dw - 1; /* the largest ow * sw whose last tap is inside */
+    const int inner0 = (pl + sw - 1) / sw, inner1 = last < 0 ? 0 : last / sw + 1;
     for (int oh = 0; oh < OH; ++oh)
         for (int ow = 0; ow < OW; ++ow) {
             float *restrict y = Y + ((size_t)oh * OW + ow) * C;
-            int c = 0;
-            for (; c + 64 <= C; c += 64) {
-                PK_DWT_VEC(4)
+            if (ow >= inner0 && ow + 4 <= inner1 && ow + 4 <= OW) {
+                for (int j = 0; j < nv;) {
+                    const int g = nv - j >= 4 ? 4 : nv - j;
+                    switch (g) {
+                        case 4: PK_DWT_QUAD(4) break;
+                        case 3: PK_DWT_QUAD(3) break;
+                        case 2: PK_DWT_QUAD(2) break;
+                        default: PK_DWT_QUAD(1)
+                    }
+                    j += g;
+                }
+                ow += 3;
+                continue;
             }
-            while (c < C) {
-                c = c + 16 <= C ? c : C - 16;
-                PK_DWT_VEC(1)
-                c += 16;
+            for (int j = 0; j < nv;) {
+                const int left = nv - j, g = left <= 8 ? left : left < 16 ? (left + 1) / 2 : 8;
+                switch (g) {
+                    case 8: PK_DWT_VEC(8) break;
+                    case 7: PK_DWT_VEC(7) break;
+                    case 6: PK_DWT_VEC(6) break;
+                    case 5: PK_DWT_VEC(5) break;
+                    case 4: PK_DWT_VEC(4) break;
+                    case 3: PK_DWT_VEC(3) break;
+                    case 2: PK_DWT_VEC(2) break;
+                    default: PK_DWT_VEC(1)
+                }
+                j += g;
             }
         }
 }

@@ -116,9 +116,9 @@ def test_turned_blocks_match_onnxruntime_on_every_path(flags: tuple[str, ...], s
     assert rows == [("0", "0"), ("0", "1"), ("1", "1"), ("1", "1"), ("1", "0")]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(channels=st.sampled_from([64, 70, 96, 130]), h=st.integers(1, 9), w=st.integers(1, 9),
+@given(channels=st.sampled_from([64, 70, 96, 130]), h=st.integers(1, 9), w=st.integers(1, 24),
        kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.integers(1, 3),
        pads=st.tuples(*[st.integers(0, 2)] * 4), dilation=st.integers(1, 2),
        activation=st.sampled_from(["", "Relu"]), seed=st.integers(0, 99))  # fmt: skip
@@ -126,7 +126,8 @@ def test_turned_depthwise_convs_match_onnxruntime(channels: int, h: int, w: int,
                                                   stride: int, pads: tuple[int, int, int, int], dilation: int,
                                                   activation: str, seed: int, tmp_path: Path) -> None:  # fmt: skip
     # a 1x1 conv writes the depthwise conv's input turned, another reads its output turned: any
-    # kernel size, stride, padding and dilation, channel counts off a multiple of 16
+    # kernel size, stride, padding and dilation, channel counts off a multiple of 16; rows wide
+    # enough for four positions with every tap inside (summed together), and the edges
     assume((kernel[0] - 1) * dilation + 1 <= h + pads[0] + pads[2])
     assume((kernel[1] - 1) * dilation + 1 <= w + pads[1] + pads[3])
     rng = np.random.default_rng(seed)
@@ -142,7 +143,7 @@ def test_turned_depthwise_convs_match_onnxruntime(channels: int, h: int, w: int,
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     oh = (h + pads[0] + pads[2] - (kernel[0] - 1) * dilation - 1) // stride + 1
     ow = (w + pads[1] + pads[3] - (kernel[1] - 1) * dilation - 1) // stride + 1
-    assume(h * w < 128 and oh * ow < 128)  # both 1x1 convs on the turned-around path
+    assume(oh >= 1 and ow >= 1)
     x = rng.standard_normal((1, 8, h, w)).astype(np.float32)
     folder = Path(tempfile.mkdtemp(dir=tmp_path))
     _, code = _run(model, x, folder, ("-O2",))
