@@ -1684,14 +1684,15 @@ static void pk_transpose_block(const float *restrict X, float *restrict Y, int r
 /* A 1x1 stride-1 conv on a small image (HW positions): the product turned around, the image's
    positions as rows, Y^T[HW, M] = X^T[HW, C] W^T[C, M], so the weights are the packed operand and
    no column block is left part-filled. tin, tout: X, Y are held channels-last ([HW, C], [HW, M]:
-   codegen.layout), so X is already X^T, or Y is Y^T; S holds the turned X and Y of the others.
+   codegen.layout), so X is already X^T, or Y is Y^T; S holds X^T (unless tin), then Y^T (unless
+   tout), as temp_floats sizes it.
    [lo, hi] as in pk_conv2d_gemm. */
 static void pk_conv1x1_rows(const float *restrict X, const float *restrict Wp, const float *restrict Bias,
                             float *restrict Y, float *restrict S, int C, int HW, int M, float lo, float hi, int tin,
                             int tout) {
     const int act = lo > -INFINITY || hi < INFINITY;
     const float *xt = X;
-    float *yt = tout ? Y : S + (((size_t)HW * C + 15) & ~(size_t)15);
+    float *yt = tout ? Y : tin ? S : S + (((size_t)HW * C + 15) & ~(size_t)15);
     if (!tin) {
         pk_transpose_block(X, S, C, HW);
         xt = S;

@@ -1,11 +1,12 @@
-"""Channels-last ("turned") tensors on small images.
+"""Channels-last ("turned") tensors between 1x1 convs, depthwise convs and Adds.
 
-On a small image (the late stages of a mobile CNN: 10x10, 5x5 positions, hundreds of channels) the
-NCHW kernels run short loops per channel. There the 1x1 convs already run as the product turned
-around (positions as rows, ``pk_conv1x1_rows``), which transposes its input and its output. A
-tensor passed between such convs, depthwise convs and Adds can stay turned, [N, H, W, C] (per
+Where a CNN's images get smaller and its channels more (a mobile CNN after its stem), the NCHW
+kernels run short loops per channel. A 1x1 conv can run as the product turned around (positions
+as rows, ``pk_conv1x1_rows``), which on NCHW tensors transposes its input and its output. A tensor
+passed between such convs, depthwise convs and Adds can instead stay turned, [N, H, W, C] (per
 item: one row of C channels per position): the 1x1 convs then skip both transposes, and a
 depthwise conv on a turned tensor sums its taps 16 channels at a time (``pk_depthwise_turned``).
+Which 1x1 convs may run turned around is a size rule (``ops._rows_1x1``, ``TURNED_*``).
 
 ``turn`` picks the largest set of tensors that can be held turned: a tensor is turned when the
 node writing it can write it so and every node reading it can read it so, and it is not a model

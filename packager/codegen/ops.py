@@ -457,9 +457,11 @@ def temp_floats(graph: Graph, node: Any) -> int:
     if node.op_type != "Conv" or len(graph.shapes[node.input[0]]) > 4:
         return 0
     g = _spatial(graph, node)
-    if _rows_1x1(graph, node, g):  # the image and the output, each turned around
-        return int(-(-g["x"][1] * g["y"][2] * g["y"][3] // 16) * 16 + g["y"][1] * g["y"][2] * g["y"][3])
-    if graph.written(node.output[0]) in graph.turned and not _rows_1x1(graph, node, g):  # depthwise, channels-last
+    if _rows_1x1(graph, node, g):  # the image and the output, each turned around unless held so (layout)
+        positions = g["y"][2] * g["y"][3]
+        image = 0 if node.input[0] in graph.turned else -(-g["x"][1] * positions // 16) * 16
+        return int(image + (0 if graph.written(node.output[0]) in graph.turned else g["y"][1] * positions))
+    if graph.written(node.output[0]) in graph.turned:  # a depthwise conv on channels-last tensors
         return 0
     if int(attrs(node).get("group", 1)) != 1:  # a depthwise conv's phase planes and its output at their width
         group, (kh, kw), (sh, sw), (dh, dw) = int(attrs(node)["group"]), g["k"], g["s"], g["d"]
