@@ -14,6 +14,15 @@
 #define PK_HAS512 1
 #define PK_W512 __attribute__((target("avx512f,fma")))
 #include <immintrin.h> /* masked loads and stores: the intrinsics need only the target attribute */
+/* Lanes of two 16-float vectors picked by index (0-15: a's, 16-31: b's): one two-source permute. */
+typedef int pk_perm16 __attribute__((vector_size(64)));
+#if defined(__clang__)
+#define PK_PERM(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define PK_PERM(a, b, ...) __builtin_shuffle(a, b, (pk_perm16){__VA_ARGS__})
+#endif
+#define PK_EVENS 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define PK_ODDS 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 static int pk_wide512(void) { return __builtin_cpu_supports("avx512f"); }
 #else
 #define PK_HAS512 0
@@ -257,29 +266,26 @@ static void pk_even(float *restrict dst, const float *restrict from, int q0, int
 #if PK_HAS512
 typedef float pk_ev16 __attribute__((vector_size(64)));
 typedef float pk_ev16u __attribute__((vector_size(64), aligned(4)));
-typedef int pk_ev16i __attribute__((vector_size(64)));
 /* ... 16 at a time: two vectors of the row, their even lanes picked by one permute; the last 16
    end at q1 (rewriting some), read from one float earlier (their odd lanes) if the row ends
    before the even ones' last float. */
 PK_W512 static void pk_even512(float *restrict dst, const float *restrict from, int q0, int q1, int first,
                                int last) {
-    const pk_ev16i evens = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-    const pk_ev16i odds = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
     int q = q0;
     for (; q + 16 <= q1 && 2 * q + 31 <= last; q += 16) {
         const pk_ev16 a = *(const pk_ev16u *)(from + 2 * q), b = *(const pk_ev16u *)(from + 2 * q + 16);
-        *(pk_ev16u *)(dst + q) = __builtin_shuffle(a, b, evens);
+        *(pk_ev16u *)(dst + q) = PK_PERM(a, b, PK_EVENS);
     }
     if (q < q1 && q1 - 16 >= q0) {
         const int t = q1 - 16;
         if (2 * t + 31 <= last) {
             const pk_ev16 a = *(const pk_ev16u *)(from + 2 * t), b = *(const pk_ev16u *)(from + 2 * t + 16);
-            *(pk_ev16u *)(dst + t) = __builtin_shuffle(a, b, evens);
+            *(pk_ev16u *)(dst + t) = PK_PERM(a, b, PK_EVENS);
             return;
         }
         if (2 * t - 1 >= first) {
             const pk_ev16 a = *(const pk_ev16u *)(from + 2 * t - 1), b = *(const pk_ev16u *)(from + 2 * t + 15);
-            *(pk_ev16u *)(dst + t) = __builtin_shuffle(a, b, odds);
+            *(pk_ev16u *)(dst + t) = PK_PERM(a, b, PK_ODDS);
             return;
         }
     }
@@ -1639,16 +1645,15 @@ static void pk_transpose_tiles(const float *restrict X, float *restrict Y, int r
 #if PK_HAS512
 typedef float pk_tv16 __attribute__((vector_size(64)));
 typedef float pk_tv16u __attribute__((vector_size(64), aligned(4)));
-typedef int pk_tv16i __attribute__((vector_size(64)));
 /* With AVX-512, each whole 16 x 16 tile in registers: four rounds of two-source permutes, each
    swapping the off-diagonal blocks of 1, 2, 4 and 8 lanes between rows i and i + s. */
-#define PK_LIST(...) {__VA_ARGS__}
+#define PK_LIST(...) __VA_ARGS__
 #define PK_SWAP_BLOCKS(S, LO, HI)                                                              \
     for (int i = 0; i < 16; ++i)                                                               \
         if (!(i & S)) {                                                                        \
             const pk_tv16 a = v[i], b = v[i + S];                                              \
-            v[i] = __builtin_shuffle(a, b, (pk_tv16i)LO);                                      \
-            v[i + S] = __builtin_shuffle(a, b, (pk_tv16i)HI);                                  \
+            v[i] = PK_PERM(a, b, LO);                                                          \
+            v[i + S] = PK_PERM(a, b, HI);                                                      \
         }
 PK_W512 static void pk_transpose512(const float *restrict X, float *restrict Y, int rows, int cols) {
     const int R = rows / 16 * 16, Cc = cols / 16 * 16;
