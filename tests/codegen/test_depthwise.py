@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_layout import FLAG_IDS, FLAGS, _run
+from test_layout import FLAG_IDS, FLAGS, compile_and_compare
 
 
 def _depthwise(c: int, h: int, w: int, stride: int, pads: list[int], clip: bool, seed: int) -> object:
@@ -39,5 +39,5 @@ def test_depthwise_rows_match_onnxruntime_on_every_path(flags: tuple[str, ...], 
         folder = tmp_path / str(i)
         folder.mkdir()
         x = np.random.default_rng(i).standard_normal((2, c, h, w)).astype(np.float32) * 4
-        _, code = _run(_depthwise(c, h, w, stride, pads, clip, i), x, folder, flags)  # type: ignore[arg-type]
+        _, code = compile_and_compare(_depthwise(c, h, w, stride, pads, clip, i), x, folder, flags)  # type: ignore[arg-type]
         assert "pk_conv2d(" in code.split("static void k_one")[-1]

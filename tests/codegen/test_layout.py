@@ -70,7 +70,9 @@ def _block_model(c: int, h: int, w: int, stride: int, seed: int) -> onnx.ModelPr
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray, tmp: Path, flags: tuple[str, ...]) -> tuple[list[np.ndarray], str]:
+def compile_and_compare(
+    model: onnx.ModelProto, x: np.ndarray, tmp: Path, flags: tuple[str, ...]
+) -> tuple[list[np.ndarray], str]:
     onnx.save(model, str(tmp / "m.onnx"))
     source = codegen.build_source(tmp / "m.onnx", tmp, "k", {"name": "k", "version": "1", "sha256": "-",
                                                              "signature": "{}"})  # fmt: skip
@@ -107,7 +109,7 @@ def test_turned_blocks_match_onnxruntime_on_every_path(flags: tuple[str, ...], s
     # runs per item at its offset
     model = _block_model(16, 7, 5, stride, stride)
     x = np.random.default_rng(stride).standard_normal((2, 16, 7, 5)).astype(np.float32)
-    _, code = _run(model, x, tmp_path, flags)
+    _, code = compile_and_compare(model, x, tmp_path, flags)
     body = code.split("static void k_one")[-1]
     assert body.count("pk_depthwise_turned(") == 1  # d2; d1 reads r1, which the pool needs as NCHW
     assert body.count("pk_conv2d(") == 1
@@ -146,5 +148,5 @@ def test_turned_depthwise_convs_match_onnxruntime(channels: int, h: int, w: int,
     assume(oh >= 1 and ow >= 1)
     x = rng.standard_normal((1, 8, h, w)).astype(np.float32)
     folder = Path(tempfile.mkdtemp(dir=tmp_path))
-    _, code = _run(model, x, folder, ("-O2",))
+    _, code = compile_and_compare(model, x, folder, ("-O2",))
     assert "pk_depthwise_turned(" in code.split("static void k_one")[-1]
